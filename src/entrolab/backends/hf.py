@@ -1,0 +1,404 @@
+"""Hugging Face transformers backend (white-box): batched generation and teacher-forced scoring.
+
+Generation runs its own decode loop over the model's KV cache instead of ``model.generate``: each
+step's raw logits [R, V] are turned into per-token statistics at once (entropy, varentropy,
+self-certainty, chosen-token logprob and rank, top-k) and then dropped, so no [T, V] logits are
+ever held; finished rows leave the batch (the cache is compacted), so short answers stop costing
+compute. Scoring runs one forward pass per batch and applies the LM head in chunks of positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from entrolab.backends.sampling import process_logits, row_seed, sample_rows
+from entrolab.config import GenerationConfig
+from entrolab.errors import EntrolabError
+from entrolab.signals import TokenStatistics, token_statistics
+from entrolab.types import Provenance, Trace, TraceBatch
+
+#: on_progress(rows_done, rows_total, tokens_generated)
+ProgressFn = Callable[[int, int, int], None]
+
+
+@dataclass
+class _Buffers:
+    """Per-row statistics for one generation batch, filled one column (step) at a time."""
+
+    token_ids: torch.Tensor  # int64 [R, N]
+    logprob: torch.Tensor  # float32 [R, N]
+    entropy: torch.Tensor
+    varentropy: torch.Tensor
+    self_certainty: torch.Tensor
+    rank: torch.Tensor  # int64 [R, N]
+    topk_ids: torch.Tensor  # int64 [R, N, K]
+    topk_logprobs: torch.Tensor  # float32 [R, N, K]
+
+    @classmethod
+    def empty(cls, rows: int, steps: int, k: int) -> _Buffers:
+        f = torch.zeros(rows, steps)
+        return cls(
+            torch.zeros(rows, steps, dtype=torch.int64),
+            f,
+            f.clone(),
+            f.clone(),
+            f.clone(),
+            torch.zeros(rows, steps, dtype=torch.int64),
+            torch.zeros(rows, steps, k, dtype=torch.int64),
+            torch.zeros(rows, steps, k),
+        )
+
+    def write(
+        self, rows: torch.Tensor, step: int | torch.Tensor, chosen: torch.Tensor, s: TokenStatistics
+    ) -> None:
+        """Store step statistics for ``rows`` at column(s) ``step``."""
+        self.token_ids[rows, step] = chosen
+        self.logprob[rows, step] = s.logprob
+        self.entropy[rows, step] = s.entropy
+        self.varentropy[rows, step] = s.varentropy
+        self.self_certainty[rows, step] = s.self_certainty
+        self.rank[rows, step] = s.rank
+        self.topk_ids[rows, step] = s.topk_ids
+        self.topk_logprobs[rows, step] = s.topk_logprobs
+
+
+class HFBackend:
+    """A transformers causal LM with entrolab's generation and scoring.
+
+    Args:
+        model: a causal LM (``AutoModelForCausalLM``), put in eval mode.
+        tokenizer: its tokenizer.
+        name: a label stored in every trace.
+    """
+
+    def __init__(self, model, tokenizer, name: str = "") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "name_or_path", "")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.eos_ids = self._eos_ids()
+
+    @classmethod
+    def load(cls, name_or_path: str | None = None, **kwargs) -> HFBackend:
+        """Load a model with :func:`entrolab.models.load_model` and wrap it."""
+        from entrolab.models import load_model
+
+        loaded = load_model(name_or_path, **kwargs)
+        return cls(loaded.model, loaded.tokenizer, loaded.name)
+
+    def _eos_ids(self) -> torch.Tensor:
+        ids: set[int] = set()
+        for source in (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id):
+            if isinstance(source, int):
+                ids.add(source)
+            elif source is not None:
+                ids.update(int(i) for i in source)
+        return torch.tensor(sorted(ids), dtype=torch.int64)
+
+    # ------------------------------------------------------------------ prompts
+    def prompt_ids(
+        self, prompt: str, *, chat_template: bool = True, system_prompt: str | None = None
+    ) -> list[int]:
+        """Token ids of ``prompt`` as the model sees it (chat-formatted, generation prompt added)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise EntrolabError("prompt is empty; give the model some text to respond to")
+        if chat_template and self.tokenizer.chat_template:
+            messages = [{"role": "user", "content": prompt}]
+            if system_prompt:
+                messages.insert(0, {"role": "system", "content": system_prompt})
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(prompt)["input_ids"]
+
+    # --------------------------------------------------------------- generation
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[str] | str,
+        config: GenerationConfig | None = None,
+        *,
+        on_progress: ProgressFn | None = None,
+    ) -> TraceBatch:
+        """Sample ``config.num_samples`` completions per prompt; one Trace per completion.
+
+        Traces come back ordered by prompt, then sample. Statistics are computed from each step's
+        raw logits (``config.signals_from="processed"`` for the sampled distribution).
+        """
+        config = config or GenerationConfig()
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not prompts:
+            raise EntrolabError("no prompts given")
+        if config.topk_logprobs > self.vocab_size:
+            raise EntrolabError(
+                f"topk_logprobs={config.topk_logprobs} exceeds the vocabulary size {self.vocab_size}"
+            )
+        ids = [
+            self.prompt_ids(p, chat_template=config.chat_template, system_prompt=config.system_prompt)
+            for p in prompts
+        ]
+        rows = [(i, s) for i in range(len(prompts)) for s in range(config.num_samples)]
+        traces: list[Trace] = []
+        done = 0
+        for start in range(0, len(rows), config.batch_size):
+            chunk = rows[start : start + config.batch_size]
+
+            def progress(rows_done: int, tokens: int, _base: int = done) -> None:
+                if on_progress is not None:
+                    on_progress(_base + rows_done, len(rows), tokens)
+
+            traces += self._generate_batch(prompts, ids, chunk, config, progress)
+            done += len(chunk)
+        return TraceBatch(tuple(traces))
+
+    def _generate_batch(
+        self,
+        prompts: Sequence[str],
+        prompt_ids: Sequence[list[int]],
+        rows: Sequence[tuple[int, int]],
+        config: GenerationConfig,
+        progress: Callable[[int, int], None],
+    ) -> list[Trace]:
+        from transformers import DynamicCache
+
+        device = self.model.device
+        n_rows, steps, k = len(rows), config.max_new_tokens, config.topk_logprobs
+        seqs = [prompt_ids[i] for i, _ in rows]
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((n_rows, width), pad, dtype=torch.int64)
+        attention = torch.zeros(n_rows, width, dtype=torch.int64)
+        for r, s in enumerate(seqs):  # left padding: every row's next token goes at the end
+            input_ids[r, width - len(s) :] = torch.tensor(s)
+            attention[r, width - len(s) :] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        generators = [
+            torch.Generator().manual_seed(row_seed(config.seed, i, s)) for i, s in rows
+        ]
+        buf = _Buffers.empty(n_rows, steps, k)
+        lengths = torch.zeros(n_rows, dtype=torch.int64)
+        finish = ["length"] * n_rows
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            position_ids=positions.to(device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        active = torch.arange(n_rows)
+        next_pos = positions[:, -1] + 1
+        eos = self.eos_ids
+        max_stop = max((len(s.encode()) for s in config.stop), default=0)
+        for step in range(steps):
+            raw = logits.float().cpu()
+            processed = process_logits(raw, config)
+            if config.greedy:
+                chosen = raw.argmax(-1)
+            else:
+                chosen = sample_rows(processed, [generators[r] for r in active.tolist()])
+            source = raw if config.signals_from == "raw" else processed
+            buf.write(active, step, chosen, token_statistics(source, chosen, k))
+            lengths[active] += 1
+            finished = torch.isin(chosen, eos)
+            for j in finished.nonzero().flatten().tolist():
+                finish[int(active[j])] = "eos"
+            if max_stop:
+                for j in (~finished).nonzero().flatten().tolist():
+                    r = int(active[j])
+                    tail = buf.token_ids[r, max(0, step + 1 - max_stop - 1) : step + 1]
+                    if any(s in self.tokenizer.decode(tail) for s in config.stop):
+                        finished[j] = True
+                        finish[r] = "stop"
+            keep = (~finished).nonzero().flatten()
+            progress(n_rows - keep.numel(), int(lengths.sum()))
+            if step == steps - 1 or keep.numel() == 0:
+                break
+            if keep.numel() < active.numel():  # drop finished rows from the batch and the cache
+                cache.reorder_cache(keep.to(device))
+                attention, chosen, next_pos = attention[keep], chosen[keep], next_pos[keep]
+                active = active[keep]
+            attention = torch.cat([attention, torch.ones(len(active), 1, dtype=torch.int64)], 1)
+            logits = self.model(
+                input_ids=chosen[:, None].to(device),
+                attention_mask=attention.to(device),
+                position_ids=next_pos[:, None].to(device),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits[:, -1]
+            next_pos = next_pos + 1
+        progress(n_rows, int(lengths.sum()))
+        meta = {"generation": config.to_dict()}
+        return [
+            self._trace(
+                prompts[i],
+                buf,
+                r,
+                int(lengths[r]),
+                finish[r],
+                prompt_index=i,
+                sample_index=s,
+                provenance=Provenance(logits=config.signals_from, vocab="full"),
+                stop=config.stop,
+                meta={**meta, "row_seed": row_seed(config.seed, i, s), "prompt_tokens": len(seqs[r])},
+            )
+            for r, (i, s) in enumerate(rows)
+        ]
+
+    def _trace(
+        self,
+        prompt: str,
+        buf: _Buffers,
+        r: int,
+        n: int,
+        finish: str,
+        *,
+        prompt_index: int,
+        sample_index: int,
+        provenance: Provenance,
+        stop: Sequence[str] = (),
+        meta: dict | None = None,
+    ) -> Trace:
+        ids = buf.token_ids[r, :n]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if finish == "stop":
+            cut = min((text.find(s) for s in stop if s in text), default=len(text))
+            text = text[:cut]
+        return Trace(
+            prompt=prompt,
+            text=text,
+            token_ids=ids,
+            tokens=tuple(self.token_pieces(ids.tolist())),
+            logprob=buf.logprob[r, :n],
+            entropy=buf.entropy[r, :n],
+            varentropy=buf.varentropy[r, :n],
+            self_certainty=buf.self_certainty[r, :n],
+            rank=buf.rank[r, :n],
+            topk_ids=buf.topk_ids[r, :n],
+            topk_logprobs=buf.topk_logprobs[r, :n],
+            provenance=provenance,
+            finish_reason=finish,  # type: ignore[arg-type]
+            prompt_index=prompt_index,
+            sample_index=sample_index,
+            model=self.name,
+            meta=meta or {},
+        )
+
+    def token_pieces(self, ids: Sequence[int]) -> list[str]:
+        """The text each token adds, from differences of prefix decodes (multi-byte safe)."""
+        if not ids:
+            return []
+        prefixes = self.tokenizer.batch_decode([ids[: i + 1] for i in range(len(ids))])
+        pieces, prev = [], ""
+        for i, cur in enumerate(prefixes):
+            if cur.startswith(prev):
+                pieces.append(cur[len(prev) :])
+            else:  # a partial multi-byte character was rewritten: fall back to the lone token
+                pieces.append(self.tokenizer.decode([ids[i]]))
+            prev = cur
+        return pieces
+
+    # ------------------------------------------------------------------ scoring
+    @torch.inference_mode()
+    def score(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str | Sequence[int]],
+        *,
+        k: int = 20,
+        chat_template: bool = True,
+        system_prompt: str | None = None,
+        batch_size: int = 8,
+        position_chunk: int = 64,
+    ) -> TraceBatch:
+        """Teacher-forced statistics of given completions; the same Trace fields as generation.
+
+        Args:
+            prompts: B prompts.
+            completions: B completions, as text (tokenized without special tokens) or token ids
+                (e.g. a generated trace's ``token_ids``, for an exact comparison).
+            k: top-k alternatives stored per token.
+            position_chunk: positions per LM-head call, bounding the logits held at once to
+                [batch_size, position_chunk, V].
+        """
+        if len(prompts) != len(completions):
+            raise EntrolabError(
+                f"got {len(prompts)} prompts but {len(completions)} completions; pair them 1:1"
+            )
+        if k > self.vocab_size:
+            raise EntrolabError(f"k={k} exceeds the vocabulary size {self.vocab_size}")
+        traces: list[Trace] = []
+        for start in range(0, len(prompts), batch_size):
+            sl = slice(start, start + batch_size)
+            p_ids = [
+                self.prompt_ids(p, chat_template=chat_template, system_prompt=system_prompt)
+                for p in prompts[sl]
+            ]
+            c_ids = [
+                self.tokenizer(c, add_special_tokens=False)["input_ids"] if isinstance(c, str)
+                else [int(t) for t in c]
+                for c in completions[sl]
+            ]
+            if any(len(c) == 0 for c in c_ids):
+                raise EntrolabError("a completion is empty; there is nothing to score")
+            traces += self._score_batch(prompts[sl], p_ids, c_ids, start, k, position_chunk)
+        return TraceBatch(tuple(traces))
+
+    def _score_batch(self, prompts, p_ids, c_ids, offset, k, position_chunk) -> list[Trace]:
+        device = self.model.device
+        seqs = [p + c for p, c in zip(p_ids, c_ids, strict=True)]
+        width = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.int64)
+        attention = torch.zeros_like(input_ids)
+        for r, s in enumerate(seqs):  # right padding: positions are plain 0..L-1
+            input_ids[r, : len(s)] = torch.tensor(s)
+            attention[r, : len(s)] = 1
+        hidden = self.model.base_model(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device)
+        ).last_hidden_state
+        head = self.model.get_output_embeddings()
+        t_max = max(len(c) for c in c_ids)
+        buf = _Buffers.empty(len(seqs), t_max, k)
+        # hidden state at position (len(prompt) - 1 + t) predicts completion token t
+        starts = torch.tensor([len(p) - 1 for p in p_ids])
+        lengths = torch.tensor([len(c) for c in c_ids])
+        targets = torch.zeros(len(seqs), t_max, dtype=torch.int64)
+        for r, c in enumerate(c_ids):
+            targets[r, : len(c)] = torch.tensor(c)
+        for t0 in range(0, t_max, position_chunk):
+            t = torch.arange(t0, min(t0 + position_chunk, t_max))
+            pos = (starts[:, None] + t[None, :]).clamp(max=width - 1)
+            h = hidden[torch.arange(len(seqs))[:, None], pos.to(device)]  # [R, C, H]
+            logits = self._final_logits(head(h)).float().cpu()
+            rows = torch.arange(len(seqs)).repeat_interleave(len(t))
+            cols = t.repeat(len(seqs))
+            stats = token_statistics(logits.reshape(-1, logits.shape[-1]), targets[rows, cols], k)
+            buf.write(rows, cols, targets[rows, cols], stats)
+        return [
+            self._trace(
+                prompts[r],
+                buf,
+                r,
+                int(lengths[r]),
+                "scored",
+                prompt_index=offset + r,
+                sample_index=0,
+                provenance=Provenance(logits="raw", vocab="full"),
+                meta={"prompt_tokens": len(p_ids[r])},
+            )
+            for r in range(len(seqs))
+        ]
+
+    def _final_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:  # Gemma-2 style soft-capping that the model's forward would apply
+            logits = torch.tanh(logits / cap) * cap
+        return logits

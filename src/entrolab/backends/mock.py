@@ -1,0 +1,113 @@
+"""A backend with scripted logits, for unit tests and docs that need exact, model-free traces.
+
+The script gives the logits of every step, either as a fixed tensor [T, V] (step t uses row t)
+or as a function ``script(prompt_index, step, prefix_ids) -> logits [V]``. Sampling, filters,
+seeds and statistics are the same code paths as :class:`~entrolab.backends.hf.HFBackend`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from entrolab.backends.sampling import process_logits, row_seed, sample_rows
+from entrolab.config import GenerationConfig
+from entrolab.errors import EntrolabError
+from entrolab.signals import token_statistics
+from entrolab.types import Provenance, Trace, TraceBatch
+
+Script = Callable[[int, int, list[int]], torch.Tensor]
+
+
+class MockBackend:
+    """Scripted-logits backend.
+
+    Args:
+        script: logits [T, V] shared by every prompt, or a callable
+            ``(prompt_index, step, prefix_ids) -> logits [V]``.
+        vocab: V token strings (default ``"<i>"``) used to build token pieces and text.
+        eos_id: token id that ends a completion (None: only ``max_new_tokens`` / the script end).
+    """
+
+    def __init__(
+        self,
+        script: torch.Tensor | Script,
+        *,
+        vocab: Sequence[str] | None = None,
+        eos_id: int | None = None,
+        name: str = "mock",
+    ) -> None:
+        if isinstance(script, torch.Tensor):
+            if script.dim() != 2:
+                raise EntrolabError(f"scripted logits must be [T, V], got {tuple(script.shape)}")
+            table = script.float()
+            self.vocab_size = table.shape[1]
+            self._steps: int | None = table.shape[0]
+            self._script: Script = lambda _i, step, _prefix: table[step]
+        else:
+            if vocab is None:
+                raise EntrolabError("a callable script needs `vocab` (its size fixes V)")
+            self.vocab_size, self._steps, self._script = len(vocab), None, script
+        self.vocab = list(vocab) if vocab is not None else [f"<{i}>" for i in range(self.vocab_size)]
+        if len(self.vocab) != self.vocab_size:
+            raise EntrolabError(f"vocab has {len(self.vocab)} strings but logits have V={self.vocab_size}")
+        self.eos_id = eos_id
+        self.name = name
+
+    def generate(
+        self, prompts: Sequence[str] | str, config: GenerationConfig | None = None
+    ) -> TraceBatch:
+        """One Trace per (prompt, sample), ordered by prompt then sample."""
+        config = config or GenerationConfig()
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts or any(not p.strip() for p in prompts):
+            raise EntrolabError("prompts must be a non-empty list of non-empty strings")
+        if config.topk_logprobs > self.vocab_size:
+            raise EntrolabError(
+                f"topk_logprobs={config.topk_logprobs} exceeds the vocabulary size {self.vocab_size}"
+            )
+        steps = min(config.max_new_tokens, self._steps or config.max_new_tokens)
+        traces = []
+        for i, prompt in enumerate(prompts):
+            for s in range(config.num_samples):
+                gen = torch.Generator().manual_seed(row_seed(config.seed, i, s))
+                ids: list[int] = []
+                stats = []
+                finish = "length"
+                for step in range(steps):
+                    raw = self._script(i, step, list(ids)).float().reshape(1, -1)
+                    processed = process_logits(raw, config)
+                    chosen = raw.argmax(-1) if config.greedy else sample_rows(processed, [gen])
+                    source = raw if config.signals_from == "raw" else processed
+                    stats.append(token_statistics(source, chosen, config.topk_logprobs))
+                    ids.append(int(chosen))
+                    if self.eos_id is not None and ids[-1] == self.eos_id:
+                        finish = "eos"
+                        break
+                traces.append(self._trace(prompt, ids, stats, finish, i, s, config))
+        return TraceBatch(tuple(traces))
+
+    def _trace(self, prompt, ids, stats, finish, i, s, config) -> Trace:
+        pieces = [self.vocab[t] for t in ids]
+        text = "".join(p for t, p in zip(ids, pieces, strict=True) if t != self.eos_id)
+        cat = lambda name: torch.cat([getattr(x, name) for x in stats])  # noqa: E731
+        return Trace(
+            prompt=prompt,
+            text=text,
+            token_ids=ids,
+            tokens=pieces,
+            logprob=cat("logprob"),
+            entropy=cat("entropy"),
+            varentropy=cat("varentropy"),
+            self_certainty=cat("self_certainty"),
+            rank=cat("rank"),
+            topk_ids=cat("topk_ids"),
+            topk_logprobs=cat("topk_logprobs"),
+            provenance=Provenance(logits=config.signals_from, vocab="full"),
+            finish_reason=finish,
+            prompt_index=i,
+            sample_index=s,
+            model=self.name,
+            meta={"generation": config.to_dict(), "row_seed": row_seed(config.seed, i, s)},
+        )

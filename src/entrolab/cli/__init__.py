@@ -1,0 +1,1 @@
+"""The ``entrolab`` command line (one sub-command per job)."""

@@ -1,0 +1,156 @@
+"""``entrolab`` command: ``analyze`` a prompt, ``list`` registry entries and models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from entrolab.errors import EntrolabError
+
+app = typer.Typer(
+    name="entrolab",
+    help="Entropy and confidence lab for language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.command("list")
+def list_entries(
+    kind: Annotated[str, typer.Argument(help="signals, aggregations or models")] = "signals",
+) -> None:
+    """List the registered entries of one kind, with summaries, papers and defaults."""
+    if kind == "models":
+        from entrolab.models.embedded import EMBEDDED
+
+        table = Table("name", "summary", title="embedded models (also: any HF id or local dir)")
+        for m in EMBEDDED.values():
+            table.add_row(m.name, m.summary)
+        console.print(table)
+        return
+    from entrolab.registry import get_registry
+
+    registry = get_registry(kind)
+    table = Table("name", "summary", "paper", "defaults", title=f"{kind} ({len(registry)})")
+    for e in registry:
+        defaults = ", ".join(f"{k}={v!r}" for k, v in e.defaults.items())
+        table.add_row(e.name, e.summary, e.paper or "-", defaults or "-")
+    console.print(table)
+
+
+@app.command()
+def analyze(
+    prompt: Annotated[str, typer.Argument(help="the prompt to answer and analyse")],
+    model: Annotated[
+        str | None, typer.Option(help="embedded name, HF id or local dir [default: embedded]")
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", "-n", help="completions to sample")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(help="length cap in tokens")] = 128,
+    temperature: Annotated[
+        float | None, typer.Option(help="0 = greedy [default: 0 for one sample, 1 for several]")
+    ] = None,
+    top_p: Annotated[float, typer.Option(help="nucleus mass; 1 disables")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="keep k most likely tokens; 0 disables")] = 0,
+    min_p: Annotated[float, typer.Option(help="min-p threshold; 0 disables")] = 0.0,
+    stop: Annotated[list[str] | None, typer.Option(help="stop string (repeatable)")] = None,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    k: Annotated[int, typer.Option("--k", help="top-k alternatives kept per token")] = 20,
+    window: Annotated[int, typer.Option(help="tokens per confidence window")] = 16,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the traces here")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="write an HTML report here")] = None,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+    allow_download: Annotated[bool, typer.Option(help="let a hub id be downloaded")] = False,
+) -> None:
+    """Answer PROMPT and show each token's entropy, the confidence summary and forking tokens."""
+    from entrolab.config import GenerationConfig
+
+    if temperature is None:
+        temperature = 0.0 if samples == 1 else 1.0
+    if samples > 1 and temperature == 0:
+        raise EntrolabError("--samples > 1 with --temperature 0 gives identical copies; raise it")
+    config = GenerationConfig(
+        num_samples=samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        stop=tuple(stop or ()),
+        seed=seed,
+        topk_logprobs=k,
+    )
+    if window < 1:
+        raise EntrolabError("--window must be >= 1")
+    backend = _load_backend(model, dtype, allow_download)
+    traces = _generate(backend, prompt, config)
+
+    from entrolab.report import print_traces, summarize, write_html
+
+    summaries = [summarize(t, window=window) for t in traces]
+    print_traces(traces, summaries, console=console)
+    if json_out is not None:
+        traces.save(json_out)
+        console.print(f"traces written to [bold]{json_out}[/bold]")
+    if html_out is not None:
+        tok = backend.tokenizer
+        write_html(
+            html_out,
+            traces,
+            summaries,
+            title=f"entrolab analyze — {backend.name}",
+            meta={"model": backend.name, **config.to_dict()},
+            id_to_text=lambda ids: [tok.decode([i]) for i in ids],
+        )
+        console.print(f"HTML report written to [bold]{html_out}[/bold]")
+
+
+def _load_backend(model: str | None, dtype: str, allow_download: bool):
+    from entrolab.backends import HFBackend
+    from entrolab.models import DEFAULT_MODEL, EMBEDDED, converted_dir
+
+    name = model or DEFAULT_MODEL
+    first = name in EMBEDDED and not (converted_dir(name) / "model.safetensors").is_file()
+    what = "converting the embedded model once (~20 s)" if first else f"loading {name}"
+    with console.status(f"[bold]{what}…"):
+        return HFBackend.load(name, dtype=dtype, allow_download=allow_download)  # type: ignore[arg-type]
+
+
+def _generate(backend, prompt: str, config):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]generating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[tokens]} tokens"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("gen", total=config.num_samples, tokens=0)
+
+        def on_progress(done: int, total: int, tokens: int) -> None:
+            progress.update(task, completed=done, total=total, tokens=tokens)
+
+        return backend.generate([prompt], config, on_progress=on_progress)
+
+
+def main() -> None:
+    """Entry point: run the app and turn entrolab errors into a one-line message, exit code 2."""
+    try:
+        app()
+    except EntrolabError as exc:
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)))
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

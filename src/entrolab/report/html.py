@@ -1,0 +1,396 @@
+"""Standalone HTML report: token entropy heatmaps with top-k tooltips and entropy plots.
+
+:func:`render_html` returns one self-contained page (inline CSS, a small inline script, inline
+SVG; a Content-Security-Policy forbids every external resource). Model output is untrusted: all
+model text goes through :func:`html.escape` (``quote=True``), and the per-token tooltip data is
+embedded as JSON in a ``<script type="application/json">`` block with ``<``, ``>``, ``&``, U+2028
+and U+2029 escaped; the script builds tooltips with ``textContent`` only, never ``innerHTML``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from entrolab.errors import EntrolabError
+from entrolab.report.summary import (
+    ENTROPY_SCALE_MAX,
+    Stops,
+    TraceSummary,
+    format_probability,
+    scale_color,
+    summarize,
+    visible_token,
+)
+from entrolab.types import Trace
+
+#: Token background colours (0 nats = pale green … >= ENTROPY_SCALE_MAX = red); dark text stays
+#: readable on every one of them.
+HTML_STOPS: Stops = (
+    (0.0, (226, 244, 221)),
+    (0.33, (255, 244, 170)),
+    (0.66, (253, 190, 95)),
+    (1.0, (240, 110, 90)),
+)
+#: SVG plot geometry (viewBox units).
+PLOT_WIDTH, PLOT_HEIGHT = 600, 170
+PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 44, 10, 10, 32
+
+IdToText = Callable[[list[int]], list[str]] | Mapping[int, str]
+
+_CSS = """
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;padding:16px 24px;
+color:#1d1d1f;background:#fafafa}
+h1{font-size:20px;margin:0 0 8px}h2{font-size:15px;margin:18px 0 6px}
+table.meta{border-collapse:collapse;font-size:12px;margin:4px 0 10px}
+table.meta td{padding:1px 10px 1px 0;vertical-align:top}table.meta td:first-child{color:#666}
+.legend{display:flex;align-items:center;gap:8px;font-size:12px;color:#444;margin:6px 0 12px}
+.legend .bar{width:220px;height:12px;border:1px solid #bbb;border-radius:2px}
+.legend .ticks{display:flex;justify-content:space-between;width:220px}
+.prompt{white-space:pre-wrap;background:#eef1f5;border-left:3px solid #8a9bb5;padding:6px 10px;
+margin:0 0 10px;font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:14px}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 12px;min-width:0}
+.card h3{font-size:13px;margin:0 0 6px;color:#333;font-weight:600}
+.card h3 small{font-weight:400;color:#777}
+.heat{white-space:pre-wrap;word-break:break-word;font:13px/1.7 ui-monospace,SFMono-Regular,Menlo,
+Consolas,monospace;margin:0 0 8px}
+.tok{border-radius:2px;cursor:default;outline-offset:0}
+.tok:hover,.tok:focus{outline:2px solid #1a56db}
+.tok.fork{box-shadow:inset 0 -2px 0 #b3261e}
+.ws{color:#8a8a8a}
+svg.plot{width:100%;height:auto;display:block;margin:4px 0}
+svg.plot text{font-size:11px;fill:#555}
+svg.plot .axis{stroke:#999;stroke-width:1}svg.plot .grid{stroke:#eee;stroke-width:1}
+svg.plot .line{fill:none;stroke:#2c6bb3;stroke-width:1.5;stroke-linejoin:round}
+svg.plot .mean{stroke:#b3261e;stroke-width:1;stroke-dasharray:5 4}
+svg.plot .forkdot{fill:#b3261e}
+svg.plot .cursor{stroke:#1a56db;stroke-width:1}
+dl.sum{display:grid;grid-template-columns:auto 1fr;gap:1px 12px;font-size:12px;margin:6px 0}
+dl.sum dt{color:#666}dl.sum dd{margin:0;font-variant-numeric:tabular-nums}
+.forks{font-size:12px}.forks code{background:#f3e3e1;border-radius:3px;padding:0 3px;
+white-space:pre}
+#tip{position:fixed;z-index:10;max-width:340px;background:#1f2430;color:#f2f2f2;font-size:12px;
+border-radius:5px;padding:7px 9px;box-shadow:0 3px 12px rgba(0,0,0,.3);pointer-events:none}
+#tip .t{font:13px ui-monospace,Menlo,Consolas,monospace;white-space:pre;color:#fff}
+#tip table{border-collapse:collapse;margin-top:4px;width:100%}
+#tip td{padding:0 6px 0 0;font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre}
+#tip td:last-child{text-align:right}#tip tr.chosen td{color:#ffd866;font-weight:600}
+"""
+
+_JS = """
+(function(){
+var data=JSON.parse(document.getElementById('entrolab-data').textContent);
+var tip=document.getElementById('tip');
+function el(tag,cls,text){var e=document.createElement(tag);if(cls)e.className=cls;
+if(text!==undefined)e.textContent=text;return e;}
+function cursor(heat,i){var svg=document.getElementById('plot-'+heat.dataset.t);if(!svg)return;
+var c=svg.querySelector('.cursor');if(i<0){c.setAttribute('visibility','hidden');return;}
+var x=(+svg.dataset.x0+i*svg.dataset.dx).toFixed(1);c.setAttribute('x1',x);c.setAttribute('x2',x);
+c.setAttribute('visibility','visible');}
+function show(tok){var heat=tok.parentNode,i=+tok.dataset.i,d=data[+heat.dataset.t][i];
+tip.textContent='';tip.appendChild(el('div','t',JSON.stringify(tok.textContent)+'  #'+i));
+tip.appendChild(el('div','','entropy '+d[0]+' nats'));
+tip.appendChild(el('div','','p '+d[1]+' \\u00b7 logprob '+d[2]+' \\u00b7 rank '+d[3]));
+if(d[4].length){var tb=el('table');d[4].forEach(function(a){var tr=el('tr',a[2]?'chosen':'');
+tr.appendChild(el('td','',a[0]));tr.appendChild(el('td','',a[1]));tb.appendChild(tr);});
+tip.appendChild(tb);}
+tip.hidden=false;var r=tok.getBoundingClientRect(),w=tip.offsetWidth,h=tip.offsetHeight;
+var left=Math.max(4,Math.min(r.left,window.innerWidth-w-4));
+var top=r.bottom+6;if(top+h>window.innerHeight-4)top=Math.max(4,r.top-h-6);
+tip.style.left=left+'px';tip.style.top=top+'px';cursor(heat,i);}
+function hide(tok){tip.hidden=true;if(tok)cursor(tok.parentNode,-1);}
+function find(e){var t=e.target;return t&&t.closest?t.closest('.tok'):null;}
+document.addEventListener('mouseover',function(e){var t=find(e);if(t)show(t);});
+document.addEventListener('mouseout',function(e){var t=find(e);if(t)hide(t);});
+document.addEventListener('focusin',function(e){var t=find(e);if(t)show(t);});
+document.addEventListener('focusout',function(e){var t=find(e);if(t)hide(t);});
+document.addEventListener('keydown',function(e){if(e.key==='Escape')hide(null);});
+})();
+"""
+
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "img-src data:; base-uri 'none'; form-action 'none'"
+)
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def _num(x: float, fmt: str = ".3f") -> str:
+    return "n/a" if math.isnan(x) else format(x, fmt)
+
+
+def script_json(obj: Any) -> str:
+    """``json.dumps(obj)`` made safe to inline in a ``<script>`` element."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for ch, rep in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(ch, rep)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _id_texts(traces: Sequence[Trace], id_to_text: IdToText | None) -> dict[int, str]:
+    """Text for every top-k id: ``id_to_text`` first, then the traces' own chosen tokens."""
+    texts: dict[int, str] = {}
+    for t in traces:
+        texts.update(zip(t.token_ids.tolist(), t.tokens, strict=True))
+    if id_to_text is None:
+        return texts
+    ids = sorted({i for t in traces for i in t.topk_ids.reshape(-1).tolist()})
+    if isinstance(id_to_text, Mapping):
+        texts.update((i, id_to_text[i]) for i in ids if i in id_to_text)
+    elif ids:
+        decoded = list(id_to_text(ids))
+        if len(decoded) != len(ids):
+            raise EntrolabError(f"id_to_text returned {len(decoded)} strings for {len(ids)} ids")
+        texts.update(zip(ids, decoded, strict=True))
+    return texts
+
+
+def _tips(trace: Trace, texts: Mapping[int, str]) -> list[list[Any]]:
+    """Per token: [entropy, p(chosen), logprob, rank, [[alternative, p, is_chosen], …]]."""
+    ranks = trace.rank.tolist() if trace.rank is not None else None
+    rows = []
+    topk_ids, topk_lps = trace.topk_ids.tolist(), trace.topk_logprobs.tolist()
+    for i, (tok_id, lp, h) in enumerate(
+        zip(trace.token_ids.tolist(), trace.logprob.tolist(), trace.entropy.tolist(), strict=True)
+    ):
+        ids = topk_ids[i]
+        if ranks is not None:
+            rank = str(ranks[i])
+        elif tok_id in ids:
+            rank = str(ids.index(tok_id))
+        else:
+            rank = f"≥{len(ids)}" if ids else "?"
+        alts = [
+            [visible_token(texts.get(a, f"#{a}")), format_probability(math.exp(alp)), a == tok_id]
+            for a, alp in zip(ids, topk_lps[i], strict=True)
+        ]
+        rows.append([_num(h), format_probability(math.exp(lp)), _num(lp), rank, alts])
+    return rows
+
+
+def _token_html(piece: str) -> str:
+    text = _esc(visible_token(piece, keep_layout=True))
+    for mark in ("↵", "⇥", "∅"):
+        text = text.replace(mark, f'<span class="ws">{mark}</span>')
+    return text
+
+
+def _heatmap(trace: Trace, index: int, summary: TraceSummary) -> str:
+    forks = {f.position for f in summary.forks}
+    spans = []
+    for i, (piece, h) in enumerate(zip(trace.tokens, trace.entropy.tolist(), strict=True)):
+        cls = "tok fork" if i in forks else "tok"
+        bg = _hex(scale_color(h, HTML_STOPS))
+        spans.append(
+            f'<span class="{cls}" tabindex="0" data-i="{i}" style="background:{bg}">'
+            f"{_token_html(piece)}</span>"
+        )
+    return f'<div class="heat" data-t="{index}">{"".join(spans)}</div>'
+
+
+def _plot(trace: Trace, index: int, summary: TraceSummary) -> str:
+    """Inline SVG: entropy per token (polyline), dashed mean, fork dots, hover cursor."""
+    values = trace.entropy.tolist()
+    finite = [h for h in values if math.isfinite(h)]
+    y_max = max(1.0, math.ceil(max(finite, default=0.0)))
+    step = 1 if y_max <= 5 else math.ceil(y_max / 5)
+    w = PLOT_WIDTH - PLOT_LEFT - PLOT_RIGHT
+    h_px = PLOT_HEIGHT - PLOT_TOP - PLOT_BOTTOM
+    n = len(values)
+    dx = w / (n - 1) if n > 1 else 0.0
+    x0 = PLOT_LEFT if n > 1 else PLOT_LEFT + w / 2
+    bottom = PLOT_TOP + h_px
+
+    def y(v: float) -> float:
+        return PLOT_TOP + h_px * (1 - min(max(v, 0.0), y_max) / y_max)
+
+    parts = [
+        f'<svg class="plot" id="plot-{index}" viewBox="0 0 {PLOT_WIDTH} {PLOT_HEIGHT}" '
+        f'data-x0="{x0:.3f}" data-dx="{dx:.6f}" role="img" '
+        f'aria-label="entropy per token in nats">'
+    ]
+    for tick in range(0, int(y_max) + 1, step):
+        ty = y(tick)
+        parts.append(
+            f'<line class="grid" x1="{PLOT_LEFT}" x2="{PLOT_LEFT + w}" y1="{ty:.1f}" y2="{ty:.1f}"/>'
+            f'<text x="{PLOT_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">{tick}</text>'
+        )
+    parts.append(
+        f'<line class="axis" x1="{PLOT_LEFT}" x2="{PLOT_LEFT}" y1="{PLOT_TOP}" y2="{bottom}"/>'
+        f'<line class="axis" x1="{PLOT_LEFT}" x2="{PLOT_LEFT + w}" y1="{bottom}" y2="{bottom}"/>'
+        f'<text x="12" y="{PLOT_TOP + h_px / 2:.1f}" text-anchor="middle" '
+        f'transform="rotate(-90 12 {PLOT_TOP + h_px / 2:.1f})">entropy (nats)</text>'
+        f'<text x="{PLOT_LEFT + w / 2:.1f}" y="{PLOT_HEIGHT - 4}" text-anchor="middle">'
+        f"token position</text>"
+    )
+    for pos in sorted({0, n - 1} if n else set()):
+        parts.append(
+            f'<text x="{x0 + pos * dx:.1f}" y="{bottom + 14}" text-anchor="middle">{pos}</text>'
+        )
+    segment: list[str] = []
+    for i, v in enumerate([*values, math.nan]):  # NaN entropies break the line
+        if math.isfinite(v):
+            segment.append(f"{x0 + i * dx:.1f},{y(v):.1f}")
+        elif segment:
+            parts.append(f'<polyline class="line" points="{" ".join(segment)}"/>')
+            segment = []
+    if math.isfinite(summary.mean_entropy):
+        my = y(summary.mean_entropy)
+        parts.append(
+            f'<line class="mean" x1="{PLOT_LEFT}" x2="{PLOT_LEFT + w}" y1="{my:.1f}" y2="{my:.1f}">'
+            f"<title>mean entropy {summary.mean_entropy:.3f} nats</title></line>"
+        )
+    for fork in summary.forks:
+        if math.isfinite(fork.entropy):
+            parts.append(
+                f'<circle class="forkdot" cx="{x0 + fork.position * dx:.1f}" '
+                f'cy="{y(fork.entropy):.1f}" r="3"/>'
+            )
+    parts.append(
+        f'<line class="cursor" visibility="hidden" x1="0" x2="0" y1="{PLOT_TOP}" y2="{bottom}"/>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _summary(summary: TraceSummary) -> str:
+    rows = [
+        ("tokens", str(summary.n_tokens)),
+        ("mean entropy", f"{_num(summary.mean_entropy)} nats"),
+        ("mean logprob", f"{_num(summary.mean_logprob)} nats"),
+        ("perplexity", _num(summary.perplexity)),
+        (f"mean token confidence (k={summary.k})", _num(summary.mean_confidence)),
+        (f"lowest-window confidence (w={summary.window})", _num(summary.lowest_window_confidence)),
+    ]
+    dl = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in rows)
+    forks = " ".join(
+        f"<code>{_esc(visible_token(f.token))}</code> @{f.position} {_num(f.entropy, '.2f')}"
+        for f in summary.forks
+    )
+    return (
+        f'<dl class="sum">{dl}</dl><div class="forks"><b>forking tokens</b> '
+        f"(top ρ={summary.rho:g}, highest entropy first): {forks or 'none'}</div>"
+    )
+
+
+def _card(trace: Trace, index: int, summary: TraceSummary) -> str:
+    prov = f"{trace.provenance.logits} logits, {trace.provenance.vocab} vocab"
+    head = (
+        f"sample {trace.sample_index} <small>· {_esc(trace.finish_reason)} · {_esc(prov)}"
+        f"{' · ' + _esc(trace.model) if trace.model else ''}</small>"
+    )
+    return (
+        f'<div class="card"><h3>{head}</h3>{_heatmap(trace, index, summary)}'
+        f"{_plot(trace, index, summary)}{_summary(summary)}</div>"
+    )
+
+
+def _legend() -> str:
+    steps = [i / 10 for i in range(11)]
+    stops = ",".join(_hex(scale_color(x * ENTROPY_SCALE_MAX, HTML_STOPS)) for x in steps)
+    ticks = "".join(
+        f"<span>{'≥' if v == ENTROPY_SCALE_MAX else ''}{v:g}</span>"
+        for v in (0.0, ENTROPY_SCALE_MAX / 3, 2 * ENTROPY_SCALE_MAX / 3, ENTROPY_SCALE_MAX)
+    )
+    return (
+        '<div class="legend"><span>token entropy (nats)</span><div>'
+        f'<div class="bar" style="background:linear-gradient(to right,{stops})"></div>'
+        f'<div class="ticks">{ticks}</div></div><span>underlined = forking token; '
+        "hover or focus a token for its top-k alternatives</span></div>"
+    )
+
+
+def render_html(
+    traces: Iterable[Trace],
+    summaries: Sequence[TraceSummary] | None = None,
+    *,
+    title: str = "entrolab analyze",
+    meta: Mapping[str, Any] | None = None,
+    id_to_text: IdToText | None = None,
+) -> str:
+    """One standalone HTML page for ``traces`` (samples of a prompt side by side).
+
+    Args:
+        traces: the completions (e.g. a :class:`~entrolab.types.TraceBatch`).
+        summaries: one :class:`TraceSummary` per trace, same order (computed with
+            :func:`summarize` defaults when omitted).
+        title: page title and heading.
+        meta: run details shown in a table (values shown with ``str``; JSON for dicts/lists).
+        id_to_text: text of top-k alternative token ids: a function from a list of ids to their
+            strings (e.g. ``lambda ids: [tok.decode([i]) for i in ids]``) or a mapping. Ids it
+            does not cover use the traces' own chosen tokens, else ``#<id>``.
+
+    Returns:
+        The page as a string.
+    """
+    traces = list(traces)
+    if summaries is None:
+        summaries = [summarize(t) for t in traces]
+    if len(summaries) != len(traces):
+        raise EntrolabError(f"got {len(summaries)} summaries for {len(traces)} traces")
+    texts = _id_texts(traces, id_to_text)
+    meta_rows = "".join(
+        f"<tr><td>{_esc(k)}</td><td>{_esc(v if isinstance(v, str) else json.dumps(v, default=str))}</td></tr>"
+        for k, v in (meta or {}).items()
+    )
+    groups: dict[int, list[int]] = {}
+    for i, t in enumerate(traces):
+        groups.setdefault(t.prompt_index, []).append(i)
+    sections = []
+    for prompt_index, idx in groups.items():
+        cards = "".join(_card(traces[i], i, summaries[i]) for i in idx)
+        sections.append(
+            f'<section><h2>prompt {prompt_index}</h2><pre class="prompt">'
+            f'{_esc(traces[idx[0]].prompt)}</pre><div class="grid">{cards}</div></section>'
+        )
+    data = script_json([_tips(t, texts) for t in traces])
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{_esc(title)}</h1>"
+        f'{f"<table class=meta>{meta_rows}</table>" if meta_rows else ""}'
+        f"{_legend()}{''.join(sections) or '<p>no traces</p>'}"
+        '<div id="tip" role="tooltip" hidden></div>'
+        f'<script type="application/json" id="entrolab-data">{data}</script>'
+        f"<script>{_JS}</script></body></html>\n"
+    )
+
+
+def write_html(
+    path: str | os.PathLike[str],
+    traces: Iterable[Trace],
+    summaries: Sequence[TraceSummary] | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Render with :func:`render_html` (same keyword arguments) and write ``path`` atomically
+    (a temporary file in the same folder, renamed into place). Returns the path."""
+    path = Path(path)
+    page = render_html(traces, summaries, **kwargs)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,186 @@
+"""Per-trace summary numbers shown by every report, and the entropy colour scale they share.
+
+:func:`summarize` reduces one :class:`~entrolab.types.Trace` to a :class:`TraceSummary` using the
+pure functions of :mod:`entrolab.signals` (no maths is re-implemented here). All entropies are in
+nats; the reduction scope of every number is the one trace (per sequence).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from entrolab.errors import EntrolabError
+from entrolab.signals import (
+    forking_token_mask,
+    group_confidence,
+    masked_mean,
+    topk_confidence,
+)
+from entrolab.types import Trace
+
+#: Entropy (nats) at which the colour scales of the reports saturate (0 = green … >= this = red).
+ENTROPY_SCALE_MAX = 3.0
+
+
+class ForkToken(NamedTuple):
+    """A high-entropy "forking" token: its 0-based position, its text piece and its entropy (nats)."""
+
+    position: int
+    token: str
+    entropy: float
+
+
+@dataclass(frozen=True)
+class TraceSummary:
+    """Sequence-level numbers for one trace (all per sequence; NaN where undefined).
+
+    Attributes:
+        n_tokens: number of completion tokens T.
+        mean_entropy: mean token entropy (nats).
+        mean_logprob: mean log-probability of the chosen tokens (nats, <= 0).
+        perplexity: ``exp(-mean_logprob)``.
+        mean_confidence: mean DeepConf token confidence ``-mean_k log p_k`` over the stored top-k
+            (NaN when the trace stores no top-k).
+        lowest_window_confidence: DeepConf "lowest group" confidence: the minimum over sliding
+            windows of ``window`` tokens of the mean token confidence (traces shorter than the
+            window use their mean).
+        window: the window length used (tokens).
+        rho: fraction of tokens flagged as forking tokens.
+        k: number of top-k logprobs the confidences were computed from.
+        forks: the highest-entropy forking tokens, entropy descending, at most ``top_forks``.
+    """
+
+    n_tokens: int
+    mean_entropy: float
+    mean_logprob: float
+    perplexity: float
+    mean_confidence: float
+    lowest_window_confidence: float
+    window: int
+    rho: float
+    k: int
+    forks: tuple[ForkToken, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (forks as lists of ``[position, token, entropy]``)."""
+        out = asdict(self)
+        out["forks"] = [list(f) for f in self.forks]
+        return out
+
+
+def _float(x: torch.Tensor) -> float:
+    return float(x.reshape(-1)[0].item())
+
+
+def summarize(trace: Trace, *, window: int = 16, rho: float = 0.2, top_forks: int = 5) -> TraceSummary:
+    """Summarise one trace.
+
+    Args:
+        trace: the completion; its per-token fields have shape [T], top-k fields [T, K].
+        window: DeepConf group-confidence window, in tokens (>= 1).
+        rho: fraction of the trace's tokens flagged as forking tokens (top-ρ by entropy, scope
+            per sequence), in (0, 1].
+        top_forks: how many forking tokens to keep (highest entropy first; >= 0).
+
+    Returns:
+        A :class:`TraceSummary`; an empty trace gives NaN numbers and no forks.
+    """
+    if window < 1:
+        raise EntrolabError(f"window must be >= 1 token, got {window}")
+    if not 0.0 < rho <= 1.0:
+        raise EntrolabError(f"rho must be in (0, 1], got {rho}")
+    if top_forks < 0:
+        raise EntrolabError(f"top_forks must be >= 0, got {top_forks}")
+    n, k = len(trace), trace.k
+    nan = math.nan
+    if n == 0:
+        return TraceSummary(0, nan, nan, nan, nan, nan, window, rho, k, ())
+
+    mask = torch.ones(1, n, dtype=torch.bool)
+    entropy = trace.entropy.reshape(1, n)
+    mean_entropy = _float(masked_mean(entropy, mask))
+    mean_logprob = _float(masked_mean(trace.logprob.reshape(1, n), mask))
+
+    mean_conf = lowest = nan
+    if k > 0:
+        token_conf = topk_confidence(trace.topk_logprobs).reshape(1, n)
+        mean_conf = _float(group_confidence(token_conf, mask, window=window, mode="mean"))
+        lowest = _float(group_confidence(token_conf, mask, window=window, mode="lowest"))
+
+    fork_mask = forking_token_mask(entropy, mask, rho=rho, scope="sequence").reshape(n)
+    positions = torch.nonzero(fork_mask).reshape(-1).tolist()
+    values = trace.entropy.tolist()
+    positions.sort(key=lambda i: (-values[i], i))
+    forks = tuple(ForkToken(i, trace.tokens[i], values[i]) for i in positions[:top_forks])
+
+    return TraceSummary(
+        n_tokens=n,
+        mean_entropy=mean_entropy,
+        mean_logprob=mean_logprob,
+        perplexity=math.exp(-mean_logprob),
+        mean_confidence=mean_conf,
+        lowest_window_confidence=lowest,
+        window=window,
+        rho=rho,
+        k=k,
+        forks=forks,
+    )
+
+
+# ---- colour scale shared by the terminal and HTML renderers ----------------------------------
+
+Stops = tuple[tuple[float, tuple[int, int, int]], ...]
+
+
+def scale_color(entropy: float, stops: Stops) -> tuple[int, int, int]:
+    """Colour for ``entropy`` (nats), linearly interpolated between ``stops``.
+
+    ``stops`` are ``(fraction of ENTROPY_SCALE_MAX, (r, g, b))`` in ascending order; entropies
+    beyond the ends clamp to the end colours; NaN maps to mid-grey.
+    """
+    if math.isnan(entropy):
+        return (128, 128, 128)
+    x = min(max(entropy / ENTROPY_SCALE_MAX, 0.0), 1.0)
+    for (x0, c0), (x1, c1) in zip(stops, stops[1:], strict=False):
+        if x <= x1:
+            a = 0.0 if x1 == x0 else (x - x0) / (x1 - x0)
+            return (
+                round(c0[0] + a * (c1[0] - c0[0])),
+                round(c0[1] + a * (c1[1] - c0[1])),
+                round(c0[2] + a * (c1[2] - c0[2])),
+            )
+    return stops[-1][1]
+
+
+def format_probability(p: float) -> str:
+    """A chosen-token or alternative probability for display: ``25.0%``; tiny values ``3.1e-05``."""
+    if math.isnan(p):
+        return "n/a"
+    if p >= 0.001 or p == 0.0:
+        return f"{p * 100:.1f}%"
+    return f"{p:.1e}"
+
+
+def visible_token(piece: str, *, keep_layout: bool = False) -> str:
+    """``piece`` made visible: a newline shows as ``↵`` and a tab as ``⇥`` (each followed by the
+    real character when ``keep_layout``), other control characters as their Unicode control
+    pictures, and the empty piece as ``∅``. Spaces are kept."""
+    if piece == "":
+        return "∅"
+    out = []
+    for ch in piece:
+        if ch == "\n":
+            out.append("↵\n" if keep_layout else "↵")
+        elif ch == "\t":
+            out.append("⇥\t" if keep_layout else "⇥")
+        elif ord(ch) < 32:
+            out.append(chr(0x2400 + ord(ch)))
+        elif ch == "\x7f":
+            out.append("␡")
+        else:
+            out.append(ch)
+    return "".join(out)
