@@ -39,6 +39,7 @@ def make_trace(
         topk_ids = [[i, 1] for i in ids]
     if topk_logprobs is None:
         topk_logprobs = [[math.log(q), math.log(max(1e-9, 1 - q))] for q in p]
+    shape = (n, len(topk_ids[0]) if n else 0)
     return Trace(
         prompt=prompt,
         text="".join(tokens),
@@ -47,8 +48,8 @@ def make_trace(
         logprob=[math.log(q) for q in p],
         entropy=entropy,
         varentropy=[0.0] * n,
-        topk_ids=torch.tensor(topk_ids, dtype=torch.int64).reshape(n, -1),
-        topk_logprobs=torch.tensor(topk_logprobs, dtype=torch.float32).reshape(n, -1),
+        topk_ids=torch.tensor(topk_ids, dtype=torch.int64).reshape(shape),
+        topk_logprobs=torch.tensor(topk_logprobs, dtype=torch.float32).reshape(shape),
         prompt_index=prompt_index,
         sample_index=sample_index,
         model="tiny-test",

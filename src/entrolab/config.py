@@ -60,7 +60,10 @@ class GenerationConfig:
             (0 <= self.min_p < 1, "min_p must be in [0, 1)"),
             (self.topk_logprobs >= 0, "topk_logprobs must be >= 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.signals_from in ("raw", "processed"), "signals_from must be 'raw' or 'processed'"),
+            (
+                self.signals_from in ("raw", "processed"),
+                "signals_from must be 'raw' or 'processed'",
+            ),
             (all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty"),
         ]
         for ok, message in checks:

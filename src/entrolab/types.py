@@ -45,7 +45,9 @@ class Provenance:
 
     def __post_init__(self) -> None:
         if self.logits not in ("raw", "processed"):
-            raise EntrolabError(f"provenance.logits must be 'raw' or 'processed', got {self.logits!r}")
+            raise EntrolabError(
+                f"provenance.logits must be 'raw' or 'processed', got {self.logits!r}"
+            )
         if self.vocab not in ("full", "topk"):
             raise EntrolabError(f"provenance.vocab must be 'full' or 'topk', got {self.vocab!r}")
 

@@ -141,7 +141,9 @@ class HFBackend:
                 f"topk_logprobs={config.topk_logprobs} exceeds the vocabulary size {self.vocab_size}"
             )
         ids = [
-            self.prompt_ids(p, chat_template=config.chat_template, system_prompt=config.system_prompt)
+            self.prompt_ids(
+                p, chat_template=config.chat_template, system_prompt=config.system_prompt
+            )
             for p in prompts
         ]
         rows = [(i, s) for i in range(len(prompts)) for s in range(config.num_samples)]
@@ -179,9 +181,7 @@ class HFBackend:
             input_ids[r, width - len(s) :] = torch.tensor(s)
             attention[r, width - len(s) :] = 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        generators = [
-            torch.Generator().manual_seed(row_seed(config.seed, i, s)) for i, s in rows
-        ]
+        generators = [torch.Generator().manual_seed(row_seed(config.seed, i, s)) for i, s in rows]
         buf = _Buffers.empty(n_rows, steps, k)
         lengths = torch.zeros(n_rows, dtype=torch.int64)
         finish = ["length"] * n_rows
@@ -248,7 +248,11 @@ class HFBackend:
                 sample_index=s,
                 provenance=Provenance(logits=config.signals_from, vocab="full"),
                 stop=config.stop,
-                meta={**meta, "row_seed": row_seed(config.seed, i, s), "prompt_tokens": len(seqs[r])},
+                meta={
+                    **meta,
+                    "row_seed": row_seed(config.seed, i, s),
+                    "prompt_tokens": len(seqs[r]),
+                },
             )
             for r, (i, s) in enumerate(rows)
         ]
@@ -343,7 +347,8 @@ class HFBackend:
                 for p in prompts[sl]
             ]
             c_ids = [
-                self.tokenizer(c, add_special_tokens=False)["input_ids"] if isinstance(c, str)
+                self.tokenizer(c, add_special_tokens=False)["input_ids"]
+                if isinstance(c, str)
                 else [int(t) for t in c]
                 for c in completions[sl]
             ]

@@ -49,9 +49,13 @@ class MockBackend:
             if vocab is None:
                 raise EntrolabError("a callable script needs `vocab` (its size fixes V)")
             self.vocab_size, self._steps, self._script = len(vocab), None, script
-        self.vocab = list(vocab) if vocab is not None else [f"<{i}>" for i in range(self.vocab_size)]
+        self.vocab = (
+            list(vocab) if vocab is not None else [f"<{i}>" for i in range(self.vocab_size)]
+        )
         if len(self.vocab) != self.vocab_size:
-            raise EntrolabError(f"vocab has {len(self.vocab)} strings but logits have V={self.vocab_size}")
+            raise EntrolabError(
+                f"vocab has {len(self.vocab)} strings but logits have V={self.vocab_size}"
+            )
         self.eos_id = eos_id
         self.name = name
 

@@ -65,7 +65,9 @@ def analyze(
     k: Annotated[int, typer.Option("--k", help="top-k alternatives kept per token")] = 20,
     window: Annotated[int, typer.Option(help="tokens per confidence window")] = 16,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the traces here")] = None,
-    html_out: Annotated[Path | None, typer.Option("--html", help="write an HTML report here")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="write an HTML report here")
+    ] = None,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
     allow_download: Annotated[bool, typer.Option(help="let a hub id be downloaded")] = False,
 ) -> None:

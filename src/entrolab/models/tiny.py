@@ -30,9 +30,7 @@ def byte_tokenizer():  # -> transformers.PreTrainedTokenizerFast
         eos_token="<|im_end|>",
         pad_token="<pad>",
     )
-    fast.add_special_tokens(
-        {"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<pad>"]}
-    )
+    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<pad>"]})
     fast.chat_template = CHAT_TEMPLATE
     return fast
 

@@ -68,7 +68,7 @@ Consolas,monospace;margin:0 0 8px}
 .ws{color:#8a8a8a}
 svg.plot{width:100%;height:auto;display:block;margin:4px 0}
 svg.plot text{font-size:11px;fill:#555}
-svg.plot .axis{stroke:#999;stroke-width:1}svg.plot .grid{stroke:#eee;stroke-width:1}
+svg.plot .axis{stroke:#999;stroke-width:1}svg.plot .gl{stroke:#eee;stroke-width:1}
 svg.plot .line{fill:none;stroke:#2c6bb3;stroke-width:1.5;stroke-linejoin:round}
 svg.plot .mean{stroke:#b3261e;stroke-width:1;stroke-dasharray:5 4}
 svg.plot .forkdot{fill:#b3261e}
@@ -227,7 +227,7 @@ def _plot(trace: Trace, index: int, summary: TraceSummary) -> str:
     for tick in range(0, int(y_max) + 1, step):
         ty = y(tick)
         parts.append(
-            f'<line class="grid" x1="{PLOT_LEFT}" x2="{PLOT_LEFT + w}" y1="{ty:.1f}" y2="{ty:.1f}"/>'
+            f'<line class="gl" x1="{PLOT_LEFT}" x2="{PLOT_LEFT + w}" y1="{ty:.1f}" y2="{ty:.1f}"/>'
             f'<text x="{PLOT_LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">{tick}</text>'
         )
     parts.append(
@@ -366,7 +366,7 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_esc(title)}</h1>"
-        f'{f"<table class=meta>{meta_rows}</table>" if meta_rows else ""}'
+        f"{f'<table class=meta>{meta_rows}</table>' if meta_rows else ''}"
         f"{_legend()}{''.join(sections) or '<p>no traces</p>'}"
         '<div id="tip" role="tooltip" hidden></div>'
         f'<script type="application/json" id="entrolab-data">{data}</script>'

@@ -76,7 +76,9 @@ def _float(x: torch.Tensor) -> float:
     return float(x.reshape(-1)[0].item())
 
 
-def summarize(trace: Trace, *, window: int = 16, rho: float = 0.2, top_forks: int = 5) -> TraceSummary:
+def summarize(
+    trace: Trace, *, window: int = 16, rho: float = 0.2, top_forks: int = 5
+) -> TraceSummary:
     """Summarise one trace.
 
     Args:
@@ -165,22 +167,35 @@ def format_probability(p: float) -> str:
     return f"{p:.1e}"
 
 
+#: Invisible characters that could reorder or hide text (bidi controls, line/paragraph separators).
+_SHOW_AS_ESCAPE = frozenset(
+    "\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"
+)
+
+
 def visible_token(piece: str, *, keep_layout: bool = False) -> str:
-    """``piece`` made visible: a newline shows as ``↵`` and a tab as ``⇥`` (each followed by the
-    real character when ``keep_layout``), other control characters as their Unicode control
-    pictures, and the empty piece as ``∅``. Spaces are kept."""
+    """``piece`` made visible and harmless for a terminal or page.
+
+    A newline shows as ``↵`` and a tab as ``⇥`` (each followed by the real character when
+    ``keep_layout``); other C0 controls (ESC included) as their Unicode control pictures (``␛``);
+    DEL, C1 controls, bidi controls and U+2028/U+2029 as ``\\xNN`` / ``\\uNNNN`` escapes; the
+    empty piece as ``∅``. Spaces and all other characters are kept.
+    """
     if piece == "":
         return "∅"
     out = []
     for ch in piece:
+        code = ord(ch)
         if ch == "\n":
             out.append("↵\n" if keep_layout else "↵")
         elif ch == "\t":
             out.append("⇥\t" if keep_layout else "⇥")
-        elif ord(ch) < 32:
-            out.append(chr(0x2400 + ord(ch)))
-        elif ch == "\x7f":
-            out.append("␡")
+        elif code < 32:
+            out.append(chr(0x2400 + code))
+        elif 0x7F <= code <= 0x9F:
+            out.append(f"\\x{code:02x}")
+        elif ch in _SHOW_AS_ESCAPE:
+            out.append(f"\\u{code:04x}")
         else:
             out.append(ch)
     return "".join(out)

@@ -125,7 +125,8 @@ def print_traces(
     for group in _groups(traces):
         first = traces[group[0]]
         console.print(Rule(Text(f"prompt {first.prompt_index}"), style="dim"))
-        console.print(Text(first.prompt, style="italic"))
+        prompt = "\n".join(visible_token(line) if line else "" for line in first.prompt.split("\n"))
+        console.print(Text(prompt, style="italic"))
         side_by_side = 1 < len(group) <= MAX_COLUMNS
         side_by_side = side_by_side and console.width >= MIN_COLUMN_WIDTH * len(group)
         if side_by_side:

@@ -1,0 +1,164 @@
+"""Benchmarks for issue 2: token entropy vs torch.distributions, and generation vs model.generate.
+
+Run:  .venv/bin/python bench/signals.py [--quick] [--threads N] [--out docs/benchmarks.md]
+
+Each figure is compared with its baseline in the same run and printed as a ratio. Peak extra
+memory is measured in a fresh subprocess as the rise of the resident-set high-water mark
+(ru_maxrss) over what the logits themselves occupy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+ROWS, VOCAB = 4096, 49152
+
+
+def _timed(fn, *args, repeat: int = 1) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def _memory_probe(which: str, threads: int) -> dict:
+    """Run one entropy call in a fresh process; report its peak RSS rise in MiB."""
+    code = f"""
+import json, resource, torch
+torch.set_num_threads({threads})
+from entrolab.signals import token_entropy
+x = torch.randn({ROWS}, {VOCAB}) * 3
+x.add_(0)  # touch every page
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if {which!r} == "entrolab":
+    token_entropy(x)
+else:
+    torch.distributions.Categorical(logits=x).entropy()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"extra_mib": (after - before) / 1024}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_entropy(threads: int) -> dict:
+    from entrolab.signals import token_entropy
+
+    torch.manual_seed(0)
+    x = torch.randn(ROWS, VOCAB) * 3
+    first, _ = _timed(token_entropy, x)
+    steady, ours = _timed(token_entropy, x, repeat=5)
+    base, ref = _timed(lambda t: torch.distributions.Categorical(logits=t).entropy(), x, repeat=2)
+    err = (ours.double() - ref.double()).abs().max().item()
+    logits_mib = x.numel() * 4 / 2**20
+    mem = _memory_probe("entrolab", threads)["extra_mib"]
+    mem_base = _memory_probe("categorical", threads)["extra_mib"]
+    return {
+        "categorical_s": base,
+        "entrolab_first_s": first,
+        "entrolab_steady_s": steady,
+        "speedup": base / steady,
+        "max_abs_diff_nats": err,
+        "logits_mib": logits_mib,
+        "extra_mib": mem,
+        "extra_frac": mem / logits_mib,
+        "categorical_extra_mib": mem_base,
+    }
+
+
+PROMPTS = [
+    f"What is {a} + {b}? Explain briefly." for a, b in [(17, 25), (3, 9), (48, 12), (7, 66)]
+] + [f"What is {a} times {b}?" for a, b in [(6, 7), (12, 3), (9, 9), (15, 4)]]
+
+
+def bench_generation(batches: list[int], new_tokens: int) -> list[dict]:
+    from entrolab.backends import HFBackend
+    from entrolab.config import GenerationConfig
+
+    backend = HFBackend.load()
+    model, tok = backend.model, backend.tokenizer
+    rows = []
+    for b in batches:
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(b)]
+        cfg = GenerationConfig(temperature=0, max_new_tokens=new_tokens, batch_size=b)
+        backend.generate(prompts[:1], GenerationConfig(temperature=0, max_new_tokens=4))  # warm-up
+        ours_s, traces = _timed(backend.generate, prompts, cfg)
+        ours_tokens = sum(len(t) for t in traces)
+
+        ids = [backend.prompt_ids(p) for p in prompts]
+        width = max(len(i) for i in ids)
+        input_ids = torch.full((b, width), tok.pad_token_id)
+        attn = torch.zeros(b, width, dtype=torch.int64)
+        for r, seq in enumerate(ids):
+            input_ids[r, width - len(seq) :] = torch.tensor(seq)
+            attn[r, width - len(seq) :] = 1
+
+        def plain(input_ids=input_ids, attn=attn):
+            with torch.inference_mode():
+                return model.generate(
+                    input_ids,
+                    attention_mask=attn,
+                    do_sample=False,
+                    max_new_tokens=new_tokens,
+                    pad_token_id=tok.pad_token_id,
+                )
+
+        base_s, out = _timed(plain)
+        gen = out[:, width:]
+        eos = set(backend.eos_ids.tolist())
+        base_tokens = 0
+        for row in gen.tolist():
+            n = next((j + 1 for j, t in enumerate(row) if t in eos), len(row))
+            base_tokens += n
+        same = all(
+            t.token_ids.tolist() == g[: len(t)].tolist() for t, g in zip(traces, gen, strict=True)
+        )
+        rows.append(
+            {
+                "batch": b,
+                "generate_tok_s": base_tokens / base_s,
+                "entrolab_tok_s": ours_tokens / ours_s,
+                "speedup": (ours_tokens / ours_s) / (base_tokens / base_s),
+                "tokens": ours_tokens,
+                "same_tokens": same,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="batch 1 and 8 only, 32 new tokens")
+    ap.add_argument("--new-tokens", type=int, default=64)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, load avg {os.getloadavg()[0]:.2f}")
+    ent = bench_entropy(args.threads)
+    print("entropy [4096, 49152] float32:", json.dumps(ent, indent=1))
+    batches = [1, 8] if args.quick else [1, 8, 32]
+    gen = bench_generation(batches, 32 if args.quick else args.new_tokens)
+    print(
+        "\n| batch | model.generate tok/s | entrolab tok/s (with signals) | ratio | same tokens |"
+    )
+    print("|---|---|---|---|---|")
+    for r in gen:
+        print(
+            f"| {r['batch']} | {r['generate_tok_s']:.1f} | {r['entrolab_tok_s']:.1f} | "
+            f"{r['speedup']:.2f}x | {r['same_tokens']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
