@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 PROMPT ?= A farmer has 17 sheep and buys 25 more. How many sheep does he have now?
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint bench docs clean
 
 install: $(VENV)/.installed
 
@@ -37,3 +37,6 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis report.html traces.json
+
+docs: install
+	$(BIN)/entrolab list --markdown all > docs/methods.md

@@ -62,7 +62,8 @@ def hand_trace(**kwargs) -> Trace:
         HAND_TOKENS,
         HAND_ENTROPY,
         HAND_P,
-        topk_ids=[[100 + i, 7] for i in range(5)],
+        token_ids=[200 + i for i in range(5)],
+        topk_ids=[[200 + i, 7] for i in range(5)],
         topk_logprobs=HAND_TOPK_LOGPROBS,
         **kwargs,
     )
@@ -80,15 +81,17 @@ HOSTILE_TOKENS = (
     " <img src=x onerror=alert(3)>",
     "\n",
     "end",
+    "\x1b[2J\u202e",
 )
 
 
 def hostile_trace(sample_index: int = 0) -> Trace:
-    """A 10-token trace of :data:`HOSTILE_TOKENS`. Token 1 has p = 0.25 (logprob ln 0.25), and its
+    """An 11-token trace of :data:`HOSTILE_TOKENS` (the last one clears a terminal screen and
+    reverses text direction if printed raw). Token 1 has p = 0.25 (logprob ln 0.25), and its
     top-2 alternatives are id 7 (p = 0.5) and its own id 101 (p = 0.25), so its rank is 1."""
     n = len(HOSTILE_TOKENS)
-    p = [0.9, 0.25, 0.6, 0.99, 0.5, 0.7, 0.8, 0.3, 0.95, 0.4]
-    entropy = [0.2, 1.4, 0.8, 0.05, 2.5, 1.0, 0.6, 3.4, 0.1, 1.9]
+    p = [0.9, 0.25, 0.6, 0.99, 0.5, 0.7, 0.8, 0.3, 0.95, 0.4, 0.9]
+    entropy = [0.2, 1.4, 0.8, 0.05, 2.5, 1.0, 0.6, 3.4, 0.1, 1.9, 0.3]
     ids = list(range(100, 100 + n))
     topk_ids = [[i, 7] for i in ids]
     topk_lps = [[math.log(q), math.log(1 - q)] for q in p]

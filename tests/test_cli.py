@@ -49,7 +49,7 @@ def test_analyze_writes_json_and_escaped_html(tiny_dir, tmp_path):
     assert traces[0].meta["generation"]["temperature"] == 1.0  # several samples: T = 1 default
     html = out_html.read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)" in html
-    assert "mean entropy" in result.output.lower()
+    assert "mean H" in result.output and "forks (top ρ=0.2)" in result.output
 
 
 def test_analyze_single_sample_defaults_to_greedy(tiny_dir, tmp_path):

@@ -61,3 +61,12 @@ def test_get_registry_loads_known_kinds_and_rejects_unknown():
     assert signals.kind == "signals" and "entropy" in signals
     with pytest.raises(UnknownNameError, match="Known kinds: " + ", ".join(sorted(KINDS))):
         get_registry("bogus")
+
+
+def test_docs_methods_md_is_generated_from_the_registries():
+    from pathlib import Path
+
+    from entrolab.registry import methods_markdown
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
+    assert path.read_text() == methods_markdown(), "run `make docs` to regenerate docs/methods.md"

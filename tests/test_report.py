@@ -8,13 +8,14 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from report_fixtures import HOSTILE_TOKENS, hand_trace, hostile_trace, make_trace
 from rich.console import Console
 
 from entrolab.errors import EntrolabError
 from entrolab.report import ForkToken, print_traces, render_html, summarize, write_html
 from entrolab.report import html as report_html
+from entrolab.report.summary import visible_token
 from entrolab.report.terminal import token_style
+from report_fixtures import HOSTILE_TOKENS, hand_trace, hostile_trace, make_trace
 
 # ---- summarize ---------------------------------------------------------------------------------
 
@@ -45,6 +46,14 @@ def test_summarize_window_longer_than_trace_uses_mean_and_top_forks_limits():
     assert [f.position for f in long.forks] == [4]  # ceil(0.2 * 5) = 1 token
 
 
+def test_visible_token():
+    assert visible_token("a\tb\n", keep_layout=True) == "a⇥\tb↵\n"
+    assert visible_token("a\tb\n") == "a⇥b↵"
+    assert visible_token("\x1b[31m\r\x00") == "\\x1b[31m\\x0d\\x00"
+    assert visible_token("\x9b\x7f\u202e\u2066\u2028 x") == "\\x9b\\x7f\\u202e\\u2066\\u2028 x"
+    assert visible_token("") == "∅" and visible_token("  héllo 🙂") == "  héllo 🙂"
+
+
 def test_summarize_edge_cases():
     empty = summarize(make_trace((), [], []))
     assert empty.n_tokens == 0 and empty.forks == ()
@@ -55,6 +64,18 @@ def test_summarize_edge_cases():
     s = summarize(no_topk)
     assert s.k == 0 and math.isnan(s.mean_confidence) and s.mean_entropy == pytest.approx(1.5)
     assert json.dumps(summarize(hand_trace()).to_dict())  # JSON-friendly
+    # a -inf top-k logprob (cut by top-p in processed logits) → +inf confidence → skipped:
+    # C = [2, inf, 1] → mean over finite = 1.5, windows of 2 over [2, 1] → lowest 1.5
+    cut = make_trace(
+        ("a", "b", "c"),
+        [1.0, 0.0, 2.0],
+        [0.5, 1.0, 0.5],
+        topk_logprobs=[[-1.0, -3.0], [0.0, -math.inf], [-0.5, -1.5]],
+    )
+    s = summarize(cut, window=2)
+    assert (s.mean_confidence, s.lowest_window_confidence) == pytest.approx((1.5, 1.5))
+    _, data = _data(render_html([cut]))
+    assert data[0][1][4][1][1] == "0.0%"  # exp(-inf)
     for bad in ({"window": 0}, {"rho": 0.0}, {"rho": 1.5}, {"top_forks": -1}):
         with pytest.raises(EntrolabError):
             summarize(hand_trace(), **bad)
@@ -82,7 +103,7 @@ class _Spans(HTMLParser):
             self._depth = 1
         elif tag == "span" and self._depth:
             self._depth += 1
-        if tag == "polyline":
+        if tag == "polyline" and a.get("class") == "line":  # the entropy curve(s)
             self.polylines.append(a["points"])
         if tag == "svg":
             self.svg_ids.append(a.get("id", ""))
@@ -120,6 +141,7 @@ def test_html_escapes_model_text():
     # the parsed token texts are exactly the model's pieces (newline shown as ↵ + newline)
     spans = _parse(page)
     expected = [t.replace("\n", "↵\n").replace("\u2028", "\\u2028") for t in HOSTILE_TOKENS]
+    expected[-1] = "\\x1b[2J\\u202e"  # control characters made visible
     assert spans.texts == expected
 
 
@@ -128,7 +150,7 @@ def test_html_one_span_per_token_and_newlines_visible():
     page = render_html(traces)
     spans = _parse(page)
     assert len(spans.tokens) == len(HOSTILE_TOKENS) + 5
-    assert [int(a["data-i"]) for a in spans.tokens] == [*range(10), *range(5)]
+    assert [int(a["data-i"]) for a in spans.tokens] == [*range(11), *range(5)]
     assert all(a.get("tabindex") == "0" for a in spans.tokens)  # keyboard focus shows tooltips
     assert '<span class="ws">↵</span>\n</span>' in page  # ↵ marker, then a real line break
     # high-entropy token red-ish, low-entropy green-ish background
@@ -137,8 +159,8 @@ def test_html_one_span_per_token_and_newlines_visible():
     assert r > 200 and g < 140
     r, g, _ = (int(x, 16) for x in bg[3])  # entropy 0.05
     assert g > r
-    # default rho=0.2: ceil(0.2 * 10) + ceil(0.2 * 5) = 3 forking tokens, underlined in the heatmap
-    assert page.count('class="tok fork"') == 3
+    # default rho=0.2: ceil(0.2 * 11) + ceil(0.2 * 5) = 4 forking tokens, underlined in the heatmap
+    assert page.count('class="tok fork"') == 4
 
 
 def test_html_tooltip_data():
@@ -169,7 +191,7 @@ def test_html_id_to_text_callable_and_fallback():
         return [f"t{i}" if i != 7 else "seven" for i in ids]
 
     _, data = _data(render_html([hand_trace()], id_to_text=decode))
-    assert calls == [[7, 100, 101, 102, 103, 104]]  # once, sorted unique ids
+    assert calls == [[7, 200, 201, 202, 203, 204]]  # once, sorted unique ids
     assert data[0][0][4][1][0] == "seven"
     _, data = _data(render_html([hand_trace()]))
     assert data[0][0][4][1][0] == "#7"  # never chosen, no decoder → #<id>
@@ -244,7 +266,10 @@ def test_terminal_prints_tokens_colours_and_literal_markup():
     print_traces([trace], console=console)
     html_out = console.export_html(inline_styles=True, clear=False)
     text = console.export_text()
-    assert "[bold]x[/bold]" in text  # markup in model text printed literally
+    # markup in model text printed literally, in the heatmap line itself
+    assert "[bold]x[/bold]\\u2028</script> <img src=x onerror=alert(3)>↵" in text
+    assert "\x1b" not in text and "\u202e" not in text and "\\x1b[2J\\u202e" in text
+    assert 'Say <b>"hi"</b> & <script>alert("prompt")</script>' in text
     assert "<script>alert(1)</script>" in text and "↵" in text
     assert "entropy (nats):" in text and "mean H " in text and "forks (top ρ=0.2)" in text
     # the 3.4-nat token is red, the 0.05-nat newline token green (and dimmed)

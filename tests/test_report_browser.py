@@ -12,9 +12,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from report_fixtures import hand_trace, hostile_trace
 
 from entrolab.report import write_html
+from report_fixtures import hand_trace, hostile_trace
 
 pytestmark = pytest.mark.browser
 

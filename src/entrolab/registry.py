@@ -137,3 +137,27 @@ def get_registry(kind: str) -> Registry[Any]:
         ) from None
     module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def to_markdown(registry: Registry[Any]) -> str:
+    """A markdown table of a registry's entries (what ``docs/methods.md`` is generated from)."""
+    lines = [
+        f"## {registry.kind}",
+        "",
+        "| name | summary | paper | defaults |",
+        "|---|---|---|---|",
+    ]
+    for e in registry:
+        defaults = ", ".join(f"`{k}={v!r}`" for k, v in e.defaults.items()) or "–"
+        name = f"`{e.name}`" + (f" (aliases: {', '.join(e.aliases)})" if e.aliases else "")
+        lines.append(f"| {name} | {e.summary} | {e.paper or '–'} | {defaults} |")
+    return "\n".join(lines) + "\n"
+
+
+def methods_markdown() -> str:
+    """The whole of ``docs/methods.md``: one table per registry kind."""
+    header = (
+        "# Methods\n\nGenerated from the registries by `entrolab list --markdown all`; "
+        "do not edit by hand.\n\n"
+    )
+    return header + "\n".join(to_markdown(get_registry(kind)) for kind in sorted(KINDS))

@@ -148,16 +148,15 @@ class HFBackend:
         ]
         rows = [(i, s) for i in range(len(prompts)) for s in range(config.num_samples)]
         traces: list[Trace] = []
-        done = 0
         for start in range(0, len(rows), config.batch_size):
             chunk = rows[start : start + config.batch_size]
+            rows_before, tokens_before = len(traces), sum(len(t) for t in traces)
 
-            def progress(rows_done: int, tokens: int, _base: int = done) -> None:
+            def progress(rows_done: int, tokens: int, r0=rows_before, t0=tokens_before) -> None:
                 if on_progress is not None:
-                    on_progress(_base + rows_done, len(rows), tokens)
+                    on_progress(r0 + rows_done, len(rows), t0 + tokens)
 
             traces += self._generate_batch(prompts, ids, chunk, config, progress)
-            done += len(chunk)
         return TraceBatch(tuple(traces))
 
     def _generate_batch(
@@ -297,17 +296,23 @@ class HFBackend:
         )
 
     def token_pieces(self, ids: Sequence[int]) -> list[str]:
-        """The text each token adds, from differences of prefix decodes (multi-byte safe)."""
+        """The text each token adds, from differences of prefix decodes.
+
+        A token that ends inside a multi-byte character adds "" and the token completing the
+        character adds all of it, so the pieces always concatenate to the decoded text.
+        """
         if not ids:
             return []
         prefixes = self.tokenizer.batch_decode([ids[: i + 1] for i in range(len(ids))])
         pieces, prev = [], ""
         for i, cur in enumerate(prefixes):
-            if cur.startswith(prev):
-                pieces.append(cur[len(prev) :])
-            else:  # a partial multi-byte character was rewritten: fall back to the lone token
+            stable = cur.rstrip("\ufffd")  # an incomplete character decodes to U+FFFD
+            if stable.startswith(prev):
+                pieces.append(stable[len(prev) :])
+            else:  # the tokenizer rewrote earlier text: fall back to the lone token
                 pieces.append(self.tokenizer.decode([ids[i]]))
-            prev = cur
+            prev = stable
+        pieces[-1] += prefixes[-1][len(prev) :]  # invalid trailing bytes stay visible
         return pieces
 
     # ------------------------------------------------------------------ scoring

@@ -25,9 +25,15 @@ err_console = Console(stderr=True)
 
 @app.command("list")
 def list_entries(
-    kind: Annotated[str, typer.Argument(help="signals, aggregations or models")] = "signals",
+    kind: Annotated[str, typer.Argument(help="signals, aggregations, models or all")] = "signals",
+    markdown: Annotated[bool, typer.Option(help="print a markdown table (docs/methods.md)")] = False,
 ) -> None:
     """List the registered entries of one kind, with summaries, papers and defaults."""
+    if markdown:
+        from entrolab.registry import get_registry, methods_markdown, to_markdown
+
+        typer.echo(methods_markdown() if kind == "all" else to_markdown(get_registry(kind)), nl=False)
+        return
     if kind == "models":
         from entrolab.models.embedded import EMBEDDED
 
@@ -100,7 +106,7 @@ def analyze(
     print_traces(traces, summaries, console=console)
     if json_out is not None:
         traces.save(json_out)
-        console.print(f"traces written to [bold]{json_out}[/bold]")
+        console.print(Text.assemble("traces written to ", (str(json_out), "bold")))
     if html_out is not None:
         tok = backend.tokenizer
         write_html(
@@ -111,7 +117,7 @@ def analyze(
             meta={"model": backend.name, **config.to_dict()},
             id_to_text=lambda ids: [tok.decode([i]) for i in ids],
         )
-        console.print(f"HTML report written to [bold]{html_out}[/bold]")
+        console.print(Text.assemble("HTML report written to ", (str(html_out), "bold")))
 
 
 def _load_backend(model: str | None, dtype: str, allow_download: bool):
@@ -121,8 +127,16 @@ def _load_backend(model: str | None, dtype: str, allow_download: bool):
     name = model or DEFAULT_MODEL
     first = name in EMBEDDED and not (converted_dir(name) / "model.safetensors").is_file()
     what = "converting the embedded model once (~20 s)" if first else f"loading {name}"
-    with console.status(f"[bold]{what}…"):
-        return HFBackend.load(name, dtype=dtype, allow_download=allow_download)  # type: ignore[arg-type]
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # our spinner replaces transformers' bars
+    try:
+        with console.status(Text(f"{what}…", style="bold")):
+            return HFBackend.load(name, dtype=dtype, allow_download=allow_download)  # type: ignore[arg-type]
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _generate(backend, prompt: str, config):

@@ -14,20 +14,25 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from entrolab.errors import EntrolabError
 from entrolab.report.summary import (
     ENTROPY_SCALE_MAX,
+    IdToText,
     Stops,
     TraceSummary,
     format_probability,
     scale_color,
     summarize,
+    token_texts,
     visible_token,
 )
+from entrolab.signals import sliding_window_mean
 from entrolab.types import Trace
 
 #: Token background colours (0 nats = pale green … >= ENTROPY_SCALE_MAX = red); dark text stays
@@ -40,55 +45,48 @@ HTML_STOPS: Stops = (
 )
 #: SVG plot geometry (viewBox units).
 PLOT_WIDTH, PLOT_HEIGHT = 600, 170
-PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 44, 10, 10, 32
+PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 44, 10, 22, 32
 
-IdToText = Callable[[list[int]], list[str]] | Mapping[int, str]
-
-_CSS = """
-*{box-sizing:border-box}
-body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;padding:16px 24px;
-color:#1d1d1f;background:#fafafa}
-h1{font-size:20px;margin:0 0 8px}h2{font-size:15px;margin:18px 0 6px}
-table.meta{border-collapse:collapse;font-size:12px;margin:4px 0 10px}
-table.meta td{padding:1px 10px 1px 0;vertical-align:top}table.meta td:first-child{color:#666}
-.legend{display:flex;align-items:center;gap:8px;font-size:12px;color:#444;margin:6px 0 12px}
-.legend .bar{width:220px;height:12px;border:1px solid #bbb;border-radius:2px}
-.legend .ticks{display:flex;justify-content:space-between;width:220px}
-.prompt{white-space:pre-wrap;background:#eef1f5;border-left:3px solid #8a9bb5;padding:6px 10px;
-margin:0 0 10px;font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:14px}
-.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 12px;min-width:0}
-.card h3{font-size:13px;margin:0 0 6px;color:#333;font-weight:600}
-.card h3 small{font-weight:400;color:#777}
-.heat{white-space:pre-wrap;word-break:break-word;font:13px/1.7 ui-monospace,SFMono-Regular,Menlo,
-Consolas,monospace;margin:0 0 8px}
-.tok{border-radius:2px;cursor:default;outline-offset:0}
-.tok:hover,.tok:focus{outline:2px solid #1a56db}
-.tok.fork{box-shadow:inset 0 -2px 0 #b3261e}
-.ws{color:#8a8a8a}
-svg.plot{width:100%;height:auto;display:block;margin:4px 0}
-svg.plot text{font-size:11px;fill:#555}
-svg.plot .axis{stroke:#999;stroke-width:1}svg.plot .gl{stroke:#eee;stroke-width:1}
-svg.plot .line{fill:none;stroke:#2c6bb3;stroke-width:1.5;stroke-linejoin:round}
-svg.plot .mean{stroke:#b3261e;stroke-width:1;stroke-dasharray:5 4}
-svg.plot .forkdot{fill:#b3261e}
-svg.plot .cursor{stroke:#1a56db;stroke-width:1}
-dl.sum{display:grid;grid-template-columns:auto 1fr;gap:1px 12px;font-size:12px;margin:6px 0}
-dl.sum dt{color:#666}dl.sum dd{margin:0;font-variant-numeric:tabular-nums}
-.forks{font-size:12px}.forks code{background:#f3e3e1;border-radius:3px;padding:0 3px;
-white-space:pre}
-#tip{position:fixed;z-index:10;max-width:340px;background:#1f2430;color:#f2f2f2;font-size:12px;
-border-radius:5px;padding:7px 9px;box-shadow:0 3px 12px rgba(0,0,0,.3);pointer-events:none}
-#tip .t{font:13px ui-monospace,Menlo,Consolas,monospace;white-space:pre;color:#fff}
-#tip table{border-collapse:collapse;margin-top:4px;width:100%}
-#tip td{padding:0 6px 0 0;font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre}
-#tip td:last-child{text-align:right}#tip tr.chosen td{color:#ffd866;font-weight:600}
+_MONO = "ui-monospace,SFMono-Regular,Menlo,Consolas,monospace"
+_CSS = f"""
+*{{box-sizing:border-box}}h1{{font-size:20px;margin:0 0 8px}}h2{{font-size:15px;margin:18px 0 6px}}
+body{{font:14px/1.45 system-ui,sans-serif;margin:0;padding:16px 24px;color:#1d1d1f;background:#fafafa}}
+table.meta{{border-collapse:collapse;font-size:12px;margin:4px 0 10px}}details{{font-size:13px;color:#444}}
+table.meta td{{padding:1px 10px 1px 0;vertical-align:top}}table.meta td:first-child{{color:#666}}
+.legend{{display:flex;align-items:center;gap:8px;font-size:12px;color:#444;margin:6px 0 12px}}
+.legend .bar{{width:220px;height:12px;border:1px solid #bbb;border-radius:2px}}
+.legend .ticks{{display:flex;justify-content:space-between;width:220px}}
+.prompt{{white-space:pre-wrap;background:#eef1f5;border-left:3px solid #8a9bb5;padding:6px 10px;
+margin:0 0 10px;font:13px/1.4 {_MONO}}}
+.grid{{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:14px}}
+.card{{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 12px;min-width:0}}
+.card h3{{font-size:13px;margin:0 0 6px;color:#333}}.card h3 small{{font-weight:400;color:#777}}
+.heat{{white-space:pre-wrap;word-break:break-word;font:13px/1.7 {_MONO};margin:0 0 8px}}
+.tok{{border-radius:2px;cursor:default}}.tok:hover,.tok:focus{{outline:2px solid #1a56db}}
+.tok.fork{{box-shadow:inset 0 -3px 0 #7d1a12}}.ws{{color:#8a8a8a}}
+svg.plot{{width:100%;max-width:760px;height:auto;display:block;margin:4px 0}}
+svg.plot text{{font-size:11px;fill:#555}}svg.plot .key{{font-size:10px}}
+svg.plot .axis{{stroke:#999}}svg.plot .gl{{stroke:#eee}}svg.plot .cursor{{stroke:#1a56db}}
+svg.plot .line{{fill:none;stroke:#2c6bb3;stroke-width:1.5;stroke-linejoin:round}}
+svg.plot .mean{{stroke:#888;stroke-dasharray:2 3}}svg.plot .forkdot,svg.plot .k-f{{fill:#b3261e}}
+svg.plot .wmean{{fill:none;stroke:#e07b00;stroke-width:1.5;stroke-dasharray:6 3}}
+svg.plot .k-line{{fill:#2c6bb3}}svg.plot .k-w{{fill:#e07b00}}svg.plot .k-m{{fill:#888}}
+dl.sum{{display:grid;grid-template-columns:auto 1fr;gap:1px 12px;font-size:12px;margin:6px 0}}
+dl.sum dt{{color:#666}}dl.sum dd{{margin:0;font-variant-numeric:tabular-nums}}.forks{{font-size:12px}}
+.forks code{{background:#f3e3e1;border-radius:3px;padding:0 3px;white-space:pre}}
+#tip{{position:fixed;z-index:10;max-width:340px;background:#1f2430;color:#f2f2f2;font-size:12px;
+border-radius:5px;padding:7px 9px;box-shadow:0 3px 12px rgba(0,0,0,.3);pointer-events:none}}
+#tip .t{{font:13px {_MONO};white-space:pre;color:#fff;background:#3a4254;border-radius:3px;
+padding:0 4px;margin-right:6px}}#tip .pos{{color:#aab}}
+#tip table{{border-collapse:collapse;margin-top:4px;width:100%}}#tip td:last-child{{text-align:right}}
+#tip td{{padding:0 6px 0 0;font-family:{_MONO};white-space:pre}}
+#tip tr.chosen td{{color:#ffd866;font-weight:600}}
 """
 
-_JS = """
+_JS = r"""
 (function(){
 var data=JSON.parse(document.getElementById('entrolab-data').textContent);
-var tip=document.getElementById('tip');
+var tip=document.getElementById('tip'),cur=null;
 function el(tag,cls,text){var e=document.createElement(tag);if(cls)e.className=cls;
 if(text!==undefined)e.textContent=text;return e;}
 function cursor(heat,i){var svg=document.getElementById('plot-'+heat.dataset.t);if(!svg)return;
@@ -96,30 +94,28 @@ var c=svg.querySelector('.cursor');if(i<0){c.setAttribute('visibility','hidden')
 var x=(+svg.dataset.x0+i*svg.dataset.dx).toFixed(1);c.setAttribute('x1',x);c.setAttribute('x2',x);
 c.setAttribute('visibility','visible');}
 function show(tok){var heat=tok.parentNode,i=+tok.dataset.i,d=data[+heat.dataset.t][i];
-tip.textContent='';tip.appendChild(el('div','t',JSON.stringify(tok.textContent)+'  #'+i));
+tip.textContent='';var hd=el('div');hd.appendChild(el('span','t',tok.textContent.replace(/\n/g,'')));
+hd.appendChild(el('span','pos','position '+i));tip.appendChild(hd);
 tip.appendChild(el('div','','entropy '+d[0]+' nats'));
-tip.appendChild(el('div','','p '+d[1]+' \\u00b7 logprob '+d[2]+' \\u00b7 rank '+d[3]));
+tip.appendChild(el('div','','p '+d[1]+' \u00b7 logprob '+d[2]+' \u00b7 rank '+d[3]));
 if(d[4].length){var tb=el('table');d[4].forEach(function(a){var tr=el('tr',a[2]?'chosen':'');
 tr.appendChild(el('td','',a[0]));tr.appendChild(el('td','',a[1]));tb.appendChild(tr);});
 tip.appendChild(tb);}
 tip.hidden=false;var r=tok.getBoundingClientRect(),w=tip.offsetWidth,h=tip.offsetHeight;
 var left=Math.max(4,Math.min(r.left,window.innerWidth-w-4));
 var top=r.bottom+6;if(top+h>window.innerHeight-4)top=Math.max(4,r.top-h-6);
-tip.style.left=left+'px';tip.style.top=top+'px';cursor(heat,i);}
-function hide(tok){tip.hidden=true;if(tok)cursor(tok.parentNode,-1);}
+tip.style.left=left+'px';tip.style.top=top+'px';cursor(heat,i);cur=tok;}
+function hide(){tip.hidden=true;if(cur)cursor(cur.parentNode,-1);cur=null;}
 function find(e){var t=e.target;return t&&t.closest?t.closest('.tok'):null;}
 document.addEventListener('mouseover',function(e){var t=find(e);if(t)show(t);});
-document.addEventListener('mouseout',function(e){var t=find(e);if(t)hide(t);});
+document.addEventListener('mouseout',function(e){if(find(e))hide();});
 document.addEventListener('focusin',function(e){var t=find(e);if(t)show(t);});
-document.addEventListener('focusout',function(e){var t=find(e);if(t)hide(t);});
-document.addEventListener('keydown',function(e){if(e.key==='Escape')hide(null);});
+document.addEventListener('focusout',function(e){if(find(e))hide();});
+document.addEventListener('keydown',function(e){if(e.key==='Escape')hide();});
 })();
 """
 
-_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-    "img-src data:; base-uri 'none'; form-action 'none'"
-)
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; base-uri 'none'"
 
 
 def _esc(text: Any) -> str:
@@ -140,24 +136,6 @@ def script_json(obj: Any) -> str:
     for ch, rep in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
         text = text.replace(ch, rep)
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-
-
-def _id_texts(traces: Sequence[Trace], id_to_text: IdToText | None) -> dict[int, str]:
-    """Text for every top-k id: ``id_to_text`` first, then the traces' own chosen tokens."""
-    texts: dict[int, str] = {}
-    for t in traces:
-        texts.update(zip(t.token_ids.tolist(), t.tokens, strict=True))
-    if id_to_text is None:
-        return texts
-    ids = sorted({i for t in traces for i in t.topk_ids.reshape(-1).tolist()})
-    if isinstance(id_to_text, Mapping):
-        texts.update((i, id_to_text[i]) for i in ids if i in id_to_text)
-    elif ids:
-        decoded = list(id_to_text(ids))
-        if len(decoded) != len(ids):
-            raise EntrolabError(f"id_to_text returned {len(decoded)} strings for {len(ids)} ids")
-        texts.update(zip(ids, decoded, strict=True))
-    return texts
 
 
 def _tips(trace: Trace, texts: Mapping[int, str]) -> list[list[Any]]:
@@ -203,6 +181,18 @@ def _heatmap(trace: Trace, index: int, summary: TraceSummary) -> str:
     return f'<div class="heat" data-t="{index}">{"".join(spans)}</div>'
 
 
+def _x_ticks(n: int) -> list[int]:
+    """Token positions to label on the x axis: multiples of a 1-2-5 step (at most ~6), and n − 1."""
+    last, step, mults = n - 1, 1, (2, 2.5, 2)
+    while last / step > 6:
+        step = round(step * mults[0])
+        mults = (*mults[1:], mults[0])
+    ticks = list(range(0, last, step))
+    if len(ticks) > 1 and last - ticks[-1] < 0.6 * step:
+        ticks.pop()
+    return [*ticks, last] if n else []
+
+
 def _plot(trace: Trace, index: int, summary: TraceSummary) -> str:
     """Inline SVG: entropy per token (polyline), dashed mean, fork dots, hover cursor."""
     values = trace.entropy.tolist()
@@ -238,7 +228,7 @@ def _plot(trace: Trace, index: int, summary: TraceSummary) -> str:
         f'<text x="{PLOT_LEFT + w / 2:.1f}" y="{PLOT_HEIGHT - 4}" text-anchor="middle">'
         f"token position</text>"
     )
-    for pos in sorted({0, n - 1} if n else set()):
+    for pos in _x_ticks(n):
         parts.append(
             f'<text x="{x0 + pos * dx:.1f}" y="{bottom + 14}" text-anchor="middle">{pos}</text>'
         )
@@ -255,6 +245,19 @@ def _plot(trace: Trace, index: int, summary: TraceSummary) -> str:
             f'<line class="mean" x1="{PLOT_LEFT}" x2="{PLOT_LEFT + w}" y1="{my:.1f}" y2="{my:.1f}">'
             f"<title>mean entropy {summary.mean_entropy:.3f} nats</title></line>"
         )
+    wmean = _window_means(trace, summary.window)
+    if wmean:
+        pts = " ".join(f"{x0 + c * dx:.1f},{y(v):.1f}" for c, v in wmean)
+        parts.append(
+            f'<polyline class="wmean" points="{pts}"><title>mean entropy over a sliding '
+            f"window of {summary.window} tokens, drawn at the window centre</title></polyline>"
+        )
+    key = f'<tspan class="k-w">╍</tspan> {summary.window}-token window mean  ' if wmean else ""
+    parts.append(
+        f'<text class="key" x="{PLOT_LEFT + w}" y="{PLOT_TOP - 10}" text-anchor="end">'
+        f'<tspan class="k-line">━</tspan> entropy  {key}<tspan class="k-m">╍</tspan> mean  '
+        f'<tspan class="k-f">●</tspan> fork</text>'
+    )
     for fork in summary.forks:
         if math.isfinite(fork.entropy):
             parts.append(
@@ -266,6 +269,24 @@ def _plot(trace: Trace, index: int, summary: TraceSummary) -> str:
     )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _window_means(trace: Trace, window: int) -> list[tuple[float, float]]:
+    """(window centre position, mean entropy) of every full ``window``-token window (a centred
+    rolling mean); empty unless there are at least two windows. NaN entropies are skipped."""
+    entropy = trace.entropy.reshape(1, -1)
+    mask = torch.isfinite(entropy)
+    real = torch.nonzero(mask.reshape(-1)).reshape(-1).tolist()
+    if len(real) <= window:
+        return []
+    means, valid = sliding_window_mean(entropy, mask, window)
+    out = []
+    for s, (m, ok) in enumerate(
+        zip(means.reshape(-1).tolist(), valid.reshape(-1).tolist(), strict=True)
+    ):
+        if ok:  # window s covers the real tokens s … s + window − 1
+            out.append(((real[s] + real[s + window - 1]) / 2, m))
+    return out
 
 
 def _summary(summary: TraceSummary) -> str:
@@ -330,7 +351,7 @@ def render_html(
         summaries: one :class:`TraceSummary` per trace, same order (computed with
             :func:`summarize` defaults when omitted).
         title: page title and heading.
-        meta: run details shown in a table (values shown with ``str``; JSON for dicts/lists).
+        meta: run details, shown in a collapsible table (strings as they are, other values as JSON).
         id_to_text: text of top-k alternative token ids: a function from a list of ids to their
             strings (e.g. ``lambda ids: [tok.decode([i]) for i in ids]``) or a mapping. Ids it
             does not cover use the traces' own chosen tokens, else ``#<id>``.
@@ -343,11 +364,14 @@ def render_html(
         summaries = [summarize(t) for t in traces]
     if len(summaries) != len(traces):
         raise EntrolabError(f"got {len(summaries)} summaries for {len(traces)} traces")
-    texts = _id_texts(traces, id_to_text)
+    texts = token_texts(traces, id_to_text)
     meta_rows = "".join(
-        f"<tr><td>{_esc(k)}</td><td>{_esc(v if isinstance(v, str) else json.dumps(v, default=str))}</td></tr>"
+        f"<tr><td>{_esc(k)}</td><td>{_esc(v if isinstance(v, str) else json.dumps(v, default=str))}"
+        "</td></tr>"
         for k, v in (meta or {}).items()
     )
+    if meta_rows:
+        meta_rows = f"<details><summary>run settings</summary><table class=meta>{meta_rows}</table></details>"
     groups: dict[int, list[int]] = {}
     for i, t in enumerate(traces):
         groups.setdefault(t.prompt_index, []).append(i)
@@ -366,7 +390,7 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_esc(title)}</h1>"
-        f"{f'<table class=meta>{meta_rows}</table>' if meta_rows else ''}"
+        f"{meta_rows}"
         f"{_legend()}{''.join(sections) or '<p>no traces</p>'}"
         '<div id="tip" role="tooltip" hidden></div>'
         f'<script type="application/json" id="entrolab-data">{data}</script>'

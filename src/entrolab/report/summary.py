@@ -7,7 +7,9 @@ nats; the reduction scope of every number is the one trace (per sequence).
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -47,7 +49,9 @@ class TraceSummary:
             (NaN when the trace stores no top-k).
         lowest_window_confidence: DeepConf "lowest group" confidence: the minimum over sliding
             windows of ``window`` tokens of the mean token confidence (traces shorter than the
-            window use their mean).
+            window use their mean). Tokens whose top-k holds a ``-inf`` logprob (infinite
+            confidence) are skipped by both confidence numbers; NaN entropies or logprobs are
+            skipped by the entropy/logprob numbers and never flagged as forks.
         window: the window length used (tokens).
         rho: fraction of tokens flagged as forking tokens.
         k: number of top-k logprobs the confidences were computed from.
@@ -70,6 +74,33 @@ class TraceSummary:
         out = asdict(self)
         out["forks"] = [list(f) for f in self.forks]
         return out
+
+
+#: Text of token ids: a function from a list of ids to their strings, or a mapping id → string.
+IdToText = Callable[[list[int]], list[str]] | Mapping[int, str]
+
+
+def token_texts(traces: Sequence[Trace], id_to_text: IdToText | None) -> dict[int, str]:
+    """Text for every token id the traces mention (for top-k alternatives).
+
+    ``id_to_text`` (a function from a list of ids to their strings, called once with the sorted
+    unique top-k ids, or a mapping) wins; ids it does not cover use the traces' own chosen token
+    pieces. Ids in neither are absent (renderers show them as ``#<id>``).
+    """
+    texts: dict[int, str] = {}
+    for t in traces:
+        texts.update(zip(t.token_ids.tolist(), t.tokens, strict=True))
+    if id_to_text is None:
+        return texts
+    ids = sorted({i for t in traces for i in t.topk_ids.reshape(-1).tolist()})
+    if isinstance(id_to_text, Mapping):
+        texts.update((i, id_to_text[i]) for i in ids if i in id_to_text)
+    elif ids:
+        decoded = list(id_to_text(ids))
+        if len(decoded) != len(ids):
+            raise EntrolabError(f"id_to_text returned {len(decoded)} strings for {len(ids)} ids")
+        texts.update(zip(ids, decoded, strict=True))
+    return texts
 
 
 def _float(x: torch.Tensor) -> float:
@@ -102,18 +133,26 @@ def summarize(
     if n == 0:
         return TraceSummary(0, nan, nan, nan, nan, nan, window, rho, k, ())
 
-    mask = torch.ones(1, n, dtype=torch.bool)
+    # NaN statistics (e.g. from a damaged JSON file) are left out rather than poisoning the page.
     entropy = trace.entropy.reshape(1, n)
-    mean_entropy = _float(masked_mean(entropy, mask))
-    mean_logprob = _float(masked_mean(trace.logprob.reshape(1, n), mask))
+    h_mask = torch.isfinite(entropy)
+    logprob = trace.logprob.reshape(1, n)
+    mean_entropy = _float(masked_mean(entropy, h_mask, empty=nan))
+    mean_logprob = _float(masked_mean(logprob, ~torch.isnan(logprob), empty=nan))
 
     mean_conf = lowest = nan
     if k > 0:
-        token_conf = topk_confidence(trace.topk_logprobs).reshape(1, n)
-        mean_conf = _float(group_confidence(token_conf, mask, window=window, mode="mean"))
-        lowest = _float(group_confidence(token_conf, mask, window=window, mode="lowest"))
+        # A -inf top-k logprob (a token cut by top-p/top-k in processed logits) gives +inf
+        # confidence; such tokens (and NaN rows) are skipped by the window means.
+        topk = trace.topk_logprobs
+        bad_row = torch.isnan(topk).any(dim=-1)
+        token_conf = topk_confidence(torch.where(bad_row[:, None], 0.0, topk)).reshape(1, n)
+        c_mask = torch.isfinite(token_conf) & ~bad_row.reshape(1, n)
+        if bool(c_mask.any()):
+            mean_conf = _float(group_confidence(token_conf, c_mask, window=window, mode="mean"))
+            lowest = _float(group_confidence(token_conf, c_mask, window=window, mode="lowest"))
 
-    fork_mask = forking_token_mask(entropy, mask, rho=rho, scope="sequence").reshape(n)
+    fork_mask = forking_token_mask(entropy, h_mask, rho=rho, scope="sequence").reshape(n)
     positions = torch.nonzero(fork_mask).reshape(-1).tolist()
     values = trace.entropy.tolist()
     positions.sort(key=lambda i: (-values[i], i))
@@ -123,7 +162,7 @@ def summarize(
         n_tokens=n,
         mean_entropy=mean_entropy,
         mean_logprob=mean_logprob,
-        perplexity=math.exp(-mean_logprob),
+        perplexity=math.inf if mean_logprob < -700 else math.exp(-mean_logprob),
         mean_confidence=mean_conf,
         lowest_window_confidence=lowest,
         window=window,
@@ -147,7 +186,7 @@ def scale_color(entropy: float, stops: Stops) -> tuple[int, int, int]:
     if math.isnan(entropy):
         return (128, 128, 128)
     x = min(max(entropy / ENTROPY_SCALE_MAX, 0.0), 1.0)
-    for (x0, c0), (x1, c1) in zip(stops, stops[1:], strict=False):
+    for (x0, c0), (x1, c1) in itertools.pairwise(stops):
         if x <= x1:
             a = 0.0 if x1 == x0 else (x - x0) / (x1 - x0)
             return (
@@ -177,8 +216,8 @@ def visible_token(piece: str, *, keep_layout: bool = False) -> str:
     """``piece`` made visible and harmless for a terminal or page.
 
     A newline shows as ``↵`` and a tab as ``⇥`` (each followed by the real character when
-    ``keep_layout``); other C0 controls (ESC included) as their Unicode control pictures (``␛``);
-    DEL, C1 controls, bidi controls and U+2028/U+2029 as ``\\xNN`` / ``\\uNNNN`` escapes; the
+    ``keep_layout``); other control characters (ESC included, so no terminal escape sequence
+    gets through), bidi controls and U+2028/U+2029 as ``\\xNN`` / ``\\uNNNN`` escapes; the
     empty piece as ``∅``. Spaces and all other characters are kept.
     """
     if piece == "":
@@ -190,9 +229,7 @@ def visible_token(piece: str, *, keep_layout: bool = False) -> str:
             out.append("↵\n" if keep_layout else "↵")
         elif ch == "\t":
             out.append("⇥\t" if keep_layout else "⇥")
-        elif code < 32:
-            out.append(chr(0x2400 + code))
-        elif 0x7F <= code <= 0x9F:
+        elif code < 32 or 0x7F <= code <= 0x9F:
             out.append(f"\\x{code:02x}")
         elif ch in _SHOW_AS_ESCAPE:
             out.append(f"\\u{code:04x}")

@@ -406,8 +406,10 @@ def token_statistics(
     if logits.dim() != 2:
         raise EntrolabError(f"token_statistics expects logits [B, V], got {tuple(logits.shape)}")
     v = logits.shape[-1]
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k > v:
-        raise EntrolabError(f"k must be an int in [0, V={v}], got {k!r}; lower k")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise EntrolabError(f"k must be a non-negative int, got {k!r}")
+    if k > v:
+        raise EntrolabError(f"k = {k} is larger than the vocabulary (V = {v}); lower k")
     x = logits.detach()
     if validate:
         ids = _check_ids(chosen, logits, "chosen")

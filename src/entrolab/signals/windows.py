@@ -17,6 +17,8 @@ DeepConf convention), never NaN; ``mask.any(-1)`` tells which results are real.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Literal
 
@@ -144,7 +146,7 @@ def _windows(v: torch.Tensor, m: torch.Tensor, window: int) -> tuple[torch.Tenso
 
 
 def _to2d(values: torch.Tensor) -> torch.Tensor:
-    return values.reshape(-1, values.shape[-1])
+    return values.reshape(math.prod(values.shape[:-1]), values.shape[-1])
 
 
 def sliding_window_mean(
@@ -166,7 +168,7 @@ def sliding_window_mean(
     v, m = _check(values, mask, finite=True)
     means, valid = _windows(_to2d(v), _to2d(m), window)
     lead = v.shape[:-1]
-    return means.to(v.dtype).reshape(*lead, -1), valid.reshape(*lead, -1)
+    return means.to(v.dtype).reshape(*lead, means.shape[-1]), valid.reshape(*lead, means.shape[-1])
 
 
 def group_confidence(
@@ -250,6 +252,8 @@ def _masked_quantile(v: torch.Tensor, m: torch.Tensor, q: float) -> torch.Tensor
     """Per-row linear-interpolation quantile (numpy/torch default) of real values; [N, T] → [N].
 
     Empty rows give +inf (so no token passes a ``>=``/``>`` test)."""
+    if v.shape[-1] == 0:
+        return torch.full(v.shape[:-1], torch.inf, dtype=torch.float64, device=v.device)
     srt = torch.sort(torch.where(m, v, torch.full_like(v, torch.inf)), dim=-1).values
     n = m.sum(dim=-1)
     pos = q * (n - 1).clamp(min=0).to(torch.float64)
@@ -263,7 +267,7 @@ def _masked_quantile(v: torch.Tensor, m: torch.Tensor, q: float) -> torch.Tensor
 
 
 def _check_fraction(x: float, name: str, *, lo_open: bool) -> float:
-    ok = not isinstance(x, bool) and isinstance(x, int | float)
+    ok = not isinstance(x, bool) and isinstance(x, numbers.Real)
     xf = float(x) if ok else float("nan")
     if not ok or not ((0.0 < xf <= 1.0) if lo_open else (0.0 <= xf <= 1.0)):
         bounds = "(0, 1]" if lo_open else "[0, 1]"
