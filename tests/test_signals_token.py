@@ -184,6 +184,13 @@ def test_neg_inf_logits_are_masked_tokens() -> None:
     torch.testing.assert_close(varentropy(xm), varentropy(x[:, :10]), rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(max_prob(xm), max_prob(x[:, :10]))
     assert torch.isinf(self_certainty(xm)).all()
+    # huge finite negative logits (torch.finfo.min masking) behave like -inf
+    xf = x.float().clone()
+    xf[:, 10:] = torch.finfo(torch.float32).min
+    h_ref, v_ref = entropy_and_varentropy(x[:, :10].float())
+    h_f, v_f = entropy_and_varentropy(xf)
+    torch.testing.assert_close(h_f, h_ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(v_f, v_ref, rtol=0, atol=1e-6)
     one_hot = torch.full((1, 5), -math.inf)
     one_hot[0, 2] = 1.0
     assert token_entropy(one_hot).item() == 0.0 and varentropy(one_hot).item() == 0.0

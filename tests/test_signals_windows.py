@@ -210,6 +210,11 @@ def test_forking_mask_hand_case() -> None:
     q = forking_token_mask(h, m, rho=0.2, method="quantile")
     assert q.tolist() == [[False, True, False, True, False]]
     assert forking_token_mask(h, m, rho=1.0).all()
+    # the official count is int(nρ + 0.9999), not an exact ceil: n·ρ = 10 · 0.300001 = 3.00001
+    # keeps 3 tokens (a literal ceil would keep 4)
+    h10 = torch.arange(10.0).unsqueeze(0)
+    sel = forking_token_mask(h10, torch.ones_like(h10, dtype=torch.bool), rho=0.300001)
+    assert sel.sum() == 3 and sel[0, -3:].all()
 
 
 def _official_topk_mask(h: torch.Tensor, m: torch.Tensor, ratio: float) -> torch.Tensor:

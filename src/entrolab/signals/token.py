@@ -15,6 +15,7 @@ one finite logit; a row that is entirely ``-inf`` raises. Results carry no gradi
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -139,39 +140,50 @@ def _row_stats(
     _check_chunk_rows(chunk_rows)
     n, v = x.shape
     cd = _compute_dtype(x.dtype)
-    keys = ["logz", "logs"] + ["entropy"] * entropy + ["varentropy"] * var
-    out = {k: torch.empty(n, dtype=cd, device=x.device) for k in keys}
-    if sum_shifted:
-        out["sum_shifted"] = torch.empty(n, dtype=cd, device=x.device)
+    new = functools.partial(torch.empty, n, dtype=cd, device=x.device)
+    row_max, sum_e, dot_eb = new(), new(), new()
+    sq = new() if var else None
+    shifted = new() if sum_shifted else None
+    # On CPU, clamp only chunks that contain -inf (found as a NaN dot product: 0 * -inf); on
+    # accelerators always clamp, to avoid a host sync per chunk.
+    always_clamp = x.device.type != "cpu"
     r = min(chunk_rows, max(n, 1))
     buf_b = torch.empty(r, v, dtype=cd, device=x.device)
     buf_e = torch.empty(r, v, dtype=cd, device=x.device)
     for i in range(0, n, r):
         z = x[i : i + r]
         j = i + z.shape[0]
-        b, e = buf_b[: z.shape[0]], buf_e[: z.shape[0]]
+        b, e, m = buf_b[: j - i], buf_e[: j - i], row_max[i:j]
         if z.dtype == cd:
-            m = z.amax(dim=-1, keepdim=True)
-            torch.sub(z, m, out=b)
+            torch.amax(z, dim=-1, out=m)
+            torch.sub(z, m.unsqueeze(-1), out=b)
         else:  # low precision: upcast this chunk first
             b.copy_(z)
-            m = b.amax(dim=-1, keepdim=True)
-            b.sub_(m)
-        if sum_shifted:
-            out["sum_shifted"][i:j] = b.sum(dim=-1)
-        b.clamp_(min=_NEG_CLAMP)
+            torch.amax(b, dim=-1, out=m)
+            b.sub_(m.unsqueeze(-1))
+        if shifted is not None:
+            torch.sum(b, dim=-1, out=shifted[i:j])
+        if always_clamp:
+            b.clamp_(min=_NEG_CLAMP)
         torch.exp(b, out=e)
-        s = e.sum(dim=-1)
-        logs = s.log()
-        out["logs"][i:j] = logs
-        out["logz"][i:j] = m.squeeze(-1).to(cd) + logs
+        torch.sum(e, dim=-1, out=sum_e[i:j])
         if entropy or var:
-            c = torch.linalg.vecdot(e, b) / s  # E_p[z - max]
-            if entropy:
-                out["entropy"][i:j] = (logs - c).clamp_(min=0.0)
-            if var:  # Var_p[z] = Var_p[-log p], second pass within the chunk
-                b.sub_(c.unsqueeze(-1)).square_()
-                out["varentropy"][i:j] = torch.linalg.vecdot(e, b) / s
+            torch.linalg.vecdot(e, b, out=dot_eb[i:j])
+            if not always_clamp and bool(torch.isnan(dot_eb[i:j]).any()):
+                b.clamp_(min=_NEG_CLAMP)
+                torch.linalg.vecdot(e, b, out=dot_eb[i:j])
+            if sq is not None:  # Var_p[z] = Var_p[-log p], second pass within the chunk
+                b.clamp_(min=_NEG_CLAMP)  # (b - c)² must stay finite where p = 0
+                b.sub_((dot_eb[i:j] / sum_e[i:j]).unsqueeze(-1)).square_()
+                torch.linalg.vecdot(e, b, out=sq[i:j])
+    logs = sum_e.log()
+    out = {"logz": row_max + logs, "logs": logs}
+    if entropy:
+        out["entropy"] = (logs - dot_eb / sum_e).clamp_(min=0.0)
+    if sq is not None:
+        out["varentropy"] = sq / sum_e
+    if shifted is not None:
+        out["sum_shifted"] = shifted
     return out
 
 

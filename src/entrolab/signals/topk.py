@@ -99,7 +99,7 @@ def topk_entropy_bounds(
         return h_part.to(dt), h_part.to(dt)
     # p_k = 0 with a positive tail is inconsistent input; fall back to the trivial H ≥ H_part
     use = (tail > 0) & (lp[..., -1] > -math.inf)
-    lower = h_part + torch.where(use, -tail * lp[..., 0], torch.zeros_like(tail))
+    lower = h_part + torch.where(use, -tail * lp[..., -1], torch.zeros_like(tail))
     upper = h_part - torch.special.xlogy(tail, tail) + tail * math.log(vocab_size - k)
     return lower.to(dt), upper.to(dt)
 
