@@ -88,55 +88,69 @@ PROMPTS = [
 ]
 
 
-def bench_generation(batches: list[int], new_tokens: int) -> list[dict]:
+def _baseline_generate(backend, prompts, samples, temperature, new_tokens):
+    """Plain ``model.generate`` on the same chat-formatted prompts; returns (seconds, tokens)."""
+    from entrolab.backends.decode import left_pad
+
+    tok = backend.tokenizer
+    input_ids, attn = left_pad([backend.prompt_ids(p) for p in prompts], tok.pad_token_id)
+    kwargs = {"do_sample": False}
+    if temperature > 0:  # sample from the full softmax, as entrolab does (HF's top_k=50 off)
+        kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+
+    def run():
+        with torch.inference_mode():
+            return backend.model.generate(
+                input_ids,
+                attention_mask=attn,
+                max_new_tokens=new_tokens,
+                num_return_sequences=samples,
+                pad_token_id=tok.pad_token_id,
+                **kwargs,
+            )
+
+    seconds, out = _timed(run)
+    eos = set(backend.eos_ids.tolist())
+    rows = out[:, input_ids.shape[1] :].tolist()
+    tokens = sum(next((j + 1 for j, t in enumerate(r) if t in eos), len(r)) for r in rows)
+    return seconds, tokens, rows
+
+
+def bench_generation(workloads: list[tuple[str, int, int, float]], new_tokens: int) -> list[dict]:
+    """workloads: (label, distinct prompts, samples per prompt, temperature)."""
     from entrolab.backends import HFBackend
     from entrolab.config import GenerationConfig
 
     backend = HFBackend.load()
-    model, tok = backend.model, backend.tokenizer
+    backend.generate(PROMPTS[:1], GenerationConfig(temperature=0, max_new_tokens=4))  # warm-up
     rows = []
-    for b in batches:
-        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(b)]
-        cfg = GenerationConfig(temperature=0, max_new_tokens=new_tokens, batch_size=b)
-        backend.generate(prompts[:1], GenerationConfig(temperature=0, max_new_tokens=4))  # warm-up
+    for label, n_prompts, samples, temperature in workloads:
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n_prompts)]
+        cfg = GenerationConfig(
+            num_samples=samples,
+            temperature=temperature,
+            max_new_tokens=new_tokens,
+            batch_size=n_prompts * samples,
+        )
         ours_s, traces = _timed(backend.generate, prompts, cfg)
         ours_tokens = sum(len(t) for t in traces)
-
-        ids = [backend.prompt_ids(p) for p in prompts]
-        width = max(len(i) for i in ids)
-        input_ids = torch.full((b, width), tok.pad_token_id)
-        attn = torch.zeros(b, width, dtype=torch.int64)
-        for r, seq in enumerate(ids):
-            input_ids[r, width - len(seq) :] = torch.tensor(seq)
-            attn[r, width - len(seq) :] = 1
-
-        def plain(input_ids=input_ids, attn=attn):
-            with torch.inference_mode():
-                return model.generate(
-                    input_ids,
-                    attention_mask=attn,
-                    do_sample=False,
-                    max_new_tokens=new_tokens,
-                    pad_token_id=tok.pad_token_id,
-                )
-
-        base_s, out = _timed(plain)
-        gen = out[:, width:]
-        eos = set(backend.eos_ids.tolist())
-        base_tokens = 0
-        for row in gen.tolist():
-            n = next((j + 1 for j, t in enumerate(row) if t in eos), len(row))
-            base_tokens += n
-        same = all(
-            t.token_ids.tolist() == g[: len(t)].tolist() for t, g in zip(traces, gen, strict=True)
+        base_s, base_tokens, base_rows = _baseline_generate(
+            backend, prompts, samples, temperature, new_tokens
         )
+        same = None
+        if temperature == 0:  # greedy: both must produce exactly the same tokens
+            same = all(
+                t.token_ids.tolist() == r[: len(t)] for t, r in zip(traces, base_rows, strict=True)
+            )
         rows.append(
             {
-                "batch": b,
+                "workload": label,
+                "rows": n_prompts * samples,
                 "generate_tok_s": base_tokens / base_s,
                 "entrolab_tok_s": ours_tokens / ours_s,
-                "speedup": (ours_tokens / ours_s) / (base_tokens / base_s),
-                "tokens": ours_tokens,
+                "ratio": (ours_tokens / ours_s) / (base_tokens / base_s),
+                "generate_tokens": base_tokens,
+                "entrolab_tokens": ours_tokens,
                 "same_tokens": same,
             }
         )
@@ -147,8 +161,8 @@ def bench_generation(batches: list[int], new_tokens: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="batch 1 and 8 only, 32 new tokens")
-    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--quick", action="store_true", help="greedy batch 1 and 8 only")
+    ap.add_argument("--new-tokens", type=int, default=128)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
@@ -157,16 +171,23 @@ def main() -> None:
         print("warning: the machine is busy; timings will be noisy (2-thread torch stalls badly)")
     ent = bench_entropy(args.threads)
     print("entropy [4096, 49152] float32:", json.dumps(ent, indent=1))
-    batches = [1, 8] if args.quick else [1, 8, 32]
-    gen = bench_generation(batches, 32 if args.quick else args.new_tokens)
+    workloads = [
+        ("greedy, batch 1", 1, 1, 0.0),
+        ("greedy, batch 8", 8, 1, 0.0),
+        ("greedy, batch 32", 32, 1, 0.0),
+        ("sampling T=1, 4 prompts x 8 samples", 4, 8, 1.0),
+    ]
+    if args.quick:
+        workloads = workloads[:2]
+    gen = bench_generation(workloads, args.new_tokens)
     print(
-        "\n| batch | model.generate tok/s | entrolab tok/s (with signals) | ratio | same tokens |"
+        "\n| workload | rows | model.generate tok/s | entrolab tok/s (with signals) | ratio | same tokens |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for r in gen:
         print(
-            f"| {r['batch']} | {r['generate_tok_s']:.1f} | {r['entrolab_tok_s']:.1f} | "
-            f"{r['speedup']:.2f}x | {r['same_tokens']} |"
+            f"| {r['workload']} | {r['rows']} | {r['generate_tok_s']:.1f} | "
+            f"{r['entrolab_tok_s']:.1f} | {r['ratio']:.2f}x | {r['same_tokens']} |"
         )
 
 

@@ -52,4 +52,6 @@ def test_bad_scripts_are_rejected():
     with pytest.raises(EntrolabError, match="vocab has 2 strings but logits have V=3"):
         MockBackend(torch.zeros(2, 3), vocab=["a", "b"])
     with pytest.raises(EntrolabError, match="NaN"):
-        MockBackend(torch.tensor([[0.0, math.nan]])).generate("q", GenerationConfig(topk_logprobs=1))
+        MockBackend(torch.tensor([[0.0, math.nan]])).generate(
+            "q", GenerationConfig(topk_logprobs=1)
+        )

@@ -10,59 +10,18 @@ compute. Scoring runs one forward pass per batch and applies the LM head in chun
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 
+from entrolab.backends.decode import StepBuffers, left_pad, preallocated_cache
 from entrolab.backends.sampling import process_logits, row_seed, sample_rows
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
-from entrolab.signals import TokenStatistics, token_statistics
+from entrolab.signals import token_statistics
 from entrolab.types import Provenance, Trace, TraceBatch
 
 #: on_progress(rows_done, rows_total, tokens_generated)
 ProgressFn = Callable[[int, int, int], None]
-
-
-@dataclass
-class _Buffers:
-    """Per-row statistics for one generation batch, filled one column (step) at a time."""
-
-    token_ids: torch.Tensor  # int64 [R, N]
-    logprob: torch.Tensor  # float32 [R, N]
-    entropy: torch.Tensor
-    varentropy: torch.Tensor
-    self_certainty: torch.Tensor
-    rank: torch.Tensor  # int64 [R, N]
-    topk_ids: torch.Tensor  # int64 [R, N, K]
-    topk_logprobs: torch.Tensor  # float32 [R, N, K]
-
-    @classmethod
-    def empty(cls, rows: int, steps: int, k: int) -> _Buffers:
-        f = torch.zeros(rows, steps)
-        return cls(
-            torch.zeros(rows, steps, dtype=torch.int64),
-            f,
-            f.clone(),
-            f.clone(),
-            f.clone(),
-            torch.zeros(rows, steps, dtype=torch.int64),
-            torch.zeros(rows, steps, k, dtype=torch.int64),
-            torch.zeros(rows, steps, k),
-        )
-
-    def write(
-        self, rows: torch.Tensor, step: int | torch.Tensor, chosen: torch.Tensor, s: TokenStatistics
-    ) -> None:
-        """Store step statistics for ``rows`` at column(s) ``step``."""
-        self.token_ids[rows, step] = chosen
-        self.logprob[rows, step] = s.logprob
-        self.entropy[rows, step] = s.entropy
-        self.varentropy[rows, step] = s.varentropy
-        self.self_certainty[rows, step] = s.self_certainty
-        self.rank[rows, step] = s.rank
-        self.topk_ids[rows, step] = s.topk_ids
-        self.topk_logprobs[rows, step] = s.topk_logprobs
 
 
 class HFBackend:
@@ -167,24 +126,22 @@ class HFBackend:
         config: GenerationConfig,
         progress: Callable[[int, int], None],
     ) -> list[Trace]:
-        from transformers import DynamicCache
-
         device = self.model.device
         n_rows, steps, k = len(rows), config.max_new_tokens, config.topk_logprobs
         seqs = [prompt_ids[i] for i, _ in rows]
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((n_rows, width), pad, dtype=torch.int64)
-        attention = torch.zeros(n_rows, width, dtype=torch.int64)
-        for r, s in enumerate(seqs):  # left padding: every row's next token goes at the end
-            input_ids[r, width - len(s) :] = torch.tensor(s)
-            attention[r, width - len(s) :] = 1
+        # Prefill each distinct prompt once, then give every sample row its own copy of the
+        # prompt's cache: G samples of a prompt cost one prefill, not G.
+        unique = sorted({i for i, _ in rows})
+        expand = torch.tensor([unique.index(i) for i, _ in rows])
+        input_ids, attention = left_pad(
+            [prompt_ids[i] for i in unique], self.tokenizer.pad_token_id
+        )
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         generators = [torch.Generator().manual_seed(row_seed(config.seed, i, s)) for i, s in rows]
-        buf = _Buffers.empty(n_rows, steps, k)
+        buf = StepBuffers.empty(n_rows, steps, k)
         lengths = torch.zeros(n_rows, dtype=torch.int64)
         finish = ["length"] * n_rows
-        cache = DynamicCache(config=self.model.config)
+        cache = preallocated_cache(self.model.config, input_ids.shape[1] + steps)
         logits = self.model(
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
@@ -193,6 +150,10 @@ class HFBackend:
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1]
+        if len(unique) < n_rows:
+            cache.reorder_cache(expand.to(device))
+            logits = logits[expand.to(device)]
+        attention, positions = attention[expand], positions[expand]
         active = torch.arange(n_rows)
         next_pos = positions[:, -1] + 1
         eos = self.eos_ids
@@ -259,7 +220,7 @@ class HFBackend:
     def _trace(
         self,
         prompt: str,
-        buf: _Buffers,
+        buf: StepBuffers,
         r: int,
         n: int,
         finish: str,
@@ -376,7 +337,7 @@ class HFBackend:
         ).last_hidden_state
         head = self.model.get_output_embeddings()
         t_max = max(len(c) for c in c_ids)
-        buf = _Buffers.empty(len(seqs), t_max, k)
+        buf = StepBuffers.empty(len(seqs), t_max, k)
         # hidden state at position (len(prompt) - 1 + t) predicts completion token t
         starts = torch.tensor([len(p) - 1 for p in p_ids])
         lengths = torch.tensor([len(c) for c in c_ids])

@@ -26,13 +26,17 @@ err_console = Console(stderr=True)
 @app.command("list")
 def list_entries(
     kind: Annotated[str, typer.Argument(help="signals, aggregations, models or all")] = "signals",
-    markdown: Annotated[bool, typer.Option(help="print a markdown table (docs/methods.md)")] = False,
+    markdown: Annotated[
+        bool, typer.Option(help="print a markdown table (docs/methods.md)")
+    ] = False,
 ) -> None:
     """List the registered entries of one kind, with summaries, papers and defaults."""
     if markdown:
         from entrolab.registry import get_registry, methods_markdown, to_markdown
 
-        typer.echo(methods_markdown() if kind == "all" else to_markdown(get_registry(kind)), nl=False)
+        typer.echo(
+            methods_markdown() if kind == "all" else to_markdown(get_registry(kind)), nl=False
+        )
         return
     if kind == "models":
         from entrolab.models.embedded import EMBEDDED
