@@ -1,6 +1,6 @@
 """Benchmarks for issue 2: token entropy vs torch.distributions, and generation vs model.generate.
 
-Run:  .venv/bin/python bench/signals.py [--quick] [--threads N] [--out docs/benchmarks.md]
+Run:  .venv/bin/python bench/signals.py [--quick] [--threads N] [--new-tokens N] [--repeat N]
 
 Each figure is compared with its baseline in the same run and printed as a ratio. Peak extra
 memory is measured in a fresh subprocess as the rise of the resident-set high-water mark
@@ -34,18 +34,24 @@ def _timed(fn, *args, repeat: int = 1) -> tuple[float, object]:
 def _memory_probe(which: str, threads: int) -> dict:
     """Run one entropy call in a fresh process; report its peak RSS rise in MiB."""
     code = f"""
-import json, resource, torch
+import json, torch
 torch.set_num_threads({threads})
 from entrolab.signals import token_entropy
+
+def peak_mib():  # VmHWM: this process's resident high-water mark
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
 x = torch.empty({ROWS}, {VOCAB})
-x.normal_().mul_(3)  # in place: the high-water mark holds the logits and nothing else
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+x.normal_().mul_(3)  # in place: no temporary copy of the logits
+open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark (Linux >= 4.0)
+before = peak_mib()
 if {which!r} == "entrolab":
     token_entropy(x)
 else:
     torch.distributions.Categorical(logits=x).entropy()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"extra_mib": (after - before) / 1024}}))
+print(json.dumps({{"extra_mib": peak_mib() - before}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -116,8 +122,14 @@ def _baseline_generate(backend, prompts, samples, temperature, new_tokens):
     return seconds, tokens, rows
 
 
-def bench_generation(workloads: list[tuple[str, int, int, float]], new_tokens: int) -> list[dict]:
-    """workloads: (label, distinct prompts, samples per prompt, temperature)."""
+def bench_generation(
+    workloads: list[tuple[str, int, int, float]], new_tokens: int, repeat: int
+) -> list[dict]:
+    """workloads: (label, distinct prompts, samples per prompt, temperature).
+
+    Each workload alternates entrolab and ``model.generate`` ``repeat`` times (ABAB…, so drift
+    in machine load hits both) and reports the median throughput of each.
+    """
     from entrolab.backends import HFBackend
     from entrolab.config import GenerationConfig
 
@@ -132,11 +144,15 @@ def bench_generation(workloads: list[tuple[str, int, int, float]], new_tokens: i
             max_new_tokens=new_tokens,
             batch_size=n_prompts * samples,
         )
-        ours_s, traces = _timed(backend.generate, prompts, cfg)
-        ours_tokens = sum(len(t) for t in traces)
-        base_s, base_tokens, base_rows = _baseline_generate(
-            backend, prompts, samples, temperature, new_tokens
-        )
+        ours, base = [], []
+        for _ in range(repeat):
+            ours_s, traces = _timed(backend.generate, prompts, cfg)
+            ours.append(sum(len(t) for t in traces) / ours_s)
+            base_s, base_tokens, base_rows = _baseline_generate(
+                backend, prompts, samples, temperature, new_tokens
+            )
+            base.append(base_tokens / base_s)
+        ours_tok_s, base_tok_s = statistics.median(ours), statistics.median(base)
         same = None
         if temperature == 0:  # greedy: both must produce exactly the same tokens
             same = all(
@@ -146,11 +162,12 @@ def bench_generation(workloads: list[tuple[str, int, int, float]], new_tokens: i
             {
                 "workload": label,
                 "rows": n_prompts * samples,
-                "generate_tok_s": base_tokens / base_s,
-                "entrolab_tok_s": ours_tokens / ours_s,
-                "ratio": (ours_tokens / ours_s) / (base_tokens / base_s),
+                "generate_tok_s": base_tok_s,
+                "entrolab_tok_s": ours_tok_s,
+                "ratio": ours_tok_s / base_tok_s,
+                "ratio_range": [min(ours) / max(base), max(ours) / min(base)],
                 "generate_tokens": base_tokens,
-                "entrolab_tokens": ours_tokens,
+                "entrolab_tokens": sum(len(t) for t in traces),
                 "same_tokens": same,
             }
         )
@@ -163,6 +180,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="greedy batch 1 and 8 only")
     ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=3, help="alternating runs per workload")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
@@ -179,7 +197,7 @@ def main() -> None:
     ]
     if args.quick:
         workloads = workloads[:2]
-    gen = bench_generation(workloads, args.new_tokens)
+    gen = bench_generation(workloads, args.new_tokens, args.repeat)
     print(
         "\n| workload | rows | model.generate tok/s | entrolab tok/s (with signals) | ratio | same tokens |"
     )
