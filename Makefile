@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: install
-	$(BIN)/entrolab analyze "$(PROMPT)" --samples 2 --max-new-tokens 96 --html report.html --json traces.json
+	$(BIN)/entrolab analyze "$(PROMPT)" --samples 3 --temperature 0.7 --top-p 0.95 --max-new-tokens 96 --html report.html --json traces.json
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -9,6 +9,7 @@ compute. Scoring runs one forward pass per batch and applies the LM head in chun
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -41,6 +42,9 @@ class HFBackend:
             tokenizer.pad_token = tokenizer.eos_token
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.eos_ids = self._eos_ids()
+        # transformers 5.24 renamed forward's `past_key_values` to `cache`; support both.
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     @classmethod
     def load(cls, name_or_path: str | None = None, **kwargs) -> HFBackend:
@@ -146,7 +150,7 @@ class HFBackend:
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
             position_ids=positions.to(device),
-            past_key_values=cache,
+            **{self._cache_kw: cache},
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1]
@@ -191,7 +195,7 @@ class HFBackend:
                 input_ids=chosen[:, None].to(device),
                 attention_mask=attention.to(device),
                 position_ids=next_pos[:, None].to(device),
-                past_key_values=cache,
+                **{self._cache_kw: cache},
                 use_cache=True,
             ).logits[:, -1]
             next_pos = next_pos + 1
