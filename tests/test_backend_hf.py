@@ -154,3 +154,17 @@ def test_token_pieces_concatenate_to_the_text_for_multibyte_characters(tiny_back
     ids = tiny_backend.tokenizer("héllo → ∑", add_special_tokens=False)["input_ids"]
     pieces = tiny_backend.token_pieces(ids)
     assert len(pieces) == len(ids) and "".join(pieces) == "héllo → ∑"
+
+
+def test_per_prompt_seeds_equal_generating_each_prompt_alone(tiny_backend):
+    cfg = GenerationConfig(num_samples=2, max_new_tokens=8, seed=0)
+    together = tiny_backend.generate(PROMPTS, cfg, seeds=[11, 22, 33])
+    for i, seed in enumerate([11, 22, 33]):
+        alone = tiny_backend.generate(
+            [PROMPTS[i]], GenerationConfig(**{**cfg.to_dict(), "seed": seed})
+        )
+        assert [t.token_ids.tolist() for t in together[2 * i : 2 * i + 2]] == [
+            t.token_ids.tolist() for t in alone
+        ]
+    with pytest.raises(EntrolabError, match="got 1 seeds for 3 prompts"):
+        tiny_backend.generate(PROMPTS, cfg, seeds=[1])

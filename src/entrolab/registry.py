@@ -27,6 +27,10 @@ KINDS: Mapping[str, str] = MappingProxyType(
     {
         "signals": "entrolab.signals:SIGNALS",
         "aggregations": "entrolab.signals:AGGREGATIONS",
+        "metrics": "entrolab.calibration:METRICS",
+        "calibrators": "entrolab.calibration:CALIBRATORS",
+        "tasks": "entrolab.tasks:TASKS",
+        "estimators": "entrolab.estimators:ESTIMATORS",
     }
 )
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from entrolab.backends.decode import StepBuffers, left_pad, preallocated_cache
-from entrolab.backends.sampling import process_logits, row_seed, sample_rows
+from entrolab.backends.sampling import process_logits, sample_rows, seed_function
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.signals import token_statistics
@@ -87,12 +87,19 @@ class HFBackend:
         prompts: Sequence[str] | str,
         config: GenerationConfig | None = None,
         *,
+        seeds: Sequence[int] | None = None,
         on_progress: ProgressFn | None = None,
     ) -> TraceBatch:
         """Sample ``config.num_samples`` completions per prompt; one Trace per completion.
 
         Traces come back ordered by prompt, then sample. Statistics are computed from each step's
         raw logits (``config.signals_from="processed"`` for the sampled distribution).
+
+        Args:
+            seeds: one base seed per prompt (instead of ``config.seed``): sample ``s`` of prompt
+                ``i`` then draws from ``row_seed(seeds[i], 0, s)``, exactly as if prompt ``i``
+                had been generated alone with ``config.seed = seeds[i]``; lets callers batch
+                items whose samples must not depend on what they are batched with.
         """
         config = config or GenerationConfig()
         if isinstance(prompts, str):
@@ -109,6 +116,9 @@ class HFBackend:
             )
             for p in prompts
         ]
+        if seeds is not None and len(seeds) != len(prompts):
+            raise EntrolabError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        seed_of = seed_function(config.seed, seeds)
         rows = [(i, s) for i in range(len(prompts)) for s in range(config.num_samples)]
         traces: list[Trace] = []
         for start in range(0, len(rows), config.batch_size):
@@ -119,7 +129,7 @@ class HFBackend:
                 if on_progress is not None:
                     on_progress(r0 + rows_done, len(rows), t0 + tokens)
 
-            traces += self._generate_batch(prompts, ids, chunk, config, progress)
+            traces += self._generate_batch(prompts, ids, chunk, config, progress, seed_of)
         return TraceBatch(tuple(traces))
 
     def _generate_batch(
@@ -129,6 +139,7 @@ class HFBackend:
         rows: Sequence[tuple[int, int]],
         config: GenerationConfig,
         progress: Callable[[int, int], None],
+        seed_of: Callable[[int, int], int],
     ) -> list[Trace]:
         device = self.model.device
         n_rows, steps, k = len(rows), config.max_new_tokens, config.topk_logprobs
@@ -141,7 +152,7 @@ class HFBackend:
             [prompt_ids[i] for i in unique], self.tokenizer.pad_token_id
         )
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        generators = [torch.Generator().manual_seed(row_seed(config.seed, i, s)) for i, s in rows]
+        generators = [torch.Generator().manual_seed(seed_of(i, s)) for i, s in rows]
         buf = StepBuffers.empty(n_rows, steps, k)
         lengths = torch.zeros(n_rows, dtype=torch.int64)
         finish = ["length"] * n_rows
@@ -214,7 +225,7 @@ class HFBackend:
                 stop=config.stop,
                 meta={
                     **meta,
-                    "row_seed": row_seed(config.seed, i, s),
+                    "row_seed": seed_of(i, s),
                     "prompt_tokens": len(seqs[r]),
                 },
             )

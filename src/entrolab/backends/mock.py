@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from entrolab.backends.sampling import process_logits, row_seed, sample_rows
+from entrolab.backends.sampling import process_logits, sample_rows, seed_function
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.signals import token_statistics
@@ -60,9 +60,14 @@ class MockBackend:
         self.name = name
 
     def generate(
-        self, prompts: Sequence[str] | str, config: GenerationConfig | None = None
+        self,
+        prompts: Sequence[str] | str,
+        config: GenerationConfig | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
     ) -> TraceBatch:
-        """One Trace per (prompt, sample), ordered by prompt then sample."""
+        """One Trace per (prompt, sample), ordered by prompt then sample; ``seeds`` as in
+        :meth:`HFBackend.generate <entrolab.backends.hf.HFBackend.generate>`."""
         config = config or GenerationConfig()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts or any(not p.strip() for p in prompts):
@@ -71,11 +76,15 @@ class MockBackend:
             raise EntrolabError(
                 f"topk_logprobs={config.topk_logprobs} exceeds the vocabulary size {self.vocab_size}"
             )
+        if seeds is not None and len(seeds) != len(prompts):
+            raise EntrolabError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        seed_of = seed_function(config.seed, seeds)
         steps = min(config.max_new_tokens, self._steps or config.max_new_tokens)
         traces = []
         for i, prompt in enumerate(prompts):
             for s in range(config.num_samples):
-                gen = torch.Generator().manual_seed(row_seed(config.seed, i, s))
+                seed = seed_of(i, s)
+                gen = torch.Generator().manual_seed(seed)
                 ids: list[int] = []
                 stats = []
                 finish = "length"
@@ -89,10 +98,10 @@ class MockBackend:
                     if self.eos_id is not None and ids[-1] == self.eos_id:
                         finish = "eos"
                         break
-                traces.append(self._trace(prompt, ids, stats, finish, i, s, config))
+                traces.append(self._trace(prompt, ids, stats, finish, i, s, config, seed))
         return TraceBatch(tuple(traces))
 
-    def _trace(self, prompt, ids, stats, finish, i, s, config) -> Trace:
+    def _trace(self, prompt, ids, stats, finish, i, s, config, seed) -> Trace:
         pieces = [self.vocab[t] for t in ids]
         text = "".join(p for t, p in zip(ids, pieces, strict=True) if t != self.eos_id)
         cat = lambda name: torch.cat([getattr(x, name) for x in stats])  # noqa: E731
@@ -113,5 +122,5 @@ class MockBackend:
             prompt_index=i,
             sample_index=s,
             model=self.name,
-            meta={"generation": config.to_dict(), "row_seed": row_seed(config.seed, i, s)},
+            meta={"generation": config.to_dict(), "row_seed": seed},
         )

@@ -9,7 +9,7 @@ not depend on what else is in the batch. Filters follow transformers' order and 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -71,6 +71,16 @@ def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     """A 63-bit seed for one (prompt, sample) row, stable across runs and platforms."""
     digest = hashlib.blake2b(f"{seed}:{prompt_index}:{sample_index}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "little") >> 1
+
+
+def seed_function(seed: int, seeds: Sequence[int] | None = None) -> Callable[[int, int], int]:
+    """(prompt index, sample index) → row seed: from ``seed`` and the prompt index, or, when
+    per-prompt ``seeds`` are given, from ``seeds[i]`` alone (as if the prompt were generated
+    on its own with that seed)."""
+    if seeds is None:
+        return lambda i, s: row_seed(seed, i, s)
+    base = [int(x) for x in seeds]
+    return lambda i, s: row_seed(base[i], 0, s)
 
 
 def sample_rows(logits: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from entrolab.cli.common import load_backend
+from entrolab.cli.eval_cmd import eval_command
 from entrolab.errors import EntrolabError
 
 app = typer.Typer(
@@ -21,6 +23,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+app.command("eval")(eval_command)
 
 
 @app.command("list")
@@ -101,7 +104,7 @@ def analyze(
     )
     if window < 1:
         raise EntrolabError("--window must be >= 1")
-    backend = _load_backend(model, dtype, allow_download)
+    backend = load_backend(console, model, dtype, allow_download)
     traces = _generate(backend, prompt, config)
 
     from entrolab.report import print_traces, summarize, write_html
@@ -122,25 +125,6 @@ def analyze(
             id_to_text=lambda ids: [tok.decode([i]) for i in ids],
         )
         console.print(Text.assemble("HTML report written to ", (str(html_out), "bold")))
-
-
-def _load_backend(model: str | None, dtype: str, allow_download: bool):
-    from entrolab.backends import HFBackend
-    from entrolab.models import DEFAULT_MODEL, EMBEDDED, converted_dir
-
-    name = model or DEFAULT_MODEL
-    first = name in EMBEDDED and not (converted_dir(name) / "model.safetensors").is_file()
-    what = "converting the embedded model once (~20 s)" if first else f"loading {name}"
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # our spinner replaces transformers' bars
-    try:
-        with console.status(Text(f"{what}…", style="bold")):
-            return HFBackend.load(name, dtype=dtype, allow_download=allow_download)  # type: ignore[arg-type]
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _generate(backend, prompt: str, config):

@@ -343,6 +343,8 @@ def render_html(
     title: str = "entrolab analyze",
     meta: Mapping[str, Any] | None = None,
     id_to_text: IdToText | None = None,
+    intro_html: str = "",
+    headings: Mapping[int, str] | None = None,
 ) -> str:
     """One standalone HTML page for ``traces`` (samples of a prompt side by side).
 
@@ -355,6 +357,9 @@ def render_html(
         id_to_text: text of top-k alternative token ids: a function from a list of ids to their
             strings (e.g. ``lambda ids: [tok.decode([i]) for i in ids]``) or a mapping. Ids it
             does not cover use the traces' own chosen tokens, else ``#<id>``.
+        intro_html: trusted HTML placed before the traces (e.g. the eval report's tables and
+            figures); the caller must have escaped any model or user text in it.
+        headings: plain-text heading per ``prompt_index`` (escaped here); default "prompt i".
 
     Returns:
         The page as a string.
@@ -379,7 +384,8 @@ def render_html(
     for prompt_index, idx in groups.items():
         cards = "".join(_card(traces[i], i, summaries[i]) for i in idx)
         sections.append(
-            f'<section><h2>prompt {prompt_index}</h2><pre class="prompt">'
+            f"<section><h2>{_esc((headings or {}).get(prompt_index, f'prompt {prompt_index}'))}</h2>"
+            f'<pre class="prompt">'
             f'{_esc(traces[idx[0]].prompt)}</pre><div class="grid">{cards}</div></section>'
         )
     data = script_json([_tips(t, texts) for t in traces])
@@ -390,7 +396,7 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_esc(title)}</h1>"
-        f"{meta_rows}"
+        f"{meta_rows}{intro_html}"
         f"{_legend()}{''.join(sections) or '<p>no traces</p>'}"
         '<div id="tip" role="tooltip" hidden></div>'
         f'<script type="application/json" id="entrolab-data">{data}</script>'

@@ -1,0 +1,284 @@
+"""``evaluate``: generate, estimate, grade and score a model on a task, resumably.
+
+Items are processed in chunks; after each chunk its finished rows are appended to the run
+directory's ``results.jsonl`` (see :mod:`.rundir`), so a killed run resumes where it stopped. Item
+results do not depend on chunking: every item's samples are seeded from (seed, item id).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from entrolab.errors import EntrolabError
+from entrolab.evaluation.rundir import RunDir
+from entrolab.evaluation.scoring import EstimatorScore, score_all
+
+#: on_progress(items_done, items_total, stage)
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of an eval run (stored in the run directory; a resume must match them).
+
+    Attributes:
+        model: embedded name, HF id or local directory (None = the embedded default).
+        task: task spec (``arithmetic``, ``rg:<dataset>``, ``jsonl:<path>``).
+        task_settings: keyword settings for the task (e.g. ``{"level": 2}``).
+        n: number of items.
+        samples: G samples per item for the set-level estimators.
+        estimators: estimator names, or None for every one that applies.
+        temperature: sampling temperature of the G samples.
+        max_new_tokens: token budget per reply.
+        seed: base seed (items are seeded from it and their ids).
+        chunk: items per chunk (the unit of checkpointing).
+        dtype: model dtype.
+    """
+
+    model: str | None = None
+    task: str = "arithmetic"
+    task_settings: dict[str, Any] = field(default_factory=dict)
+    n: int = 40
+    samples: int = 5
+    estimators: tuple[str, ...] | None = None
+    temperature: float = 1.0
+    max_new_tokens: int = 64
+    seed: int = 0
+    chunk: int = 8
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise EntrolabError("n must be >= 1 (the number of items to evaluate)")
+        if self.chunk < 1:
+            raise EntrolabError("chunk must be >= 1")
+        if self.estimators is not None:
+            object.__setattr__(self, "estimators", tuple(self.estimators))
+            if not self.estimators:
+                raise EntrolabError("estimators is empty; omit it to run every one that applies")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["estimators"] = list(self.estimators) if self.estimators is not None else None
+        out.pop("chunk")  # checkpoint granularity does not change results
+        return out
+
+
+@dataclass
+class EvalResults:
+    """A finished (or re-loaded) eval run.
+
+    Attributes:
+        config: the run's settings (as stored).
+        rows: one dict per item, ordered by index (prompt, answer, response, grade, u, trace).
+        scores: one :class:`EstimatorScore` per estimator, best AUROC first.
+        run_dir: where the run lives (None for an in-memory run).
+    """
+
+    config: dict[str, Any]
+    rows: list[dict[str, Any]]
+    scores: list[EstimatorScore]
+    run_dir: Path | None = None
+
+    @property
+    def correct(self) -> np.ndarray:
+        return np.array([float(r["correct"]) for r in self.rows])
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean())
+
+    @property
+    def estimator_names(self) -> list[str]:
+        return [s.name for s in self.scores]
+
+    def uncertainty(self, name: str) -> np.ndarray:
+        """u [N] of one estimator (NaN where it was not finite)."""
+        return np.array([_nan(r["u"].get(name)) for r in self.rows])
+
+    def table(self) -> list[dict[str, Any]]:
+        """The ranking table: one dict per estimator (name, auroc, prr, aurc, ece, brier, n)."""
+        return [s.to_dict() for s in self.scores]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "accuracy": self.accuracy,
+            "n": len(self.rows),
+            "unparseable": sum(r["reason"] == "unparseable" for r in self.rows),
+            "table": self.table(),
+        }
+
+    def plot(self, top: int = 4) -> dict[str, str]:
+        """Reliability diagrams and risk–coverage curves of the ``top`` estimators, as SVG."""
+        from entrolab.evaluation.figures import reliability_svg, risk_coverage_svg
+
+        names = [s.name for s in self.scores if s.auroc is not None][:top]
+        y = self.correct
+        calibrated = {n: self.calibrated(n) for n in names}
+        return {
+            "reliability": reliability_svg(calibrated, y),
+            "risk_coverage": risk_coverage_svg({n: self.uncertainty(n) for n in names}, y),
+        }
+
+    def calibrated(self, name: str) -> np.ndarray:
+        """Cross-fitted isotonic confidences of one estimator (what its ECE was computed on)."""
+        from entrolab.calibration import cross_fit
+
+        u, y = self.uncertainty(name), self.correct
+        ok = np.isfinite(u)
+        folds = max(2, min(5, int(min(y[ok].sum(), (1 - y[ok]).sum()))))
+        out = np.full(u.shape, np.nan)
+        out[ok] = cross_fit(-u[ok], y[ok], "isotonic", n_folds=folds)
+        return out
+
+
+def _nan(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def load_backend(model: str | None, dtype: str = "float32"):
+    from entrolab.backends import HFBackend
+
+    return HFBackend.load(model, dtype=dtype)  # type: ignore[arg-type]
+
+
+def evaluate(
+    model: Any = None,
+    task: str = "arithmetic",
+    *,
+    n: int = 40,
+    samples: int = 5,
+    estimators: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    on_progress: ProgressFn | None = None,
+    **settings: Any,
+) -> EvalResults:
+    """Evaluate how well each confidence estimator predicts the model's correctness on a task.
+
+    Args:
+        model: an embedded name, HF id or local directory (None = embedded default), or a
+            backend object (``HFBackend``) to reuse.
+        task: task spec (see :func:`entrolab.tasks.load_task`).
+        n, samples, estimators: items, samples per item, estimator names (None = all that apply).
+        out: run directory (results are appended there and a killed run resumes); None keeps
+            everything in memory.
+        overwrite: discard an existing run in ``out`` with other settings.
+        on_progress: ``(items_done, items_total, stage)`` callback.
+        **settings: other :class:`EvalConfig` fields (``task_settings``, ``temperature``,
+            ``max_new_tokens``, ``seed``, ``chunk``, ``dtype``).
+    """
+    from entrolab.estimators import EstimatorConfig, applicable_estimators, run_estimators
+    from entrolab.tasks import load_task
+
+    backend = model if hasattr(model, "generate") else None
+    name = getattr(backend, "name", None) if backend is not None else model
+    cfg = EvalConfig(
+        model=name,
+        task=task,
+        n=n,
+        samples=samples,
+        estimators=tuple(estimators) if estimators is not None else None,
+        **settings,
+    )
+    task_obj = load_task(cfg.task, **cfg.task_settings)
+    items = task_obj.items(cfg.n, seed=cfg.seed)
+    if not items:
+        raise EntrolabError(f"task {cfg.task!r} produced no items")
+    if backend is None:
+        if on_progress is not None:
+            on_progress(0, len(items), "loading model")
+        backend = load_backend(cfg.model, cfg.dtype)
+    est_cfg = EstimatorConfig(
+        samples=cfg.samples,
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+    )
+    names = (
+        list(cfg.estimators)
+        if cfg.estimators is not None
+        else (applicable_estimators(backend, est_cfg)[0])
+    )
+    stored = {**cfg.to_dict(), "estimators_run": names, "items": len(items)}
+    run = RunDir(out).open(stored, overwrite=overwrite) if out is not None else None
+    rows = run.rows() if run is not None else []
+    done = {r["index"] for r in rows}
+    todo = [i for i in range(len(items)) if i not in done]
+    for start in range(0, len(todo), cfg.chunk):
+        idx = todo[start : start + cfg.chunk]
+        if on_progress is not None:
+            on_progress(len(done), len(items), "generating")
+        t0 = time.perf_counter()
+        res = run_estimators(
+            backend, [items[i] for i in idx], names, config=est_cfg, extract_fn=task_obj.extract
+        )
+        new = _rows(task_obj, [items[i] for i in idx], idx, res, time.perf_counter() - t0)
+        if run is not None:
+            run.append(new)
+        rows += new
+        done.update(idx)
+    if on_progress is not None:
+        on_progress(len(done), len(items), "scoring")
+    return results_from_rows(stored, rows, run.path if run is not None else None)
+
+
+def _rows(task, items, indices, res, seconds: float) -> list[dict[str, Any]]:
+    texts = res.greedy_texts or [""] * len(items)
+    greedy = res.greedy
+    samples = res.samples
+    groups: dict[int, list[str]] = {}
+    if samples is not None:
+        for t in samples:
+            groups.setdefault(t.prompt_index, []).append(t.text)
+    out = []
+    for j, (i, item, text) in enumerate(zip(indices, items, texts, strict=True)):
+        grade = task.grade(item, text)
+        out.append(
+            {
+                "index": i,
+                "id": item.id,
+                "prompt": item.prompt,
+                "answer": item.answer,
+                "response": text,
+                "parsed": grade.parsed,
+                "correct": bool(grade.correct),
+                "reason": grade.reason,
+                "u": {name: _finite_or_none(float(res.uncertainty[name][j])) for name in res.names},
+                "samples": groups.get(j, []),
+                "trace": greedy[j].to_dict() if greedy is not None else None,
+                "seconds": seconds / len(items),
+            }
+        )
+    return out
+
+
+def results_from_rows(
+    config: dict[str, Any], rows: list[dict[str, Any]], run_dir: Path | None = None
+) -> EvalResults:
+    """Score stored rows (the report step; also used by ``entrolab eval --report``)."""
+    rows = sorted(rows, key=lambda r: r["index"])
+    if not rows:
+        raise EntrolabError("the run has no finished items yet; run `entrolab eval` first")
+    names = config.get("estimators_run") or sorted({k for r in rows for k in r["u"]})
+    y = np.array([float(r["correct"]) for r in rows])
+    u = {name: np.array([_nan(r["u"].get(name)) for r in rows]) for name in names}
+    return EvalResults(config, rows, score_all(u, y), run_dir)
+
+
+def load_results(run_dir: str | Path) -> EvalResults:
+    """Re-load a run directory's results (no model needed)."""
+    run = RunDir(run_dir)
+    return results_from_rows(run.config(), run.rows(), run.path)

@@ -1,0 +1,127 @@
+"""The eval report: a terminal summary and a standalone HTML page.
+
+The page holds the accuracy, the estimator ranking table, reliability diagrams and risk–coverage
+curves (matplotlib, inline SVG), and the worst confidently-wrong answers with their token
+heatmaps (rendered by :func:`entrolab.report.render_html`). Every piece of model or user text is
+escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from entrolab.evaluation.core import EvalResults
+from entrolab.report import render_html, summarize
+from entrolab.types import Trace
+
+_COLUMNS = (
+    ("auroc", "AUROC ↑", ".3f"),
+    ("prr", "PRR ↑", ".3f"),
+    ("aurc", "AURC ↓", ".3f"),
+    ("ece", "ECE (calibrated) ↓", ".3f"),
+    ("brier", "Brier ↓", ".3f"),
+)
+
+
+def _fmt(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def headline(results: EvalResults) -> str:
+    c = results.config
+    unparseable = sum(r["reason"] == "unparseable" for r in results.rows)
+    return (
+        f"{c.get('model') or 'embedded default'} on {c['task']}: accuracy {results.accuracy:.3f} "
+        f"({int(results.correct.sum())}/{len(results.rows)} correct, {unparseable} unparseable), "
+        f"{c['samples']} samples per item"
+    )
+
+
+def print_summary(results: EvalResults, console: Console | None = None) -> None:
+    """Accuracy and the ranking table in the terminal."""
+    console = console or Console()
+    console.print(Text(headline(results), style="bold"))
+    table = Table("estimator", *(label for _, label, _ in _COLUMNS), "distinct u")
+    for s in results.scores:
+        table.add_row(s.name, *(_fmt(getattr(s, k), f) for k, _, f in _COLUMNS), str(s.n_distinct))
+    console.print(table)
+
+
+def worst_confidently_wrong(results: EvalResults, k: int = 5) -> list[tuple[dict, float, str]]:
+    """The k wrong answers the best-ranked estimator was most confident in (calibrated)."""
+    best = next((s.name for s in results.scores if s.auroc is not None), None)
+    if best is None:
+        return []
+    conf = results.calibrated(best)
+    wrong = [i for i, r in enumerate(results.rows) if not r["correct"] and np.isfinite(conf[i])]
+    wrong.sort(key=lambda i: -conf[i])
+    return [(results.rows[i], float(conf[i]), best) for i in wrong[:k]]
+
+
+def render_eval_html(results: EvalResults, *, worst: int = 5) -> str:
+    """The whole report page as a string."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(label)}</th>" for _, label, _ in _COLUMNS)
+    body = "".join(
+        f"<tr><td>{esc(s.name)}</td>"
+        + "".join(f"<td>{_fmt(getattr(s, k), f)}</td>" for k, _, f in _COLUMNS)
+        + f"<td>{s.n_distinct}</td></tr>"
+        for s in results.scores
+    )
+    figures = results.plot() if any(s.auroc is not None for s in results.scores) else {}
+    intro = (
+        f"<p><b>{esc(headline(results))}</b></p>"
+        "<h2>Which signal tells when to trust the model?</h2>"
+        "<p>Estimators ranked by AUROC of their confidence for a correct answer; PRR = prediction"
+        "–rejection ratio (1 = oracle, 0 = random); AURC = area under the risk–coverage curve; "
+        "ECE and Brier after cross-fitted isotonic calibration.</p>"
+        f"<table class=meta><tr><th>estimator</th>{head}<th>distinct u</th></tr>{body}</table>"
+    )
+    if figures:
+        intro += (
+            "<h2>Reliability (calibrated confidence vs accuracy), top estimators</h2>"
+            f"<div>{figures['reliability']}</div>"
+            "<h2>Risk–coverage: error rate of the answers kept when abstaining on the most "
+            f"uncertain</h2><div>{figures['risk_coverage']}</div>"
+        )
+    examples = worst_confidently_wrong(results, worst)
+    traces, headings = [], {}
+    for j, (row, conf, est) in enumerate(examples):
+        if row.get("trace") is None:
+            continue
+        t = Trace.from_dict({**row["trace"], "prompt_index": j, "sample_index": 0})
+        traces.append(t)
+        headings[j] = (
+            f"item {row['index']}: answered {row['parsed']!r}, expected {row['answer']!r}, "
+            f"confidence {conf:.2f} ({est})"
+        )
+    if traces:
+        intro += "<h2>Confidently wrong: the answers to distrust most</h2>"
+    return render_html(
+        traces,
+        [summarize(t) for t in traces],
+        title=f"entrolab eval — {results.config['task']}",
+        meta=results.config,
+        intro_html=intro,
+        headings=headings,
+    )
+
+
+def write_eval_html(path: str | os.PathLike[str], results: EvalResults, **kwargs) -> Path:
+    """Write the report atomically; returns the path."""
+    path = Path(path)
+    page = render_eval_html(results, **kwargs)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
