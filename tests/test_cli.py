@@ -87,7 +87,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("args", "phrase"),
     [
-        (("list", "bogus"), "unknown registry kind 'bogus'. Known kinds: aggregations, calibrators"),
+        (
+            ("list", "bogus"),
+            "unknown registry kind 'bogus'. Known kinds: aggregations, calibrators",
+        ),
         (
             ("analyze", "hi", "--model", "nobody/nothing-here"),
             "Embedded models: smollm2-135m-instruct",
