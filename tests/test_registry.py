@@ -70,3 +70,20 @@ def test_docs_methods_md_is_generated_from_the_registries():
 
     path = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
     assert path.read_text() == methods_markdown(), "run `make docs` to regenerate docs/methods.md"
+
+
+def test_top_level_api_is_lazy_and_complete():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, entrolab; assert 'torch' not in sys.modules; "
+        "from entrolab.evaluation import evaluate; assert entrolab.evaluate is evaluate; "
+        "assert entrolab.signals.token_entropy.__name__ == 'token_entropy'; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+    import entrolab
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        entrolab.nope  # noqa: B018

@@ -23,11 +23,11 @@ from entrolab.report import render_html, summarize
 from entrolab.types import Trace
 
 _COLUMNS = (
-    ("auroc", "AUROC ↑", ".3f"),
-    ("prr", "PRR ↑", ".3f"),
-    ("aurc", "AURC ↓", ".3f"),
-    ("ece", "ECE (calibrated) ↓", ".3f"),
-    ("brier", "Brier ↓", ".3f"),
+    ("auroc", "AUROC↑", ".3f"),
+    ("prr", "PRR↑", ".3f"),
+    ("aurc", "AURC↓", ".3f"),
+    ("ece", "ECE↓", ".3f"),
+    ("brier", "Brier↓", ".3f"),
 )
 
 
@@ -49,7 +49,11 @@ def print_summary(results: EvalResults, console: Console | None = None) -> None:
     """Accuracy and the ranking table in the terminal."""
     console = console or Console()
     console.print(Text(headline(results), style="bold"))
-    table = Table("estimator", *(label for _, label, _ in _COLUMNS), "distinct u")
+    table = Table(title="estimators, best AUROC first (ECE/Brier after isotonic calibration)")
+    table.add_column("estimator", overflow="fold", max_width=22)
+    for _, label, _ in _COLUMNS:
+        table.add_column(label, justify="right", no_wrap=True)
+    table.add_column("#u", justify="right", no_wrap=True)
     for s in results.scores:
         table.add_row(s.name, *(_fmt(getattr(s, k), f) for k, _, f in _COLUMNS), str(s.n_distinct))
     console.print(table)
@@ -82,8 +86,9 @@ def render_eval_html(results: EvalResults, *, worst: int = 5) -> str:
         "<h2>Which signal tells when to trust the model?</h2>"
         "<p>Estimators ranked by AUROC of their confidence for a correct answer; PRR = prediction"
         "–rejection ratio (1 = oracle, 0 = random); AURC = area under the risk–coverage curve; "
-        "ECE and Brier after cross-fitted isotonic calibration.</p>"
-        f"<table class=meta><tr><th>estimator</th>{head}<th>distinct u</th></tr>{body}</table>"
+        "ECE (15 equal-width bins) and Brier after cross-fitted isotonic calibration.</p>"
+        f"<table class=meta><tr><th>estimator</th>{head}<th>distinct u values</th></tr>{body}"
+        "</table>"
     )
     if figures:
         intro += (
