@@ -74,6 +74,14 @@ def test_a_killed_run_resumes_without_losing_or_duplicating_rows(tiny_dir, tmp_p
     assert sorted(r["index"] for r in b) == list(range(12))  # none missing, none doubled
     assert a == sorted(_strip(b), key=lambda r: r["index"])
     assert (killed / "report.html").exists() and (killed / "summary.json").exists()
+    (killed / "report.html").unlink()
+    rerender = subprocess.run(
+        _cli("--report", str(killed)), capture_output=True, text=True, timeout=120
+    )
+    assert rerender.returncode == 0, rerender.stderr
+    assert (killed / "report.html").exists()
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["n"] == 12 and {r["name"] for r in summary["table"]} == set(FAST)
 
 
 def test_evaluate_in_memory_scores_and_renders(tiny_dir):
