@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=1, help="LM-Polygraph dataset batch size")
+    ap.add_argument("--polygraph-python", default=".venv-polygraph/bin/python")
     args = ap.parse_args()
     if not Path(args.polygraph_python).exists():
         sys.exit(f"{args.polygraph_python} not found; see this script's docstring to install it")

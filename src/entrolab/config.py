@@ -28,7 +28,8 @@ class GenerationConfig:
             distribution, default) or the ``processed`` ones (after temperature/top-p/…).
         chat_template: wrap each prompt as a user message with the tokenizer's chat template.
         system_prompt: optional system message (chat template only).
-        batch_size: rows (prompts × samples) decoded together.
+        batch_size: rows (prompts × samples) decoded together; larger batches use the CPU's
+            matrix units better (see docs/benchmarks.md).
     """
 
     num_samples: int = 1
@@ -43,7 +44,7 @@ class GenerationConfig:
     signals_from: Literal["raw", "processed"] = "raw"
     chat_template: bool = True
     system_prompt: str | None = None
-    batch_size: int = 32
+    batch_size: int = 64
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

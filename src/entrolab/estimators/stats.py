@@ -66,7 +66,8 @@ class EstimatorConfig:
         topk_logprobs: K alternatives kept per token (DeepConf token confidence uses them).
         chat_template: wrap prompts in the model's chat template.
         system_prompt: optional system message for every generation.
-        batch_size: rows decoded together.
+        batch_size: rows decoded together (128: on a 2-core CPU, 20 prompts × 10 samples ran
+            in 25 s at 128 vs 31 s at 64 and 40 s at 32; larger matmuls are more efficient).
         clustering: how samples are grouped into meanings: ``"answer"`` (extracted-answer
             equivalence, exact for math) or ``"embedding"`` (greedy first-member clustering at
             cosine ≥ ``embedding_threshold``, for free text).
@@ -88,7 +89,7 @@ class EstimatorConfig:
     topk_logprobs: int = 20
     chat_template: bool = True
     system_prompt: str | None = None
-    batch_size: int = 32
+    batch_size: int = 128
     clustering: Literal["answer", "embedding"] = "answer"
     embedding_threshold: float = 0.9
     reflexive_max_new_tokens: int | None = None
