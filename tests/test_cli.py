@@ -97,6 +97,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         ),
         (("analyze", "hi", "--samples", "2", "--temperature", "0"), "identical copies"),
         (("analyze", "hi", "--top-p", "0"), "top_p must be in (0, 1]"),
+        (("eval", "--task", "bogus"), "unknown task 'bogus'. Known tasks: arithmetic"),
+        (("eval", "--task-setting", "level"), "--task-setting takes KEY=VALUE"),
     ],
 )
 def test_bad_input_exits_2_with_a_one_line_error(args, phrase):
