@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 
 from entrolab.errors import EntrolabError
+from entrolab.fileio import atomic_write_text
 
 LogitsSource = Literal["raw", "processed"]
 VocabScope = Literal["full", "topk"]
@@ -256,11 +257,7 @@ class TraceBatch:
 
     def save(self, path: str | Path) -> Path:
         """Write the batch as JSON (atomically: a temp file renamed into place)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), allow_nan=False), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), allow_nan=False))
 
     @classmethod
     def load(cls, path: str | Path) -> TraceBatch:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from entrolab.evaluation.core import EvalResults
+from entrolab.fileio import atomic_write_text
 from entrolab.report import render_html, summarize
 from entrolab.types import Trace
 
@@ -122,11 +122,4 @@ def render_eval_html(results: EvalResults, *, worst: int = 5) -> str:
 
 def write_eval_html(path: str | os.PathLike[str], results: EvalResults, **kwargs) -> Path:
     """Write the report atomically; returns the path."""
-    path = Path(path)
-    page = render_eval_html(results, **kwargs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, render_eval_html(results, **kwargs))

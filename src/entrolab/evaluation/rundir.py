@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from entrolab.errors import EntrolabError
+from entrolab.fileio import atomic_write_text
 
 CONFIG = "config.json"
 RESULTS = "results.jsonl"
@@ -67,7 +68,7 @@ class RunDir:
                         f"{self.path} is not empty and is not an entrolab run directory; "
                         "pick an empty or new directory"
                     )
-            _atomic_write(self.config_path, json.dumps(config, indent=2, sort_keys=True))
+            atomic_write_text(self.config_path, json.dumps(config, indent=2, sort_keys=True))
         self._truncate_partial_line()
         return self
 
@@ -107,9 +108,3 @@ class RunDir:
         if end != len(data):
             with open(self.results_path, "r+b") as f:
                 f.truncate(end)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

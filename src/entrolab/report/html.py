@@ -13,7 +13,6 @@ import html
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from entrolab.errors import EntrolabError
+from entrolab.fileio import atomic_write_text
 from entrolab.report.assets import CSS, JS
 from entrolab.report.summary import (
     ENTROPY_SCALE_MAX,
@@ -345,15 +345,4 @@ def write_html(
 ) -> Path:
     """Render with :func:`render_html` (same keyword arguments) and write ``path`` atomically
     (a temporary file in the same folder, renamed into place). Returns the path."""
-    path = Path(path)
-    page = render_html(traces, summaries, **kwargs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, render_html(traces, summaries, **kwargs))
