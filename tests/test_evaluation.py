@@ -129,3 +129,31 @@ def test_report_of_an_empty_run_directory_says_what_to_do(tmp_path):
     RunDir(tmp_path).open({"task": "arithmetic"})
     with pytest.raises(EntrolabError, match="run `entrolab eval` first"):
         load_results(tmp_path)
+
+
+def test_selective_prediction_certifies_a_threshold_when_the_estimator_separates():
+    from entrolab.evaluation.core import results_from_rows
+
+    rng = np.random.default_rng(0)
+    correct = rng.random(400) < 0.6
+    # u separates perfectly: correct items have u in [0, 1), wrong ones in [2, 3)
+    u = np.where(correct, rng.random(400), 2 + rng.random(400))
+    rows = [
+        {
+            "index": i,
+            "correct": bool(c),
+            "reason": "correct" if c else "wrong",
+            "u": {"sep": float(x)},
+        }
+        for i, (c, x) in enumerate(zip(correct, u, strict=True))
+    ]
+    res = results_from_rows({"estimators_run": ["sep"], "task": "t", "samples": 1}, rows)
+    sel = res.selective(alpha=0.1, delta=0.1)
+    assert sel["estimator"] == "sep" and sel["n_calibration"] == sel["n_test"] == 200
+    # a certified threshold that answers every correct item (u < 1) and may admit a few wrong
+    # ones (u just above 2) as long as the certified risk stays <= alpha
+    assert sel["u_threshold"] is not None and 1.0 <= sel["u_threshold"] < 3.0
+    assert sel["test_risk"] <= 0.15  # alpha = 0.1 plus sampling slack on 200 held-out items
+    assert sel["test_coverage"] >= correct.mean() - 0.1
+    few = results_from_rows({"estimators_run": ["sep"], "task": "t", "samples": 1}, rows[:10])
+    assert few.selective(alpha=0.1)["u_threshold"] is None  # 5 calibration items certify nothing

@@ -114,6 +114,7 @@ class EvalResults:
             "n": len(self.rows),
             "unparseable": sum(r["reason"] == "unparseable" for r in self.rows),
             "table": self.table(),
+            "selective": self.selective(),
         }
 
     def plot(self, top: int = 4) -> dict[str, str]:
@@ -126,6 +127,44 @@ class EvalResults:
         return {
             "reliability": reliability_svg(calibrated, y),
             "risk_coverage": risk_coverage_svg({n: self.uncertainty(n) for n in names}, y),
+        }
+
+    def selective(
+        self, alpha: float = 0.2, delta: float = 0.1, name: str | None = None, seed: int = 0
+    ) -> dict[str, Any] | None:
+        """Split-conformal selective prediction: answer only when the estimator is confident.
+
+        A random half of the items calibrates an answer/abstain threshold on ``−u`` of estimator
+        ``name`` (default: the best-ranked) with Learn then Test
+        (:func:`entrolab.calibration.fit_selective_risk`), so that the error rate among
+        answered items is ≤ ``alpha`` with probability ≥ 1 − ``delta``; the other half reports
+        the coverage and risk it actually gets. The candidate thresholds are the calibration
+        scores themselves, so the guarantee is approximate (see that function). Returns None
+        when no estimator could be scored.
+        """
+        from entrolab.calibration import fit_selective_risk
+
+        name = name or next((s.name for s in self.scores if s.auroc is not None), None)
+        if name is None:
+            return None
+        u, y = self.uncertainty(name), self.correct
+        keep = np.flatnonzero(np.isfinite(u))
+        perm = keep[np.random.default_rng(seed).permutation(keep.size)]
+        cal, test = perm[: keep.size // 2], perm[keep.size // 2 :]
+        if cal.size == 0 or test.size == 0:
+            return None
+        fit = fit_selective_risk(-u[cal], y[cal], alpha=alpha, delta=delta, grid="calibration")
+        accept = fit.predict(-u[test])
+        return {
+            "estimator": name,
+            "alpha": alpha,
+            "delta": delta,
+            "u_threshold": None if fit.abstains_all else -fit.threshold,
+            "calibration_coverage": fit.coverage,
+            "test_coverage": float(accept.mean()),
+            "test_risk": float(1 - y[test][accept].mean()) if accept.any() else None,
+            "n_calibration": int(cal.size),
+            "n_test": int(test.size),
         }
 
     def calibrated(self, name: str) -> np.ndarray:

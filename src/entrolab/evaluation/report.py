@@ -97,6 +97,25 @@ def render_eval_html(results: EvalResults, *, worst: int = 5) -> str:
             "<h2>Risk–coverage: error rate of the answers kept when abstaining on the most "
             f"uncertain</h2><div>{figures['risk_coverage']}</div>"
         )
+    sel = results.selective()
+    if sel is not None:
+        if sel["u_threshold"] is None:
+            verdict = (
+                f"no threshold could be certified from {sel['n_calibration']} calibration items "
+                "(the model would abstain on everything); more items or a higher risk level "
+                "are needed"
+            )
+        else:
+            risk = "–" if sel["test_risk"] is None else f"{sel['test_risk']:.2f}"
+            verdict = (
+                f"answer when {esc(sel['estimator'])} u ≤ {sel['u_threshold']:.4g}: on "
+                f"{sel['n_test']} held-out items this answers {sel['test_coverage']:.0%} with "
+                f"error rate {risk} (all answered: {1 - results.accuracy:.2f})"
+            )
+        intro += (
+            f"<h2>Selective prediction at risk ≤ {sel['alpha']} (δ = {sel['delta']})</h2>"
+            f"<p>Split-conformal (Learn then Test) on half of the items: {verdict}.</p>"
+        )
     examples = worst_confidently_wrong(results, worst)
     traces, headings = [], {}
     for j, (row, conf, est) in enumerate(examples):
