@@ -18,7 +18,12 @@ import numpy as np
 
 from entrolab.errors import EntrolabError
 from entrolab.evaluation.rundir import RunDir
-from entrolab.evaluation.scoring import EstimatorScore, score_all
+from entrolab.evaluation.scoring import (
+    EstimatorScore,
+    cross_fitted_confidence,
+    finite_or_none,
+    score_all,
+)
 
 #: on_progress(items_done, items_total, stage)
 ProgressFn = Callable[[int, int, str], None]
@@ -99,6 +104,11 @@ class EvalResults:
     def estimator_names(self) -> list[str]:
         return [s.name for s in self.scores]
 
+    @property
+    def best(self) -> str | None:
+        """The best-ranked estimator that could be scored (None if none could)."""
+        return next((s.name for s in self.scores if s.auroc is not None), None)
+
     def uncertainty(self, name: str) -> np.ndarray:
         """u [N] of one estimator (NaN where it was not finite)."""
         return np.array([_nan(r["u"].get(name)) for r in self.rows])
@@ -144,7 +154,7 @@ class EvalResults:
         """
         from entrolab.calibration import fit_selective_risk
 
-        name = name or next((s.name for s in self.scores if s.auroc is not None), None)
+        name = name or self.best
         if name is None:
             return None
         u, y = self.uncertainty(name), self.correct
@@ -169,22 +179,15 @@ class EvalResults:
 
     def calibrated(self, name: str) -> np.ndarray:
         """Cross-fitted isotonic confidences of one estimator (what its ECE was computed on)."""
-        from entrolab.calibration import cross_fit
-
         u, y = self.uncertainty(name), self.correct
         ok = np.isfinite(u)
-        folds = max(2, min(5, int(min(y[ok].sum(), (1 - y[ok]).sum()))))
         out = np.full(u.shape, np.nan)
-        out[ok] = cross_fit(-u[ok], y[ok], "isotonic", n_folds=folds)
+        out[ok] = cross_fitted_confidence(u[ok], y[ok])
         return out
 
 
 def _nan(x: Any) -> float:
     return math.nan if x is None else float(x)
-
-
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
 
 
 def load_backend(model: str | None, dtype: str = "float32"):
@@ -295,7 +298,7 @@ def _rows(task, items, indices, res, seconds: float) -> list[dict[str, Any]]:
                 "parsed": grade.parsed,
                 "correct": bool(grade.correct),
                 "reason": grade.reason,
-                "u": {name: _finite_or_none(float(res.uncertainty[name][j])) for name in res.names},
+                "u": {name: finite_or_none(float(res.uncertainty[name][j])) for name in res.names},
                 "samples": groups.get(j, []),
                 "trace": greedy[j].to_dict() if greedy is not None else None,
                 "seconds": seconds / len(items),

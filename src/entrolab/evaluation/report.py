@@ -61,7 +61,7 @@ def print_summary(results: EvalResults, console: Console | None = None) -> None:
 
 def worst_confidently_wrong(results: EvalResults, k: int = 5) -> list[tuple[dict, float, str]]:
     """The k wrong answers the best-ranked estimator was most confident in (calibrated)."""
-    best = next((s.name for s in results.scores if s.auroc is not None), None)
+    best = results.best
     if best is None:
         return []
     conf = results.calibrated(best)

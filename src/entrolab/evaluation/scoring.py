@@ -68,18 +68,33 @@ def score_estimator(
     both = n >= 2 and 0 < y.sum() < n
     if not both:
         return EstimatorScore(name, None, None, None, None, None, n, len(np.unique(u)))
-    folds = max(2, min(n_folds, int(min(y.sum(), n - y.sum()))))
-    conf = cross_fit(-u, y, calibrator, n_folds=folds, seed=seed)
+    conf = cross_fitted_confidence(u, y, calibrator=calibrator, n_folds=n_folds, seed=seed)
     return EstimatorScore(
         name=name,
-        auroc=_f(auroc(-u, y)),
-        prr=_f(prr(u, y, ties="average")),
-        aurc=_f(aurc(u, y, ties="average")),
-        ece=_f(ece(conf, y, preset="torchmetrics")),
-        brier=_f(brier(conf, y)),
+        auroc=finite_or_none(auroc(-u, y)),
+        prr=finite_or_none(prr(u, y, ties="average")),
+        aurc=finite_or_none(aurc(u, y, ties="average")),
+        ece=finite_or_none(ece(conf, y, preset="torchmetrics")),
+        brier=finite_or_none(brier(conf, y)),
         n=n,
         n_distinct=len(np.unique(u)),
     )
+
+
+def cross_fitted_confidence(
+    uncertainty: np.ndarray,
+    correct: np.ndarray,
+    *,
+    calibrator: str = "isotonic",
+    n_folds: int = 5,
+    seed: int = 0,
+) -> np.ndarray:
+    """Out-of-fold confidences [N] from calibrating −u (finite u, both classes present).
+
+    Folds are capped by the smaller class so that every fold can hold items of both.
+    """
+    folds = max(2, min(n_folds, int(min(correct.sum(), correct.size - correct.sum()))))
+    return cross_fit(-uncertainty, correct, calibrator, n_folds=folds, seed=seed)
 
 
 def score_all(
@@ -90,5 +105,6 @@ def score_all(
     return sorted(scores, key=lambda s: (s.auroc is None, -(s.auroc or 0.0), s.name))
 
 
-def _f(x: float) -> float | None:
+def finite_or_none(x: float | None) -> float | None:
+    """``x`` as a float, or None when missing or not finite (JSON has no NaN)."""
     return float(x) if x is not None and math.isfinite(x) else None
