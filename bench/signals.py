@@ -96,10 +96,10 @@ PROMPTS = [
 
 def _baseline_generate(backend, prompts, samples, temperature, new_tokens):
     """Plain ``model.generate`` on the same chat-formatted prompts; returns (seconds, tokens)."""
-    from entrolab.backends.decode import left_pad
+    from entrolab.backends.decode import pad_batch
 
     tok = backend.tokenizer
-    input_ids, attn = left_pad([backend.prompt_ids(p) for p in prompts], tok.pad_token_id)
+    input_ids, attn = pad_batch([backend.prompt_ids(p) for p in prompts], tok.pad_token_id)
     kwargs = {"do_sample": False}
     if temperature > 0:  # sample from the full softmax, as entrolab does (HF's top_k=50 off)
         kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}

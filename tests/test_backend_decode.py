@@ -3,7 +3,7 @@
 import torch
 from transformers import DynamicCache
 
-from entrolab.backends.decode import left_pad, preallocated_cache
+from entrolab.backends.decode import pad_batch, preallocated_cache
 from entrolab.models import tiny_model
 
 
@@ -30,7 +30,13 @@ def test_preallocated_cache_matches_dynamic_cache_through_growth_and_row_selecti
     assert ours.get_seq_length() == ref.get_seq_length() == 10
 
 
-def test_left_pad_puts_every_row_last_token_in_the_last_column():
-    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+def test_left_padding_puts_every_row_last_token_in_the_last_column():
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_right_padding_keeps_positions_from_zero():
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=9, side="right")
+    assert ids.tolist() == [[5, 6, 7], [8, 9, 9]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]

@@ -1,27 +1,32 @@
-"""Decode-loop helpers shared by the backends: per-step statistic buffers and left padding."""
+"""Decode-loop helpers shared by the backends: padding, per-step statistic buffers, KV cache."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from entrolab.signals import TokenStatistics
 
 
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token id lists to [R, L_max]; returns (input_ids int64, attention_mask int64).
+def pad_batch(
+    seqs: Sequence[Sequence[int]], pad_id: int, side: Literal["left", "right"] = "left"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token id lists to [R, L_max]; returns (input_ids int64, mask int64, 1 = real token).
 
-    Left padding puts every row's next token in the last column, which a batched decode needs.
+    ``"left"`` puts every row's next token in the last column, which a batched decode needs;
+    ``"right"`` keeps positions 0..L-1, which teacher-forced scoring indexes directly.
     """
     width = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.int64)
-    attention = torch.zeros(len(seqs), width, dtype=torch.int64)
+    mask = torch.zeros(len(seqs), width, dtype=torch.int64)
     for r, s in enumerate(seqs):
-        input_ids[r, width - len(s) :] = torch.tensor(list(s), dtype=torch.int64)
-        attention[r, width - len(s) :] = 1
-    return input_ids, attention
+        cols = slice(width - len(s), width) if side == "left" else slice(0, len(s))
+        input_ids[r, cols] = torch.tensor(list(s), dtype=torch.int64)
+        mask[r, cols] = 1
+    return input_ids, mask
 
 
 @dataclass

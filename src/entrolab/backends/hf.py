@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from entrolab.backends.decode import StepBuffers, left_pad, preallocated_cache
+from entrolab.backends.decode import StepBuffers, pad_batch, preallocated_cache
 from entrolab.backends.sampling import process_logits, sample_rows, seed_function
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
@@ -148,7 +148,7 @@ class HFBackend:
         # prompt's cache: G samples of a prompt cost one prefill, not G.
         unique = sorted({i for i, _ in rows})
         expand = torch.tensor([unique.index(i) for i, _ in rows])
-        input_ids, attention = left_pad(
+        input_ids, attention = pad_batch(
             [prompt_ids[i] for i in unique], self.tokenizer.pad_token_id
         )
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -341,12 +341,8 @@ class HFBackend:
     def _score_batch(self, prompts, p_ids, c_ids, offset, k, position_chunk) -> list[Trace]:
         device = self.model.device
         seqs = [p + c for p, c in zip(p_ids, c_ids, strict=True)]
-        width = max(len(s) for s in seqs)
-        input_ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.int64)
-        attention = torch.zeros_like(input_ids)
-        for r, s in enumerate(seqs):  # right padding: positions are plain 0..L-1
-            input_ids[r, : len(s)] = torch.tensor(s)
-            attention[r, : len(s)] = 1
+        input_ids, attention = pad_batch(seqs, self.tokenizer.pad_token_id, side="right")
+        width = input_ids.shape[1]
         hidden = self.model.base_model(
             input_ids=input_ids.to(device), attention_mask=attention.to(device)
         ).last_hidden_state
@@ -356,9 +352,7 @@ class HFBackend:
         # hidden state at position (len(prompt) - 1 + t) predicts completion token t
         starts = torch.tensor([len(p) - 1 for p in p_ids])
         lengths = torch.tensor([len(c) for c in c_ids])
-        targets = torch.zeros(len(seqs), t_max, dtype=torch.int64)
-        for r, c in enumerate(c_ids):
-            targets[r, : len(c)] = torch.tensor(c)
+        targets, _ = pad_batch(c_ids, 0, side="right")
         for t0 in range(0, t_max, position_chunk):
             t = torch.arange(t0, min(t0 + position_chunk, t_max))
             pos = (starts[:, None] + t[None, :]).clamp(max=width - 1)
