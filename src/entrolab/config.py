@@ -30,6 +30,9 @@ class GenerationConfig:
         system_prompt: optional system message (chat template only).
         batch_size: rows (prompts × samples) decoded together; larger batches use the CPU's
             matrix units better (see docs/benchmarks.md).
+        sampler: a registered sampler (``entrolab list samplers``: ``top_h``, ``entropix``, …)
+            applied after temperature and before top-k/top-p/min-p; None for none.
+        sampler_params: its keyword arguments (e.g. ``{"alpha": 0.4}``).
     """
 
     num_samples: int = 1
@@ -45,6 +48,8 @@ class GenerationConfig:
     chat_template: bool = True
     system_prompt: str | None = None
     batch_size: int = 64
+    sampler: str | None = None
+    sampler_params: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,6 +71,15 @@ class GenerationConfig:
                 "signals_from must be 'raw' or 'processed'",
             ),
             (all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty"),
+            (
+                self.sampler is None or (isinstance(self.sampler, str) and bool(self.sampler)),
+                "sampler must be a registered sampler name or None",
+            ),
+            (
+                isinstance(self.sampler_params, dict)
+                and all(isinstance(k, str) for k in self.sampler_params),
+                "sampler_params must be a dict of keyword arguments",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -78,6 +92,7 @@ class GenerationConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["stop"] = list(self.stop)
+        out["sampler_params"] = dict(self.sampler_params)
         return out
 
     @classmethod

@@ -22,7 +22,7 @@ from entrolab.fileio import atomic_write_text
 
 LogitsSource = Literal["raw", "processed"]
 VocabScope = Literal["full", "topk"]
-FinishReason = Literal["eos", "stop", "length", "scored"]
+FinishReason = Literal["eos", "stop", "length", "scored", "stopped"]
 
 #: Per-token float fields of a Trace, shape [T].
 FLOAT_FIELDS = ("logprob", "entropy", "varentropy", "self_certainty")
@@ -74,7 +74,8 @@ class Trace:
         topk_ids: int64 [T, K], the K most likely token ids at each step, most likely first.
         topk_logprobs: float32 [T, K], their log-probabilities (nats).
         provenance: which logits the statistics came from.
-        finish_reason: ``eos`` | ``stop`` (a stop string) | ``length`` | ``scored`` (teacher-forced).
+        finish_reason: ``eos`` | ``stop`` (a stop string) | ``length`` | ``scored`` (teacher-forced)
+            | ``stopped`` (ended early by a stopping rule, e.g. DeepConf's online threshold).
         prompt_index: index of the prompt in the batch it was generated with.
         sample_index: index of this sample among the G samples of its prompt.
         model: model name or path.

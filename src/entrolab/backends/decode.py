@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from entrolab.errors import EntrolabError
 from entrolab.signals import TokenStatistics
 
 
@@ -129,3 +130,23 @@ def preallocated_cache(config, capacity: int):
     cache = DynamicCache(config=config)
     cache.layers = [PreallocatedLayer() if type(x) is DynamicLayer else x for x in cache.layers]
     return cache
+
+
+#: step_hook(rows [R] int64, step, stats of the tokens just chosen) -> stop [R] bool.
+#: ``rows`` are call-global row indices (prompt_index * num_samples + sample index within the
+#: call) of the rows still active; a row whose entry is True ends after this token
+#: (finish_reason ``"stopped"``) and leaves the batch.
+StepHook = Callable[[torch.Tensor, int, TokenStatistics], torch.Tensor]
+
+
+def call_step_hook(
+    hook: StepHook, rows: torch.Tensor, step: int, stats: TokenStatistics
+) -> torch.Tensor:
+    """Run ``hook`` and check it returned one bool flag per active row (CPU bool [R])."""
+    stop = hook(rows, step, stats)
+    if not isinstance(stop, torch.Tensor) or stop.shape != rows.shape:
+        raise EntrolabError(
+            f"step_hook must return a bool tensor of shape {tuple(rows.shape)} (one flag per "
+            f"active row), got {getattr(stop, 'shape', type(stop).__name__)}"
+        )
+    return stop.to(torch.bool).cpu()

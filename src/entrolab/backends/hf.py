@@ -14,11 +14,23 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from entrolab.backends.decode import StepBuffers, pad_batch, preallocated_cache
-from entrolab.backends.sampling import process_logits, sample_rows, seed_function
+from entrolab.backends.decode import (
+    StepBuffers,
+    StepHook,
+    call_step_hook,
+    pad_batch,
+    preallocated_cache,
+)
+from entrolab.backends.sampling import (
+    Warper,
+    process_logits,
+    resolve_warper,
+    sample_rows,
+    seed_function,
+)
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
-from entrolab.signals import token_statistics
+from entrolab.signals import token_statistics, truncation_statistics
 from entrolab.types import Provenance, Trace, TraceBatch
 
 #: on_progress(rows_done, rows_total, tokens_generated)
@@ -89,17 +101,27 @@ class HFBackend:
         *,
         seeds: Sequence[int] | None = None,
         on_progress: ProgressFn | None = None,
+        step_hook: StepHook | None = None,
+        sample_offset: int = 0,
     ) -> TraceBatch:
         """Sample ``config.num_samples`` completions per prompt; one Trace per completion.
 
         Traces come back ordered by prompt, then sample. Statistics are computed from each step's
-        raw logits (``config.signals_from="processed"`` for the sampled distribution).
+        raw logits (``config.signals_from="processed"`` for the sampled distribution). When
+        sampling (temperature > 0), each trace's ``meta`` has the sampler diagnostics
+        ``kept_mean`` (tokens kept per step), ``retained_mass_mean`` and ``entropy_after_mean``
+        (nats, of the distribution actually sampled from), averaged over its tokens.
 
         Args:
             seeds: one base seed per prompt (instead of ``config.seed``): sample ``s`` of prompt
                 ``i`` then draws from ``row_seed(seeds[i], 0, s)``, exactly as if prompt ``i``
                 had been generated alone with ``config.seed = seeds[i]``; lets callers batch
                 items whose samples must not depend on what they are batched with.
+            step_hook: a per-step stopping rule (see :data:`StepHook`), e.g. DeepConf's online
+                early stop; stopped rows cost no more compute.
+            sample_offset: sample ``s`` is drawn and labelled as sample ``s + sample_offset``, so
+                a later call with a larger offset draws fresh samples for the same prompts
+                (adaptive sample counts).
         """
         config = config or GenerationConfig()
         if isinstance(prompts, str):
@@ -118,7 +140,11 @@ class HFBackend:
         ]
         if seeds is not None and len(seeds) != len(prompts):
             raise EntrolabError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
-        seed_of = seed_function(config.seed, seeds)
+        if sample_offset < 0:
+            raise EntrolabError(f"sample_offset must be >= 0, got {sample_offset}")
+        base_seed_of = seed_function(config.seed, seeds)
+        seed_of = lambda i, s: base_seed_of(i, s + sample_offset)  # noqa: E731
+        warper = resolve_warper(config)
         rows = [(i, s) for i in range(len(prompts)) for s in range(config.num_samples)]
         traces: list[Trace] = []
         for start in range(0, len(rows), config.batch_size):
@@ -129,7 +155,9 @@ class HFBackend:
                 if on_progress is not None:
                     on_progress(r0 + rows_done, len(rows), t0 + tokens)
 
-            traces += self._generate_batch(prompts, ids, chunk, config, progress, seed_of)
+            traces += self._generate_batch(
+                prompts, ids, chunk, config, progress, seed_of, warper, step_hook, sample_offset
+            )
         return TraceBatch(tuple(traces))
 
     def _generate_batch(
@@ -140,6 +168,9 @@ class HFBackend:
         config: GenerationConfig,
         progress: Callable[[int, int], None],
         seed_of: Callable[[int, int], int],
+        warper: Warper | None = None,
+        step_hook: StepHook | None = None,
+        sample_offset: int = 0,
     ) -> list[Trace]:
         device = self.model.device
         n_rows, steps, k = len(rows), config.max_new_tokens, config.topk_logprobs
@@ -155,6 +186,8 @@ class HFBackend:
         generators = [torch.Generator().manual_seed(seed_of(i, s)) for i, s in rows]
         buf = StepBuffers.empty(n_rows, steps, k)
         lengths = torch.zeros(n_rows, dtype=torch.int64)
+        global_row = torch.tensor([i * config.num_samples + s for i, s in rows])
+        diag = torch.zeros(3, n_rows, dtype=torch.float64)  # kept, retained mass, entropy after
         finish = ["length"] * n_rows
         cache = preallocated_cache(self.model.config, input_ids.shape[1] + steps)
         logits = self.model(
@@ -175,17 +208,25 @@ class HFBackend:
         max_stop = max((len(s.encode()) for s in config.stop), default=0)
         for step in range(steps):
             raw = logits.float().cpu()
-            processed = process_logits(raw, config)
+            processed = process_logits(raw, config, warper)
             if config.greedy:
                 chosen = raw.argmax(-1)
             else:
                 chosen = sample_rows(processed, [generators[r] for r in active.tolist()])
+                kept = truncation_statistics(raw / config.temperature, processed)
+                diag[:, active] += torch.stack([x.double() for x in kept])
             source = raw if config.signals_from == "raw" else processed
-            buf.write(active, step, chosen, token_statistics(source, chosen, k))
+            stats = token_statistics(source, chosen, k)
+            buf.write(active, step, chosen, stats)
             lengths[active] += 1
             finished = torch.isin(chosen, eos)
             for j in finished.nonzero().flatten().tolist():
                 finish[int(active[j])] = "eos"
+            if step_hook is not None:
+                stop = call_step_hook(step_hook, global_row[active], step, stats) & ~finished
+                for j in stop.nonzero().flatten().tolist():
+                    finish[int(active[j])] = "stopped"
+                finished = finished | stop
             if max_stop:
                 for j in (~finished).nonzero().flatten().tolist():
                     r = int(active[j])
@@ -212,6 +253,13 @@ class HFBackend:
             next_pos = next_pos + 1
         progress(n_rows, int(lengths.sum()))
         meta = {"generation": config.to_dict()}
+        means = (diag / lengths.clamp(min=1)).tolist()
+        sampler_meta = [
+            {}
+            if config.greedy
+            else {"kept_mean": m0, "retained_mass_mean": m1, "entropy_after_mean": m2}
+            for m0, m1, m2 in zip(*means, strict=True)
+        ]
         return [
             self._trace(
                 prompts[i],
@@ -220,13 +268,14 @@ class HFBackend:
                 int(lengths[r]),
                 finish[r],
                 prompt_index=i,
-                sample_index=s,
+                sample_index=s + sample_offset,
                 provenance=Provenance(logits=config.signals_from, vocab="full"),
                 stop=config.stop,
                 meta={
                     **meta,
                     "row_seed": seed_of(i, s),
                     "prompt_tokens": len(seqs[r]),
+                    **sampler_meta[r],
                 },
             )
             for r, (i, s) in enumerate(rows)

@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from entrolab.backends.sampling import process_logits, sample_rows, seed_function
+from entrolab.backends.decode import StepHook, call_step_hook
+from entrolab.backends.sampling import process_logits, resolve_warper, sample_rows, seed_function
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
-from entrolab.signals import token_statistics
+from entrolab.signals import token_statistics, truncation_statistics
 from entrolab.types import Provenance, Trace, TraceBatch
 
 Script = Callable[[int, int, list[int]], torch.Tensor]
@@ -65,9 +66,13 @@ class MockBackend:
         config: GenerationConfig | None = None,
         *,
         seeds: Sequence[int] | None = None,
+        step_hook: StepHook | None = None,
+        sample_offset: int = 0,
     ) -> TraceBatch:
-        """One Trace per (prompt, sample), ordered by prompt then sample; ``seeds`` as in
-        :meth:`HFBackend.generate <entrolab.backends.hf.HFBackend.generate>`."""
+        """One Trace per (prompt, sample), ordered by prompt then sample; ``seeds``,
+        ``step_hook`` and ``sample_offset`` as in
+        :meth:`HFBackend.generate <entrolab.backends.hf.HFBackend.generate>` (the hook sees one
+        row at a time)."""
         config = config or GenerationConfig()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts or any(not p.strip() for p in prompts):
@@ -78,30 +83,51 @@ class MockBackend:
             )
         if seeds is not None and len(seeds) != len(prompts):
             raise EntrolabError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
-        seed_of = seed_function(config.seed, seeds)
+        if sample_offset < 0:
+            raise EntrolabError(f"sample_offset must be >= 0, got {sample_offset}")
+        base_seed_of = seed_function(config.seed, seeds)
+        warper = resolve_warper(config)
         steps = min(config.max_new_tokens, self._steps or config.max_new_tokens)
         traces = []
         for i, prompt in enumerate(prompts):
-            for s in range(config.num_samples):
-                seed = seed_of(i, s)
+            for s in range(sample_offset, sample_offset + config.num_samples):
+                seed = base_seed_of(i, s)
                 gen = torch.Generator().manual_seed(seed)
+                row = torch.tensor([i * config.num_samples + s - sample_offset])
                 ids: list[int] = []
                 stats = []
+                diag = torch.zeros(3, dtype=torch.float64)
                 finish = "length"
                 for step in range(steps):
                     raw = self._script(i, step, list(ids)).float().reshape(1, -1)
-                    processed = process_logits(raw, config)
-                    chosen = raw.argmax(-1) if config.greedy else sample_rows(processed, [gen])
+                    processed = process_logits(raw, config, warper)
+                    if config.greedy:
+                        chosen = raw.argmax(-1)
+                    else:
+                        chosen = sample_rows(processed, [gen])
+                        kept = truncation_statistics(raw / config.temperature, processed)
+                        diag += torch.cat([x.double() for x in kept])
                     source = raw if config.signals_from == "raw" else processed
                     stats.append(token_statistics(source, chosen, config.topk_logprobs))
                     ids.append(int(chosen))
                     if self.eos_id is not None and ids[-1] == self.eos_id:
                         finish = "eos"
                         break
-                traces.append(self._trace(prompt, ids, stats, finish, i, s, config, seed))
+                    if step_hook is not None and call_step_hook(step_hook, row, step, stats[-1]):
+                        finish = "stopped"
+                        break
+                extra = {}
+                if not config.greedy:
+                    m = (diag / max(len(ids), 1)).tolist()
+                    extra = {
+                        "kept_mean": m[0],
+                        "retained_mass_mean": m[1],
+                        "entropy_after_mean": m[2],
+                    }
+                traces.append(self._trace(prompt, ids, stats, finish, i, s, config, seed, extra))
         return TraceBatch(tuple(traces))
 
-    def _trace(self, prompt, ids, stats, finish, i, s, config, seed) -> Trace:
+    def _trace(self, prompt, ids, stats, finish, i, s, config, seed, extra) -> Trace:
         pieces = [self.vocab[t] for t in ids]
         text = "".join(p for t, p in zip(ids, pieces, strict=True) if t != self.eos_id)
         cat = lambda name: torch.cat([getattr(x, name) for x in stats])  # noqa: E731
@@ -122,5 +148,5 @@ class MockBackend:
             prompt_index=i,
             sample_index=s,
             model=self.name,
-            meta={"generation": config.to_dict(), "row_seed": seed},
+            meta={"generation": config.to_dict(), "row_seed": seed, **extra},
         )

@@ -57,11 +57,36 @@ def apply_min_p(logits: torch.Tensor, min_p: float, min_keep: int = 1) -> torch.
     return logits.masked_fill(remove, float("-inf"))
 
 
-def process_logits(logits: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
-    """The distribution sampled from: all of ``config``'s filters applied to raw logits [R, V]."""
+#: a sampler's warper: logits [R, V] (already divided by the temperature) → logits [R, V]
+Warper = Callable[[torch.Tensor], torch.Tensor]
+
+
+def resolve_warper(config: GenerationConfig) -> Warper | None:
+    """The warper of ``config.sampler`` built with ``config.sampler_params`` (None if unset).
+
+    Unknown names or parameters raise :class:`~entrolab.errors.EntrolabError` listing the known
+    ones, before any generation starts.
+    """
+    if config.sampler is None:
+        return None
+    from entrolab.decoding import make_warper
+
+    return make_warper(config.sampler, config.sampler_params)
+
+
+def process_logits(
+    logits: torch.Tensor, config: GenerationConfig, warper: Warper | None = None
+) -> torch.Tensor:
+    """The distribution sampled from: all of ``config``'s filters applied to raw logits [R, V].
+
+    Order: temperature → ``warper`` (the configured sampler, see :func:`resolve_warper`) →
+    top-k → top-p → min-p. Greedy decoding returns ``logits`` unchanged.
+    """
     if config.greedy:
         return logits
     out = apply_temperature(logits, config.temperature)
+    if warper is not None:
+        out = warper(out)
     out = apply_top_k(out, config.top_k)
     out = apply_top_p(out, config.top_p)
     return apply_min_p(out, config.min_p)

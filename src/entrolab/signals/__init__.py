@@ -33,6 +33,7 @@ from entrolab.signals.topk import (
     topk_entropy_upper,
     topk_tail_mass,
 )
+from entrolab.signals.truncation import TruncationStatistics, truncation_statistics
 from entrolab.signals.windows import (
     forking_token_mask,
     group_confidence,
@@ -51,6 +52,7 @@ __all__ = [
     "AGGREGATIONS",
     "SIGNALS",
     "TokenStatistics",
+    "TruncationStatistics",
     "check_finite_logits",
     "entropy_and_varentropy",
     "forking_token_mask",
@@ -76,6 +78,7 @@ __all__ = [
     "topk_entropy_lower",
     "topk_entropy_upper",
     "topk_tail_mass",
+    "truncation_statistics",
     "varentropy",
     "window_entropy",
 ]
