@@ -150,3 +150,24 @@ def call_step_hook(
             f"active row), got {getattr(stop, 'shape', type(stop).__name__)}"
         )
     return stop.to(torch.bool).cpu()
+
+
+def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
+    """The text each token adds, from differences of prefix decodes.
+
+    A token that ends inside a multi-byte character adds "" and the token completing the
+    character adds all of it, so the pieces always concatenate to the decoded text.
+    """
+    if not ids:
+        return []
+    prefixes = tokenizer.batch_decode([ids[: i + 1] for i in range(len(ids))])
+    pieces, prev = [], ""
+    for i, cur in enumerate(prefixes):
+        stable = cur.rstrip("\ufffd")  # an incomplete character decodes to U+FFFD
+        if stable.startswith(prev):
+            pieces.append(stable[len(prev) :])
+        else:  # the tokenizer rewrote earlier text: fall back to the lone token
+            pieces.append(tokenizer.decode([ids[i]]))
+        prev = stable
+    pieces[-1] += prefixes[-1][len(prev) :]  # invalid trailing bytes stay visible
+    return pieces

@@ -20,6 +20,7 @@ from entrolab.backends.decode import (
     call_step_hook,
     pad_batch,
     preallocated_cache,
+    token_pieces,
 )
 from entrolab.backends.sampling import (
     Warper,
@@ -321,24 +322,8 @@ class HFBackend:
         )
 
     def token_pieces(self, ids: Sequence[int]) -> list[str]:
-        """The text each token adds, from differences of prefix decodes.
-
-        A token that ends inside a multi-byte character adds "" and the token completing the
-        character adds all of it, so the pieces always concatenate to the decoded text.
-        """
-        if not ids:
-            return []
-        prefixes = self.tokenizer.batch_decode([ids[: i + 1] for i in range(len(ids))])
-        pieces, prev = [], ""
-        for i, cur in enumerate(prefixes):
-            stable = cur.rstrip("\ufffd")  # an incomplete character decodes to U+FFFD
-            if stable.startswith(prev):
-                pieces.append(stable[len(prev) :])
-            else:  # the tokenizer rewrote earlier text: fall back to the lone token
-                pieces.append(self.tokenizer.decode([ids[i]]))
-            prev = stable
-        pieces[-1] += prefixes[-1][len(prev) :]  # invalid trailing bytes stay visible
-        return pieces
+        """The text each token adds (see :func:`~entrolab.backends.decode.token_pieces`)."""
+        return token_pieces(self.tokenizer, ids)
 
     # ------------------------------------------------------------------ scoring
     @torch.inference_mode()
