@@ -31,6 +31,9 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "calibrators": "entrolab.calibration:CALIBRATORS",
         "tasks": "entrolab.tasks:TASKS",
         "estimators": "entrolab.estimators:ESTIMATORS",
+        "losses": "entrolab.rl.losses:POLICY_LOSSES",
+        "advantages": "entrolab.rl.advantages:ADVANTAGE_ESTIMATORS",
+        "loss_aggregations": "entrolab.rl.aggregation:LOSS_AGGREGATIONS",
     }
 )
 
