@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 PROMPT ?= A farmer has 17 sheep and buys 25 more. How many sheep does he have now?
 
-.PHONY: install demo analyze-demo test test-slow lint bench docs clean
+.PHONY: install demo analyze-demo test test-slow test-verl lint bench docs clean
 
 install: $(VENV)/.installed
 
@@ -36,11 +36,24 @@ test: lint
 test-slow: install
 	$(BIN)/pytest -q -m slow
 
+# verl pins transformers < 5.11, so it lives in its own venv layered on .venv (a .pth file) and
+# is installed without its dependency pins; the verl plug-in tests skip in .venv.
+VERL_VENV := .venv-verl
+$(VERL_VENV)/.installed: $(VENV)/.installed
+	$(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/python -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], '_entrolab_main_venv.pth').write_text('import site; site.addsitedir(%r)\n' % '$(shell $(BIN)/python -c 'import site; print(site.getsitepackages()[0])')')"
+	$(VERL_VENV)/bin/pip install -q --no-deps verl==0.9.1
+	$(VERL_VENV)/bin/pip install -q ray omegaconf codetiming orjson "tensordict>=0.8,<=0.10,!=0.9.0"
+	touch $@
+
+test-verl: $(VERL_VENV)/.installed
+	$(VERL_VENV)/bin/python -m pytest -q tests/test_rl_integrations_verl.py
+
 bench: install
 	$(BIN)/python bench/signals.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis report.html traces.json runs
+	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .ruff_cache .hypothesis report.html traces.json runs
 
 docs: install
 	$(BIN)/entrolab list --markdown all > docs/methods.md
