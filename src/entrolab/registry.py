@@ -31,6 +31,7 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "calibrators": "entrolab.calibration:CALIBRATORS",
         "tasks": "entrolab.tasks:TASKS",
         "estimators": "entrolab.estimators:ESTIMATORS",
+        "samplers": "entrolab.decoding:SAMPLERS",
         "losses": "entrolab.rl.losses:POLICY_LOSSES",
         "advantages": "entrolab.rl.advantages:ADVANTAGE_ESTIMATORS",
         "loss_aggregations": "entrolab.rl.aggregation:LOSS_AGGREGATIONS",

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from entrolab.cli.common import load_backend
 from entrolab.cli.eval_cmd import eval_command
+from entrolab.cli.sample_cmd import compare_samplers_command, sample_command
 from entrolab.errors import EntrolabError
 
 app = typer.Typer(
@@ -24,11 +25,13 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 app.command("eval")(eval_command)
+app.command("sample")(sample_command)
+app.command("compare-samplers")(compare_samplers_command)
 
 
 @app.command("list")
 def list_entries(
-    kind: Annotated[str, typer.Argument(help="signals, aggregations, models or all")] = "signals",
+    kind: Annotated[str, typer.Argument(help="a registry kind (signals, estimators, samplers, losses, …), models or all")] = "signals",
     markdown: Annotated[
         bool, typer.Option(help="print a markdown table (docs/methods.md)")
     ] = False,

@@ -30,20 +30,22 @@ class TruncationStatistics(NamedTuple):
 
 
 def truncation_statistics(before: torch.Tensor, after: torch.Tensor) -> TruncationStatistics:
-    """Kept-set size, retained mass and entropy after, per row of ``before``/``after`` [R, V].
+    """Kept-set size, retained mass and entropy after, per row of ``before``/``after`` [..., V].
 
-    ``before`` is the distribution the warper was given (e.g. logits / temperature), ``after``
-    what it returned. Rows are independent; nothing is reduced across rows.
+    ``before`` is the distribution the warper was given (e.g. logits / temperature; ``-inf`` =
+    already removed), ``after`` what it returned. Rows are independent; nothing is reduced
+    across rows. Values are float32 (float64 for float64 input); ``kept`` is int64.
     """
-    if before.shape != after.shape or before.dim() != 2:
+    if before.shape != after.shape or before.dim() < 1:
         raise EntrolabError(
-            f"before and after must both be [R, V] with the same shape, got "
-            f"{tuple(before.shape)} and {tuple(after.shape)}"
+            f"before {tuple(before.shape)} and after {tuple(after.shape)} must have the same "
+            "[..., V] shape: pass the logits a warper received and the logits it returned"
         )
     kept_mask = torch.isfinite(after)
     kept = kept_mask.sum(-1)
     if bool((kept == 0).any()):
         raise EntrolabError("a warper removed every token of a row; it must keep at least one")
-    probs = torch.softmax(before.float(), dim=-1)
-    retained = (probs * kept_mask).sum(-1)
-    return TruncationStatistics(kept, retained, token_entropy(after))
+    dtype = torch.float64 if before.dtype == torch.float64 else torch.float32
+    probs = torch.softmax(before.to(dtype), dim=-1)
+    retained = (probs * kept_mask).sum(-1).clamp(max=1.0)
+    return TruncationStatistics(kept, retained, token_entropy(after.to(dtype)))

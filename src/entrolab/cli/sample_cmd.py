@@ -1,0 +1,221 @@
+"""``entrolab sample`` (one prompt, one sampler) and ``entrolab compare-samplers`` (a task, many
+samplers × temperatures: accuracy, diversity, kept-set size; plot, HTML table, JSON)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from entrolab.errors import EntrolabError
+
+console = Console()
+
+
+def _params(pairs: list[str] | None) -> dict[str, Any]:
+    from entrolab.decoding.samplers import parse_param
+
+    return dict(parse_param(p) for p in pairs or [])
+
+
+def sample_command(
+    prompt: Annotated[str, typer.Argument(help="the prompt to answer")],
+    sampler: Annotated[
+        str, typer.Option(help="sampler name (entrolab list samplers), e.g. top_h, min_p")
+    ] = "top_h",
+    param: Annotated[
+        list[str] | None, typer.Option(help="sampler parameter KEY=VALUE (repeatable)")
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option(help="base temperature (> 0), before the sampler")
+    ] = 1.0,
+    samples: Annotated[int, typer.Option("--samples", "-n", help="completions to sample")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="length cap in tokens")] = 64,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    warmup: Annotated[
+        int, typer.Option(help="entropix: plain samples of the prompt used to fit its thresholds")
+    ] = 4,
+    model: Annotated[
+        str | None, typer.Option(help="embedded name, HF id or local dir [default: embedded]")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the traces here ('-' = stdout only)")
+    ] = None,
+) -> None:
+    """Sample PROMPT with one sampler; show each completion with its kept-set size and entropy."""
+    from entrolab.config import GenerationConfig
+    from entrolab.decoding import make_warper
+    from entrolab.evaluation.sampler_compare import fit_thresholds_on_warmup, needs_warmup
+
+    params = _params(param)
+    if not temperature > 0:
+        raise EntrolabError("--temperature must be > 0: a sampler needs sampling, not greedy")
+    warm = needs_warmup(sampler, params)
+    make_warper(sampler, {**params, "thresholds": "fixed"} if warm else params)  # check early
+    if warmup < 1 and warm:
+        raise EntrolabError("--warmup must be >= 1 to fit entropix's thresholds")
+    quiet = json_out is not None and str(json_out) == "-"
+    out_console = Console(stderr=True) if quiet else console
+
+    from entrolab.cli.common import load_backend
+
+    backend = load_backend(out_console, model, dtype)
+    if warm:
+        with out_console.status(Text("fitting entropix thresholds on warm-up samples…")):
+            th = fit_thresholds_on_warmup(
+                backend,
+                [prompt],
+                temperature,
+                samples=warmup,
+                max_new_tokens=max_new_tokens,
+                seed=seed + 1,
+            )
+        params = {**params, **th}
+        out_console.print(
+            "entropix thresholds (nats): " + ", ".join(f"{k}={v:.3g}" for k, v in th.items())
+        )
+    config = GenerationConfig(
+        num_samples=samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        sampler=sampler,
+        sampler_params=params,
+    )
+    with out_console.status(Text(f"sampling {samples} completion(s) with {sampler}…")):
+        traces = backend.generate([prompt], config)
+    if quiet:
+        typer.echo(json.dumps(traces.to_dict()))
+        return
+    table = Table("#", "completion", "tokens", "kept", "mass", "H(q)", "H(p)", title=sampler)
+    for t in traces:
+        m = t.meta
+        table.add_row(
+            str(t.sample_index),
+            Text(t.text),
+            str(len(t)),
+            f"{m.get('kept_mean', float('nan')):.1f}",
+            f"{m.get('retained_mass_mean', float('nan')):.3f}",
+            f"{m.get('entropy_after_mean', float('nan')):.3f}",
+            f"{float(t.entropy.mean()) if len(t) else float('nan'):.3f}",
+        )
+    console.print(table)
+    console.print(
+        "kept = mean tokens kept per step; mass = their probability under the tempered "
+        "distribution; H(q) = entropy after the sampler; H(p) = the model's own (nats)",
+        style="dim",
+    )
+    if json_out is not None:
+        traces.save(json_out)
+        console.print(Text.assemble("traces written to ", (str(json_out), "bold")))
+
+
+def compare_samplers_command(
+    sampler: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="sampler spec NAME[:key=value,...] (repeatable) [default: plain, top_h:alpha=0.4, "
+            "min_p:min_p=0.1, top_p:top_p=0.9, typical:mass=0.9, eta:epsilon=0.0003]"
+        ),
+    ] = None,
+    temperature: Annotated[
+        list[float] | None, typer.Option(help="temperature (repeatable) [default: 0.7 1 1.5 2]")
+    ] = None,
+    task: Annotated[
+        str, typer.Option(help="arithmetic | rg:<dataset> | jsonl:<path>")
+    ] = "arithmetic",
+    task_setting: Annotated[
+        list[str] | None, typer.Option(help="task setting KEY=VALUE (repeatable)")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="items")] = 40,
+    samples: Annotated[int, typer.Option(help="samples per item and cell (the k of pass@k)")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="token budget per reply")] = 64,
+    seed: Annotated[int, typer.Option(help="base seed")] = 0,
+    warmup: Annotated[int, typer.Option(help="items to fit entropix thresholds on")] = 8,
+    batch_size: Annotated[int, typer.Option(help="rows decoded together")] = 64,
+    chunk: Annotated[int, typer.Option(help="items per checkpoint")] = 8,
+    out: Annotated[
+        Path | None, typer.Option(help="run directory [default: runs/samplers-TASK]")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="discard a run with other settings")] = False,
+    report: Annotated[
+        Path | None, typer.Option(help="re-render the report of RUN_DIR without generating")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="embedded name, HF id or local dir [default: embedded]")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+) -> None:
+    """Compare samplers across temperatures on a task: pass@1/pass@k, answer diversity, kept-set
+    size and entropy; writes summary.json, accuracy.svg and report.html to the run directory.
+
+    Results are appended as items finish; run the same command again to resume.
+    """
+    from entrolab.cli.eval_cmd import _settings
+    from entrolab.evaluation.sampler_compare import (
+        DEFAULT_SAMPLERS,
+        DEFAULT_TEMPERATURES,
+        compare_samplers,
+        load_compare_results,
+    )
+    from entrolab.evaluation.sampler_report import print_compare_table
+
+    if report is not None:
+        results = load_compare_results(report)
+        run_dir = report
+    else:
+        run_dir = out or Path("runs") / f"samplers-{task.replace(':', '-').replace('/', '_')}"
+        settings = dict(
+            task=task,
+            task_settings=_settings(task_setting),
+            n=n,
+            samples=samples,
+            samplers=tuple(sampler or DEFAULT_SAMPLERS),
+            temperatures=tuple(temperature or DEFAULT_TEMPERATURES),
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            warmup=warmup,
+            batch_size=batch_size,
+            chunk=chunk,
+            dtype=dtype,
+        )
+        from entrolab.evaluation.sampler_compare import CompareConfig
+
+        CompareConfig(model=model, **settings)  # check the settings before loading the model
+        results = _run(model, dtype, settings, run_dir, overwrite, compare_samplers)
+    print_compare_table(results, console)
+    paths = results.write(run_dir)
+    console.print(Text.assemble("report written to ", (str(paths["html"]), "bold")))
+
+
+def _run(model, dtype, settings, run_dir, overwrite, compare_samplers):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from entrolab.cli.common import load_backend, quiet_hf_progress
+
+    backend = load_backend(console, model, dtype)
+    with (
+        quiet_hf_progress(),
+        Progress(
+            TextColumn("[bold]{task.fields[stage]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+    ):
+        bar = progress.add_task("compare", total=None, stage="starting")
+
+        def on_progress(done: int, total: int, stage: str) -> None:
+            progress.update(bar, completed=done, total=total, stage=stage)
+
+        return compare_samplers(
+            backend, out=run_dir, overwrite=overwrite, on_progress=on_progress, **settings
+        )
