@@ -7,6 +7,8 @@ after, per row of the last call). :data:`SAMPLERS` lists them (``entrolab list s
 Top-H (:func:`top_h`, paper and released rules), entropix-style regimes (:func:`entropix`),
 entropy-adaptive temperature (:func:`entropy_adaptive_temperature`, EDT) and transformers' own
 min-p, top-p, typical, epsilon, eta, top-k and temperature warpers, plus ``plain``.
+Beyond warpers: CK-PLUG (:func:`ckplug_generate`, parameters vs context) and EAST activation
+steering (:func:`build_steering_vector`, :func:`steer`).
 
 Names are imported lazily: ``import entrolab.decoding`` loads neither torch nor transformers.
 """
@@ -45,10 +47,20 @@ _LAZY = {
     "EDTLogitsProcessor": "entrolab.decoding.adaptive_temperature",
     # transformers' own warpers
     "TransformersWarper": "entrolab.decoding.transformers_warpers",
-    # ------------------------------------------------------------------------------------------
-    # CK-PLUG and EAST steering (decoding/ckplug.py, decoding/steering.py): their engineer adds
-    # their public names here, e.g. "name": "entrolab.decoding.ckplug",
-    # ------------------------------------------------------------------------------------------
+    # CK-PLUG (parameters vs context) and EAST activation steering
+    "confidence_gain": "entrolab.decoding.ckplug",
+    "ckplug_logits": "entrolab.decoding.ckplug",
+    "candidate_mask": "entrolab.decoding.ckplug",
+    "relative_uncertainty": "entrolab.decoding.ckplug",
+    "ckplug_generate": "entrolab.decoding.ckplug_generation",
+    "CKPlugResult": "entrolab.decoding.ckplug_generation",
+    "CKPlugLogitsProcessor": "entrolab.decoding.ckplug_generation",
+    "collect_hidden_states": "entrolab.decoding.steering",
+    "next_token_entropy": "entrolab.decoding.steering",
+    "option_entropy": "entrolab.decoding.steering",
+    "build_steering_vector": "entrolab.decoding.steering",
+    "steer": "entrolab.decoding.steering",
+    "decoder_layers": "entrolab.decoding.steering",
 }
 
 __all__ = sorted(_LAZY)
