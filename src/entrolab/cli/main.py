@@ -13,6 +13,7 @@ from rich.text import Text
 from entrolab.cli.common import load_backend
 from entrolab.cli.eval_cmd import eval_command
 from entrolab.cli.sample_cmd import compare_samplers_command, sample_command
+from entrolab.cli.think_cmd import pareto_command, think_command
 from entrolab.errors import EntrolabError
 
 app = typer.Typer(
@@ -27,6 +28,8 @@ err_console = Console(stderr=True)
 app.command("eval")(eval_command)
 app.command("sample")(sample_command)
 app.command("compare-samplers")(compare_samplers_command)
+app.command("think")(think_command)
+app.command("pareto")(pareto_command)
 
 
 @app.command("list")

@@ -1,0 +1,255 @@
+"""``entrolab think`` (one test-time-compute strategy on a task) and ``entrolab pareto``
+(several strategies and budgets: accuracy against generated tokens)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from entrolab.cli.eval_cmd import _settings
+from entrolab.errors import EntrolabError
+
+console = Console()
+
+_MODEL = typer.Option(help="embedded name, HF id or local dir [default: embedded]")
+_TASK = typer.Option(help="arithmetic | rg:<dataset> | jsonl:<path>")
+_TASK_SETTING = typer.Option(help="task setting KEY=VALUE (repeatable), e.g. level=2")
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _params(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs → dict (values parsed as JSON when they are JSON, else strings)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise EntrolabError(f"--param takes KEY=VALUE (e.g. tau=0.9), got {pair!r}")
+        out[key.strip()] = _value(value)
+    return out
+
+
+def _task_and_items(task: str, settings: list[str] | None, n: int, seed: int):
+    from entrolab.tasks import load_task
+
+    if n < 1:
+        raise EntrolabError("--n must be >= 1 (the number of items)")
+    task_obj = load_task(task, **_settings(settings))
+    return task_obj, task_obj.items(n, seed=seed)
+
+
+def _progress(label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}" + " {task.fields[stage]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def think_command(
+    strategy: Annotated[str, typer.Option(help="strategy name (`entrolab list strategies`)")],
+    budget: Annotated[
+        int | None, typer.Option(help="the strategy's budget (traces per item)")
+    ] = None,
+    task: Annotated[str, _TASK] = "arithmetic",
+    task_setting: Annotated[list[str] | None, _TASK_SETTING] = None,
+    n: Annotated[int, typer.Option("--n", help="items to run")] = 20,
+    param: Annotated[
+        list[str] | None, typer.Option(help="strategy parameter KEY=VALUE (repeatable)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the items and the samples")] = 0,
+    model: Annotated[str | None, _MODEL] = None,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+    out: Annotated[
+        Path | None, typer.Option(help="JSON file [default: runs/think-STRATEGY-TASK.json]")
+    ] = None,
+) -> None:
+    """Run one test-time-compute strategy on a task: accuracy and generated tokens per item."""
+    from entrolab.cli.common import load_backend, quiet_hf_progress
+    from entrolab.inference.base import make_strategy, summarize_outcomes
+
+    params = _params(param)
+    if budget is not None:
+        params["budget"] = budget
+    strat = make_strategy(strategy, **params)  # bad names/params fail before the model loads
+    task_obj, items = _task_and_items(task, task_setting, n, seed)
+    backend = load_backend(console, model, dtype)
+    with quiet_hf_progress(), _progress(strategy) as progress:
+        bar = progress.add_task("think", total=len(items), stage="")
+        outcomes = strat.run(
+            backend,
+            task_obj,
+            items,
+            seed=seed,
+            on_progress=lambda done, total: progress.update(bar, completed=done, total=total),
+        )
+    summary = summarize_outcomes(outcomes)
+    table = Table("item", "reference", "answer", "correct", "tokens", "traces", title=strategy)
+    for it, o in zip(items, outcomes, strict=True):
+        mark = Text("yes", "green") if o.correct else Text("no", "red")
+        table.add_row(
+            it.id, it.answer, str(o.answer), mark, str(o.generated_tokens), str(o.num_traces)
+        )
+    table.add_section()
+    table.add_row(
+        "total",
+        "",
+        f"{summary['answered']}/{summary['n']} answered",
+        f"{summary['accuracy']:.3f}",
+        f"{summary['generated_tokens']} ({summary['tokens_per_item']:.1f}/item)",
+        str(summary["traces"]),
+    )
+    console.print(table)
+    path = out or Path("runs") / f"think-{strategy}-{_slug(task)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "strategy": strategy,
+        "params": params,
+        "task": task_obj.describe(),
+        "model": backend.name,
+        "seed": seed,
+        "summary": summary,
+        "items": [
+            {"reference": it.answer, "prompt": it.prompt, **o.to_dict()}
+            for it, o in zip(items, outcomes, strict=True)
+        ],
+    }
+    path.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    console.print(Text.assemble("results written to ", (str(path), "bold")))
+
+
+def _slug(task: str) -> str:
+    return task.replace(":", "-").replace("/", "_")
+
+
+def _split_list(text: str, what: str) -> list[str]:
+    out = [x.strip() for x in text.split(",") if x.strip()]
+    if not out:
+        raise EntrolabError(f"--{what} is empty; give a comma-separated list")
+    return out
+
+
+def _strategy_params(pairs: list[str] | None, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``STRATEGY.KEY=VALUE`` (one strategy) or ``KEY=VALUE`` (all of them)."""
+    out: dict[str, dict[str, Any]] = {s: {} for s in names}
+    for key, value in _params(pairs).items():
+        target, dot, name = key.partition(".")
+        if dot and target in out:
+            out[target][name] = value
+        elif dot:
+            raise EntrolabError(
+                f"--param {key}=…: {target!r} is not one of the strategies run ({', '.join(names)})"
+            )
+        else:
+            for s in names:
+                out[s][key] = value
+    return out
+
+
+def pareto_command(
+    strategies: Annotated[
+        str, typer.Option(help="comma-separated strategy names")
+    ] = "majority,deepconf-online,adaptive",
+    budgets: Annotated[str, typer.Option(help="comma-separated budgets")] = "1,4,8,16",
+    task: Annotated[str, _TASK] = "arithmetic",
+    task_setting: Annotated[list[str] | None, _TASK_SETTING] = None,
+    n: Annotated[int, typer.Option("--n", help="items per (strategy, budget)")] = 20,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="STRATEGY.KEY=VALUE, or KEY=VALUE for every strategy (repeatable)"),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the items and the samples")] = 0,
+    model: Annotated[str | None, _MODEL] = None,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+    out: Annotated[
+        Path | None, typer.Option(help="run directory [default: runs/pareto-TASK]")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="discard a run with other settings")] = False,
+    chunk: Annotated[int, typer.Option(help="items per checkpoint")] = 8,
+    report: Annotated[
+        Path | None, typer.Option(help="redraw the plot of RUN_DIR without generating")
+    ] = None,
+) -> None:
+    """Accuracy against generated tokens for several strategies and budgets (resumable).
+
+    Every (strategy, budget, item) result is appended to RUN_DIR/results.jsonl; run the same
+    command again to resume, or with more strategies/budgets to extend the run. Writes
+    RUN_DIR/pareto.svg (one curve per strategy) and RUN_DIR/points.json.
+    """
+    from entrolab.inference.pareto import load_points, pareto_svg, run_pareto
+
+    title = task
+    if report is not None:
+        from entrolab.evaluation.rundir import RunDir
+
+        run_dir, points = report, load_points(report)
+        title = str(RunDir(report).config().get("task", {}).get("spec") or "")
+    else:
+        names = _split_list(strategies, "strategies")
+        try:
+            sizes = [int(b) for b in _split_list(budgets, "budgets")]
+        except ValueError:
+            raise EntrolabError(f"--budgets must be integers, got {budgets!r}") from None
+        per = _strategy_params(param, names)
+        from entrolab.inference.base import make_strategy
+
+        for s in names:  # bad names/params fail before the model loads
+            for b in sizes:
+                make_strategy(s, budget=b, **per[s])
+        task_obj, items = _task_and_items(task, task_setting, n, seed)
+        from entrolab.cli.common import load_backend, quiet_hf_progress
+
+        backend = load_backend(console, model, dtype)
+        run_dir = out or Path("runs") / f"pareto-{_slug(task)}"
+        config = {"model": backend.name, "task": task_obj.describe(), "n": n, "dtype": dtype}
+        with quiet_hf_progress(), _progress("pareto") as progress:
+            bar = progress.add_task("pareto", total=len(names) * len(sizes) * len(items), stage="")
+            points = run_pareto(
+                backend,
+                task_obj,
+                items,
+                names,
+                sizes,
+                params=per,
+                seed=seed,
+                run_dir=run_dir,
+                config=config,
+                overwrite=overwrite,
+                chunk=chunk,
+                on_progress=lambda d, t, label: progress.update(
+                    bar, completed=d, total=t, stage=label
+                ),
+            )
+    table = Table("strategy", "budget", "accuracy", "tokens/item", "answered", "n", title="pareto")
+    for p in points:
+        table.add_row(
+            p.strategy,
+            str(p.budget),
+            f"{p.accuracy:.3f}",
+            f"{p.tokens_per_item:.1f}",
+            str(p.answered),
+            str(p.n),
+        )
+    console.print(table)
+    run_dir = Path(run_dir)
+    (run_dir / "pareto.svg").write_text(pareto_svg(points, title=title), encoding="utf-8")
+    (run_dir / "points.json").write_text(
+        json.dumps([p.to_dict() for p in points], indent=2), encoding="utf-8"
+    )
+    console.print(Text.assemble("plot written to ", (str(run_dir / "pareto.svg"), "bold")))

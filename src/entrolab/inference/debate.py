@@ -1,0 +1,469 @@
+"""Multi-agent debate with confidence, and the "both think they'll win" measurement protocol.
+
+**Debate** (Zhu et al. 2026, "Demystifying Multi-Agent Debate", arXiv:2601.19921). N agents (one
+backend, different seeds and optionally system prompts) answer, each with a confidence c ∈ [0, 1]
+= the probability the model gave to its answer's tokens (``confidence="logprob"``, optionally
+mapped by a fitted calibrator) or a verbalized 0–100 rating (``"verbalized"``). Two fixes over
+vanilla debate:
+
+* diversity-aware initialisation (:func:`select_diverse`): draw a larger candidate pool and
+  start from the most confident candidate of as many distinct answers as possible;
+* confidence-modulated updates (:func:`belief_update`, the spec's placeholder rule; the paper's
+  exact weighting is not published): each round every agent re-answers after seeing the others'
+  answers and confidences, and its belief over answers becomes
+
+      b_i'(a) ∝ b_i(a)^(1−η) · (Σ_j c_j 1[a_j = a])^η        (j over all agents' new answers)
+
+  its answer is argmax b_i' and its stated confidence b_i'(answer). ``update="vanilla"`` keeps the
+  re-generated answer and confidence instead. The final answer is a confidence-weighted vote
+  (``final="confidence"``) or a majority vote over the agents' last answers.
+
+**Measurement** (Prasad & Nguyen 2025, "When Two LLMs Debate, Both Think They'll Win",
+arXiv:2505.19184): per-round confidences of two opposing sides, in percent, and
+:func:`debate_confidence_metrics` — overconfidence c̄ − 50, escalation c̄_last − c̄_first, the
+mutual-overestimation rate P(c_A ≥ 75 ∧ c_B ≥ 75) and the sum-excess E[c_A + c_B − 100]. Two agents
+holding different answers cannot both be right, so rational confidences sum to ≤ 100.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+
+from entrolab.config import GenerationConfig
+from entrolab.errors import EntrolabError
+from entrolab.inference.base import STRATEGIES, ItemOutcome, ProgressFn, check_backend, item_seeds
+from entrolab.inference.exits_data import greedy_continue, span_logprob
+
+__all__ = [
+    "DebateStrategy",
+    "belief_update",
+    "debate_confidence_metrics",
+    "debate_metrics",
+    "initial_belief",
+    "select_diverse",
+    "update_agents",
+]
+
+_MAD = "Zhu et al. 2026, Demystifying Multi-Agent Debate, arXiv:2601.19921"
+#: The belief bucket of "an answer nobody has given yet".
+OTHER = "<other>"
+_TWO = "Prasad & Nguyen 2025, When Two LLMs Debate, Both Think They'll Win, arXiv:2505.19184"
+
+
+# ------------------------------------------------------------------------------ pure functions
+def belief_update(
+    beliefs: torch.Tensor,
+    answers: torch.Tensor,
+    confidences: torch.Tensor,
+    eta: float,
+    *,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Confidence-modulated belief update, b_i'(a) ∝ (b_i(a) + ε)^(1−η) · (s(a) + ε)^η.
+
+    Args:
+        beliefs: [N, A] each agent's distribution over A candidate answers (rows sum to 1).
+        answers: [N] int64 index of each agent's new answer (−1: none, contributes nothing).
+        confidences: [N] in [0, 1], each new answer's confidence.
+        eta: weight of the peers' evidence in [0, 1] (0: beliefs unchanged; 1: the normalised
+            confidence-weighted vote s).
+        eps: floor so an answer nobody holds keeps a little mass (0 allowed).
+    Returns:
+        float64 [N, A], rows summing to 1 (computed in log space).
+    """
+    b = torch.as_tensor(beliefs, dtype=torch.float64)
+    a = torch.as_tensor(answers, dtype=torch.int64).reshape(-1)
+    c = torch.as_tensor(confidences, dtype=torch.float64).reshape(-1)
+    if b.dim() != 2 or b.shape[0] != a.numel() or a.shape != c.shape or b.shape[1] == 0:
+        raise EntrolabError(
+            f"beliefs must be [N, A] with N = len(answers) = len(confidences), got "
+            f"{tuple(b.shape)}, {a.numel()}, {c.numel()}"
+        )
+    if not 0 <= eta <= 1 or eps < 0:
+        raise EntrolabError(f"need 0 <= eta <= 1 and eps >= 0, got eta={eta}, eps={eps}")
+    if ((c < 0) | (c > 1) | ~torch.isfinite(c)).any() or (b < 0).any():
+        raise EntrolabError("confidences must lie in [0, 1] and beliefs must be >= 0")
+    if ((a < -1) | (a >= b.shape[1])).any():
+        raise EntrolabError(f"answer indices must be in [-1, {b.shape[1] - 1}]")
+    support = torch.zeros(b.shape[1], dtype=torch.float64)
+    held = a >= 0
+    support.index_add_(0, a[held], c[held])
+    logp = (1 - eta) * torch.log(b + eps) + eta * torch.log(support + eps)[None]
+    if torch.isneginf(logp).all(-1).any():
+        raise EntrolabError("an agent's updated belief is zero everywhere; use eps > 0")
+    return torch.softmax(logp, -1)
+
+
+def select_diverse(
+    answers: Sequence[str | None], confidences: Sequence[float], n: int
+) -> list[int]:
+    """Indices of ``n`` candidates covering as many distinct answers as possible.
+
+    Distinct answers are ranked by their best candidate's confidence (ties: first seen); take the
+    best candidate of each in that order, then the second best of each, … ; unparseable (None)
+    candidates come last, most confident first. Returned in selection order.
+    """
+    if len(answers) != len(confidences):
+        raise EntrolabError(f"got {len(answers)} answers but {len(confidences)} confidences")
+    if not 1 <= n <= len(answers):
+        raise EntrolabError(f"cannot select {n} of {len(answers)} candidates")
+    groups: dict[str, list[int]] = {}
+    for i, a in enumerate(answers):
+        if a is not None:
+            groups.setdefault(a, []).append(i)
+    for members in groups.values():
+        members.sort(key=lambda i: -confidences[i])  # stable: ties keep pool order
+    order = sorted(groups.values(), key=lambda m: -confidences[m[0]])
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n and any(depth < len(m) for m in order):
+        picked += [m[depth] for m in order if depth < len(m)][: n - len(picked)]
+        depth += 1
+    rest = sorted((i for i, a in enumerate(answers) if a is None), key=lambda i: -confidences[i])
+    return picked + rest[: n - len(picked)]
+
+
+def initial_belief(answer: str | None, conf: float, known: Sequence[str]) -> dict[str, float]:
+    """An agent's opening belief: ``conf`` on its answer, 1 − conf spread evenly over the other
+    ``known`` answers and :data:`OTHER` (an answer nobody has given yet), so it keeps its doubt
+    even when every agent agrees. No answer: uniform over ``known`` and OTHER."""
+    rest = [*(a for a in known if a != answer), OTHER]
+    if answer is None:
+        return {a: 1 / len(rest) for a in rest}
+    return {answer: conf, **{a: (1 - conf) / len(rest) for a in rest}}
+
+
+def update_agents(
+    beliefs: Sequence[Mapping[str, float]],
+    answers: Sequence[str | None],
+    confs: Sequence[float],
+    eta: float,
+) -> tuple[list[dict[str, float]], list[str | None], list[float]]:
+    """One confidence-modulated round: :func:`belief_update` of every agent's belief (answers
+    missing from a belief have mass 0 there) with the round's new answers as evidence.
+
+    Returns (new beliefs, answers, stated confidences): each agent answers with its most
+    believed real answer (never :data:`OTHER`; ties keep its newly generated answer, else the
+    alphabetically first) and states its belief in it.
+    """
+    if not (len(beliefs) == len(answers) == len(confs)):
+        raise EntrolabError("need one belief, answer and confidence per agent")
+    seen = {a for b in beliefs for a in b} | {a for a in answers if a is not None}
+    names = [*sorted(seen - {OTHER}), OTHER]
+    b = torch.tensor([[bel.get(a, 0.0) for a in names] for bel in beliefs], dtype=torch.float64)
+    if (b.sum(-1) <= 0).any():
+        raise EntrolabError("every agent's belief needs positive mass somewhere")
+    idx = torch.tensor([names.index(a) if a is not None else -1 for a in answers])
+    c = torch.tensor(list(confs), dtype=torch.float64)
+    post = belief_update(b / b.sum(-1, keepdim=True), idx, c, eta)
+    out_answers: list[str | None] = []
+    out_confs: list[float] = []
+    for j, row in enumerate(post):
+        real = row[:-1]
+        if real.numel() == 0:
+            out_answers.append(None)
+            out_confs.append(0.0)
+            continue
+        best = (real == real.max()).nonzero().flatten().tolist()
+        k = int(idx[j]) if int(idx[j]) in best else best[0]
+        out_answers.append(names[k])
+        out_confs.append(float(row[k]))
+    return [dict(zip(names, r.tolist(), strict=True)) for r in post], out_answers, out_confs
+
+
+def debate_confidence_metrics(confidence: Any) -> dict[str, Any]:
+    """The zero-sum overconfidence metrics of two-sided debates.
+
+    Args:
+        confidence: [D, R, 2] each side's confidence of winning (being right) in percent
+            (0–100), for D debates and R rounds.
+    Returns:
+        ``mean_by_round`` [R]; ``overconfidence`` = mean c − 50; ``escalation`` = mean of the
+        last round − mean of the first; ``mutual_overestimation_rate`` = fraction of debates
+        where both sides say ≥ 75 in the last round (``…_by_round`` for every round);
+        ``sum_excess`` = mean over debates and rounds of c_A + c_B − 100 (``…_by_round``).
+    """
+    c = torch.as_tensor(confidence, dtype=torch.float64)
+    if c.dim() != 3 or c.shape[-1] != 2 or c.shape[0] == 0 or c.shape[1] == 0:
+        raise EntrolabError(f"confidence must be [debates, rounds, 2], got {tuple(c.shape)}")
+    if not torch.isfinite(c).all() or ((c < 0) | (c > 100)).any():
+        raise EntrolabError("confidences must be finite percentages in [0, 100] (multiply by 100)")
+    by_round = c.mean((0, 2))
+    mutual = (c >= 75).all(-1).double().mean(0)
+    excess = (c.sum(-1) - 100).mean(0)
+    return {
+        "debates": int(c.shape[0]),
+        "mean_by_round": by_round.tolist(),
+        "overconfidence": float(c.mean() - 50),
+        "escalation": float(by_round[-1] - by_round[0]),
+        "mutual_overestimation_rate": float(mutual[-1]),
+        "mutual_overestimation_by_round": mutual.tolist(),
+        "sum_excess": float(excess.mean()),
+        "sum_excess_by_round": excess.tolist(),
+    }
+
+
+def debate_metrics(outcomes: Sequence[ItemOutcome]) -> dict[str, Any]:
+    """:func:`debate_confidence_metrics` over the 2-agent debates of a :class:`DebateStrategy`
+    run whose agents started with different answers (two opposing sides, as in the paper)."""
+    rows = []
+    for o in outcomes:
+        answers, conf = o.meta.get("answers_by_round"), o.meta.get("confidence_by_round")
+        if answers and conf and len(answers[0]) == 2 and answers[0][0] != answers[0][1]:
+            rows.append([[100 * x for x in r] for r in conf])
+    if not rows:
+        raise EntrolabError(
+            "no 2-agent debate started with a disagreement; run more items, more diverse "
+            "agents (pool > agents) or a harder task"
+        )
+    return debate_confidence_metrics(rows)
+
+
+# ------------------------------------------------------------------------------------ strategy
+def _seed(*parts: Any) -> int:
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _pct(c: float) -> int:
+    return round(100 * c)
+
+
+class DebateStrategy:
+    """Multi-agent debate with confidence (see the module docstring).
+
+    Args:
+        agents: N debating agents. rounds: debate rounds after the opening answers.
+        pool: opening candidates drawn per item (≥ agents; > agents enables diversity-aware
+            initialisation). eta: evidence weight of :func:`belief_update`.
+        update: ``"confidence"`` (belief update) or ``"vanilla"`` (keep the re-generated answer).
+        final: ``"confidence"`` (confidence-weighted vote) or ``"majority"``.
+        confidence: ``"logprob"`` (probability of the answer's tokens) or ``"verbalized"``.
+        system_prompts: per-agent system messages (cycled); None: the task prompt only.
+        config: sampling settings of every answer (T = 0.7, top-p 0.95, 48 tokens by default).
+        calibrate: optional map c → calibrated c applied to every confidence.
+    """
+
+    name = "debate"
+
+    def __init__(
+        self,
+        agents: int = 2,
+        rounds: int = 2,
+        pool: int = 4,
+        eta: float = 0.5,
+        update: Literal["confidence", "vanilla"] = "confidence",
+        final: Literal["confidence", "majority"] = "confidence",
+        confidence: Literal["logprob", "verbalized"] = "logprob",
+        system_prompts: Sequence[str] | None = None,
+        config: GenerationConfig | Mapping[str, Any] | None = None,
+        calibrate: Callable[[float], float] | None = None,
+    ) -> None:
+        if agents < 2 or rounds < 0 or pool < agents:
+            raise EntrolabError(
+                f"need agents >= 2, rounds >= 0 and pool >= agents, got {agents}, {rounds}, {pool}"
+            )
+        if not 0 <= eta <= 1:
+            raise EntrolabError(f"eta must be in [0, 1], got {eta}")
+        for arg, value, ok in [
+            ("update", update, ("confidence", "vanilla")),
+            ("final", final, ("confidence", "majority")),
+            ("confidence", confidence, ("logprob", "verbalized")),
+        ]:
+            if value not in ok:
+                raise EntrolabError(f"{arg} must be one of {ok}, got {value!r}")
+        self.agents, self.rounds, self.pool, self.eta = agents, rounds, pool, eta
+        self.update, self.final, self.confidence = update, final, confidence
+        self.system_prompts = list(system_prompts or [None])
+        if not isinstance(config, GenerationConfig):  # a mapping overrides the defaults it names
+            base = GenerationConfig(max_new_tokens=48, temperature=0.7, top_p=0.95).to_dict()
+            config = GenerationConfig.from_dict({**base, **dict(config or {})})
+        self.config = config
+        self.calibrate = calibrate
+
+    # -------------------------------------------------------------------------- generation
+    def _answer(self, backend, task, calls: list[tuple[int, str, int, int]], items) -> list[dict]:
+        """Generate one reply per call (item index, prompt, agent, seed); answer + confidence."""
+        from entrolab.tasks import answer_key
+
+        out: list[dict[str, Any]] = [{} for _ in calls]
+        by_system: dict[Any, list[int]] = {}
+        for k, (_i, _p, agent, _s) in enumerate(calls):
+            sp = self.system_prompts[agent % len(self.system_prompts)]
+            by_system.setdefault(sp, []).append(k)
+        for sp, ks in by_system.items():
+            cfg = GenerationConfig.from_dict(
+                {**self.config.to_dict(), "num_samples": 1, "system_prompt": sp}
+            )
+            batch = backend.generate(
+                [calls[k][1] for k in ks], cfg, seeds=[calls[k][3] for k in ks]
+            )
+            for k, t in zip(ks, batch, strict=True):
+                item = items[calls[k][0]]
+                parsed = task.extract(item, t.text)
+                lp = span_logprob(t.tokens, t.logprob.tolist(), parsed) if parsed else None
+                c = 0.0 if lp is None else math.exp(lp)
+                out[k] = {
+                    "key": None if parsed is None else answer_key(parsed),
+                    "text": t.text,
+                    "conf": c,
+                    "tokens": len(t),
+                    "ids": t.token_ids.tolist(),
+                    "prompt_ids": backend.prompt_ids(calls[k][1], system_prompt=sp),
+                    "prompt_tokens": int(t.meta.get("prompt_tokens", 0)),
+                }
+        if self.confidence == "verbalized":
+            self._verbalize(backend, out)
+        for r in out:
+            if self.calibrate is not None:
+                r["conf"] = min(1.0, max(0.0, float(self.calibrate(r["conf"]))))
+        return out
+
+    def _verbalize(self, backend, replies: list[dict]) -> None:
+        from entrolab.tasks import extract_answer
+
+        ask = backend.tokenizer("\nConfidence (0-100):", add_special_tokens=False)["input_ids"]
+        conts = greedy_continue(backend, [r["prompt_ids"] + r["ids"] + ask for r in replies], 4)
+        for r, cont in zip(replies, conts, strict=True):
+            r["tokens"] += len(cont)
+            value = extract_answer(cont.text, "number")
+            try:
+                v = float(value) if value is not None else math.nan
+            except ValueError:
+                v = math.nan
+            r["conf"] = min(max(v, 0.0), 100.0) / 100 if math.isfinite(v) else r["conf"]
+
+    @staticmethod
+    def _round_prompt(item, me: int, answers: list, confs: list[float]) -> str:
+        lines = [
+            f"- Agent {j + 1}: {a if a is not None else 'no answer'} (confidence {_pct(c)}%)"
+            for j, (a, c) in enumerate(zip(answers, confs, strict=True))
+            if j != me
+        ]
+        return (
+            f"{item.prompt}\n\nOther agents answered:\n" + "\n".join(lines) + "\nYour previous "
+            f"answer: {answers[me]} (confidence {_pct(confs[me])}%). Considering their answers, "
+            "give your final answer."
+        )
+
+    # --------------------------------------------------------------------------------- run
+    def run(
+        self,
+        backend: Any,
+        task: Any,
+        items: Sequence[Any],
+        *,
+        seed: int = 0,
+        on_progress: ProgressFn | None = None,
+    ) -> list[ItemOutcome]:
+        from entrolab.inference.voting import weighted_vote
+
+        check_backend(backend, hooks=False)
+        items = list(items)
+        if not items:
+            raise EntrolabError("no task items given; pass at least one item")
+        base = item_seeds(seed, items)
+        opening = [
+            (i, it.prompt, j, _seed(base[i], 0, j))
+            for i, it in enumerate(items)
+            for j in range(self.pool)
+        ]
+        replies = self._answer(backend, task, opening, items)
+        tokens = [0] * len(items)
+        prompt_tokens = [0] * len(items)
+        traces = [0] * len(items)
+        state = []  # per item: agents' answers, confidences, beliefs (dict answer → prob)
+        for i in range(len(items)):
+            cand = replies[i * self.pool : (i + 1) * self.pool]
+            tokens[i] += sum(r["tokens"] for r in cand)
+            prompt_tokens[i] += sum(r["prompt_tokens"] for r in cand)
+            traces[i] += len(cand)
+            chosen = select_diverse(
+                [r["key"] for r in cand], [r["conf"] for r in cand], self.agents
+            )
+            answers = [cand[k]["key"] for k in chosen]
+            confs = [cand[k]["conf"] for k in chosen]
+            known = sorted({a for a in answers if a is not None})
+            beliefs = [initial_belief(a, c, known) for a, c in zip(answers, confs, strict=True)]
+            texts = {r["key"]: r["text"] for r in reversed(cand) if r["key"] is not None}
+            state.append(
+                {"answers": [answers], "confs": [confs], "beliefs": beliefs, "texts": texts}
+            )
+        for rnd in range(1, self.rounds + 1):
+            calls = [
+                (
+                    i,
+                    self._round_prompt(it, j, s["answers"][-1], s["confs"][-1]),
+                    j,
+                    _seed(base[i], rnd, j),
+                )
+                for i, (it, s) in enumerate(zip(items, state, strict=True))
+                for j in range(self.agents)
+            ]
+            new = self._answer(backend, task, calls, items)
+            for i, s in enumerate(state):
+                mine = new[i * self.agents : (i + 1) * self.agents]
+                tokens[i] += sum(r["tokens"] for r in mine)
+                prompt_tokens[i] += sum(r["prompt_tokens"] for r in mine)
+                traces[i] += len(mine)
+                for r in mine:
+                    if r["key"] is not None:
+                        s["texts"].setdefault(r["key"], r["text"])
+                self._update(s, [r["key"] for r in mine], [r["conf"] for r in mine])
+            if on_progress is not None:
+                on_progress(len(items) * rnd // max(self.rounds, 1), len(items))
+        out = []
+        for i, (item, s) in enumerate(zip(items, state, strict=True)):
+            final = s["answers"][-1]
+            weights = s["confs"][-1] if self.final == "confidence" else None
+            v = weighted_vote(final, weights)
+            if v.answer is None and weights is not None:  # every confidence 0: fall back
+                v = weighted_vote(final)
+            opening_vote = weighted_vote(s["answers"][0])
+            out.append(
+                ItemOutcome(
+                    item_id=item.id,
+                    answer=v.answer,
+                    correct=self._correct(task, item, s, v.answer),
+                    generated_tokens=tokens[i],
+                    prompt_tokens=prompt_tokens[i],
+                    num_traces=traces[i],
+                    meta={
+                        "answers_by_round": s["answers"],
+                        "confidence_by_round": s["confs"],
+                        "share": v.share,
+                        "opening_majority": opening_vote.answer,
+                        "opening_majority_correct": self._correct(
+                            task, item, s, opening_vote.answer
+                        ),
+                    },
+                )
+            )
+        if on_progress is not None:
+            on_progress(len(items), len(items))
+        return out
+
+    @staticmethod
+    def _correct(task: Any, item: Any, s: dict, key: str | None) -> bool:
+        """Grade answer ``key`` on the text of a reply that gave it (the task's verifier)."""
+        return key is not None and task.grade(item, s["texts"][key]).correct
+
+    def _update(self, s: dict, answers: list[str | None], confs: list[float]) -> None:
+        if self.update == "confidence":
+            s["beliefs"], answers, confs = update_agents(s["beliefs"], answers, confs, self.eta)
+        s["answers"].append(answers)
+        s["confs"].append(confs)
+
+
+STRATEGIES.register(
+    "debate",
+    summary="multi-agent debate: diverse opening answers, logprob confidences, confidence-"
+    "modulated belief updates, confidence-weighted final vote",
+    paper=f"{_MAD}; measurement: {_TWO}",
+    defaults={"agents": 2, "rounds": 2, "pool": 4, "eta": 0.5, "update": "confidence"},
+)(DebateStrategy)

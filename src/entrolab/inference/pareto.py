@@ -1,0 +1,211 @@
+"""Accuracy against generated tokens: run several strategies at several budgets, resumably.
+
+Every (strategy, budget, item) outcome is appended as one JSON line to a run directory
+(:class:`~entrolab.evaluation.rundir.RunDir`: ``config.json`` + append-only ``results.jsonl``),
+so a killed run resumes where it stopped and new strategies or budgets can be added to an
+existing run. ``config.json`` pins what every row must share (model, task, items, seed); the
+strategy parameters are stored in each row, and a resumed run refuses rows whose parameters
+differ from the ones asked for.
+
+One :class:`ParetoPoint` per (strategy, budget): accuracy and generated tokens per item (the
+mean over items of the exact per-item counts); :func:`pareto_svg` draws one curve per strategy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from entrolab.errors import EntrolabError
+from entrolab.inference.base import ItemOutcome, make_strategy, summarize_outcomes
+
+if TYPE_CHECKING:
+    from entrolab.tasks import Task, TaskItem
+
+__all__ = ["ParetoPoint", "load_points", "pareto_svg", "points_from_rows", "run_pareto"]
+
+#: on_progress(units_done, units_total, label): one unit = one (strategy, budget, item)
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    """One strategy at one budget, over ``n`` items.
+
+    Attributes:
+        strategy: strategy name. budget: its budget parameter.
+        accuracy: fraction of items answered correctly.
+        tokens_per_item: mean generated tokens per item (every trace, stopped ones included).
+        generated_tokens: total over the items.
+        n: items. answered: items with an answer.
+    """
+
+    strategy: str
+    budget: int
+    accuracy: float
+    tokens_per_item: float
+    generated_tokens: int
+    n: int
+    answered: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _canon(params: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(params), sort_keys=True, default=str))
+
+
+def run_pareto(
+    backend: Any,
+    task: Task,
+    items: Sequence[TaskItem],
+    strategies: Sequence[str],
+    budgets: Sequence[int],
+    *,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    config: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    chunk: int = 8,
+    on_progress: ProgressFn | None = None,
+) -> list[ParetoPoint]:
+    """Run every strategy at every budget on ``items``; return one point per pair.
+
+    Args:
+        backend, task, items: what to run on (items in a fixed order).
+        strategies: :data:`~entrolab.inference.STRATEGIES` names (each must take ``budget``).
+        budgets: budget values (≥ 1), passed to each strategy as ``budget=``.
+        params: per-strategy extra parameters {name: {param: value}}.
+        seed: the strategies' seed (the same for all, so their samples are paired).
+        run_dir: directory for ``config.json`` + ``results.jsonl`` (None: in memory only).
+        config: what the run directory must match on resume (model, task, n, …); ``seed`` and
+            the item ids are added.
+        overwrite: discard a run directory holding another configuration.
+        chunk: items per strategy call (the unit of checkpointing).
+        on_progress: ``(done, total, "strategy@budget")`` in (strategy, budget, item) units.
+    """
+    from entrolab.evaluation.rundir import RunDir
+
+    strategies, budgets, items = list(strategies), [int(b) for b in budgets], list(items)
+    if not strategies:
+        raise EntrolabError("no strategies given; name at least one (e.g. majority)")
+    if not budgets or any(b < 1 for b in budgets):
+        raise EntrolabError(f"budgets must be a non-empty list of ints >= 1, got {budgets}")
+    if not items:
+        raise EntrolabError("no task items given")
+    if chunk < 1:
+        raise EntrolabError("chunk must be >= 1")
+    params = {name: _canon((params or {}).get(name, {})) for name in strategies}
+    built = {(s, b): make_strategy(s, budget=b, **params[s]) for s in strategies for b in budgets}
+    stored = {**_canon(config or {}), "seed": seed, "items": [it.id for it in items]}
+    run = RunDir(run_dir).open(stored, overwrite=overwrite) if run_dir is not None else None
+    rows = run.rows() if run is not None else []
+    done: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["strategy"], int(r["budget"]), r["item_id"])
+        if r["strategy"] in params and r.get("params") != params[r["strategy"]]:
+            raise EntrolabError(
+                f"{run_dir} holds {r['strategy']!r} results run with parameters {r.get('params')} "
+                f"but {params[r['strategy']]} were asked for; use the same parameters, another "
+                "output directory, or --overwrite"
+            )
+        done[key] = r
+    total, count = len(built) * len(items), 0
+    for (s, b), strategy in built.items():
+        todo = [it for it in items if (s, b, it.id) not in done]
+        count += len(items) - len(todo)
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            if on_progress is not None:
+                on_progress(count, total, f"{s}@{b}")
+            base = count
+
+            def progress(k: int, _n: int, base: int = base, label: str = f"{s}@{b}") -> None:
+                if on_progress is not None:
+                    on_progress(base + k, total, label)
+
+            outcomes = strategy.run(backend, task, part, seed=seed, on_progress=progress)
+            new = [
+                {"strategy": s, "budget": b, "params": params[s], **o.to_dict()} for o in outcomes
+            ]
+            if run is not None:
+                run.append(new)
+            for r in new:
+                done[(s, b, r["item_id"])] = r
+            count += len(part)
+    if on_progress is not None:
+        on_progress(total, total, "done")
+    wanted = [r for (s, b, i), r in done.items() if s in strategies and b in budgets]
+    ids = {it.id for it in items}
+    return points_from_rows([r for r in wanted if r["item_id"] in ids])
+
+
+def points_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[ParetoPoint]:
+    """Aggregate stored rows into one point per (strategy, budget), sorted by name then budget."""
+    groups: dict[tuple[str, int], list[ItemOutcome]] = {}
+    for r in rows:
+        groups.setdefault((r["strategy"], int(r["budget"])), []).append(ItemOutcome.from_dict(r))
+    points = []
+    for (s, b), outs in sorted(groups.items()):
+        summ = summarize_outcomes(outs)
+        points.append(
+            ParetoPoint(
+                s,
+                b,
+                summ["accuracy"],
+                summ["tokens_per_item"],
+                summ["generated_tokens"],
+                summ["n"],
+                summ["answered"],
+            )
+        )
+    return points
+
+
+def load_points(run_dir: str | Path) -> list[ParetoPoint]:
+    """Points of a stored run (no model needed)."""
+    from entrolab.evaluation.rundir import RunDir
+
+    rows = RunDir(run_dir).rows()
+    if not rows:
+        raise EntrolabError(f"{run_dir} has no finished results; run `entrolab pareto` first")
+    return points_from_rows(rows)
+
+
+def pareto_svg(points: Sequence[ParetoPoint], *, title: str = "") -> str:
+    """Accuracy (y) against generated tokens per item (x, log scale): one curve per strategy,
+    each point labelled with its budget. Returns an SVG string."""
+    from entrolab.evaluation.figures import _COLORS, _figure, _svg
+
+    if not points:
+        raise EntrolabError("no points to plot")
+    fig = _figure(5.6, 3.6)
+    ax = fig.subplots()
+    names = sorted({p.strategy for p in points})
+    for name, color in zip(names, _COLORS * 4, strict=False):
+        pts = sorted((p for p in points if p.strategy == name), key=lambda p: p.tokens_per_item)
+        xs, ys = [p.tokens_per_item for p in pts], [p.accuracy for p in pts]
+        ax.plot(xs, ys, marker="o", lw=1.5, color=color, label=name)
+        for p in pts:
+            ax.annotate(
+                str(p.budget),
+                (p.tokens_per_item, p.accuracy),
+                textcoords="offset points",
+                xytext=(3, 3),
+                fontsize=7,
+                color=color,
+            )
+    if all(p.tokens_per_item > 0 for p in points):
+        ax.set_xscale("log")
+    ax.set(xlabel="generated tokens per item", ylabel="accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    from matplotlib import rc_context
+
+    with rc_context({"svg.fonttype": "none"}):  # text stays text (searchable, smaller)
+        return _svg(fig)

@@ -1,0 +1,575 @@
+"""DiffAdapt-style difficulty routing (Liu, Hu, Chu, Choi, ICLR 2026, arXiv:2510.19669).
+
+A probe on the question's encoding — the hidden state of the last prompt token, or entropy
+features of the model's first-token distribution — classifies a question as ``easy``, ``normal``
+or ``hard``; each class maps to a fixed generation strategy (:class:`Route`: instructions,
+temperature, token budget, number of samples), given as config (:class:`RoutingConfig`, YAML).
+
+**Labels** (the paper's exact rule is not published; this one follows its U-shape finding that
+mean trace entropy is high on easy questions, lowest on medium ones and high again on hard
+ones). From k samples per question, accuracy p̂ and mean token entropy H̄ (nats, the mean over
+the k traces of each trace's mean token entropy):
+
+    p̂ ≥ easy_min_accuracy                         → easy
+    p̂ ≤ hard_max_accuracy                         → hard
+    otherwise (the middle band), with entropy_quantile = q (None: skip this step)
+        H̄ > the q-quantile of H̄ over the middle band → easy if p̂ ≥ 0.5 else hard
+    otherwise                                    → normal
+
+i.e. the middle-accuracy questions at the bottom of the entropy U stay ``normal`` and the
+high-entropy ones (the top 1 − q of the band) join the extreme on their side of p̂ = 0.5. The
+quantile is taken within the band so ``normal`` keeps about q of it even when the U-shape does
+not hold (on SmolLM2 arithmetic it did not: mean entropy 1.50 / 1.89 / 1.58 / 1.31 nats for
+accuracy buckets [0, .25) / [.25, .5) / [.5, .75) / [.75, 1], 36 questions, k = 4).
+
+Default routes follow the spec's CPU validation: easy = the task's own direct prompt, 16 tokens;
+normal = chain of thought, 64 tokens; hard = chain of thought + self-check, 128 tokens (greedy,
+one sample each; set ``num_samples`` > 1 for a majority vote).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from entrolab.backends.decode import pad_batch
+from entrolab.config import GenerationConfig
+from entrolab.errors import EntrolabError
+from entrolab.inference.base import (
+    STRATEGIES,
+    ItemOutcome,
+    ProgressFn,
+    check_backend,
+    grade_key,
+    item_seeds,
+    trace_keys,
+)
+from entrolab.inference.exits_data import COT_INSTRUCTIONS, cot_prompt, hidden_at, resolve_layer
+from entrolab.inference.probes import Probe, ProbeInfo, fit_probe, load_probe, save_probe
+
+__all__ = [
+    "CLASSES",
+    "DiffAdaptRouter",
+    "DiffAdaptStrategy",
+    "DifficultyData",
+    "Route",
+    "RoutingConfig",
+    "collect_difficulty_data",
+    "difficulty_labels",
+    "fit_diffadapt",
+    "fit_router",
+    "load_router",
+    "prompt_features",
+    "save_router",
+    "u_shape_table",
+]
+
+_DIFFADAPT = "Liu, Hu, Chu, Choi 2026, DiffAdapt, ICLR 2026, arXiv:2510.19669"
+CLASSES = ("easy", "normal", "hard")
+Feature = Literal["hidden", "entropy", "hidden+entropy"]
+
+
+# ------------------------------------------------------------------------------------ labels
+def difficulty_labels(
+    accuracy: Sequence[float],
+    mean_entropy: Sequence[float],
+    *,
+    easy_min_accuracy: float = 0.75,
+    hard_max_accuracy: float = 0.25,
+    entropy_quantile: float | None = 0.5,
+) -> list[str]:
+    """Label each question easy / normal / hard by the rule in the module docstring.
+
+    Args:
+        accuracy: [N] fraction of a question's k samples that were correct, in [0, 1].
+        mean_entropy: [N] mean token entropy of its samples (nats).
+        entropy_quantile: q in [0, 1] for the entropy split of the middle band (None: off).
+
+    Returns: N labels, each ``"easy"``, ``"normal"`` or ``"hard"``.
+    """
+    acc = torch.as_tensor(accuracy, dtype=torch.float64).reshape(-1)
+    ent = torch.as_tensor(mean_entropy, dtype=torch.float64).reshape(-1)
+    if acc.numel() == 0 or acc.shape != ent.shape:
+        raise EntrolabError(
+            f"need one accuracy and one mean entropy per question, got {acc.numel()} and "
+            f"{ent.numel()}"
+        )
+    if not (torch.isfinite(acc).all() and torch.isfinite(ent).all()):
+        raise EntrolabError("accuracies and entropies must be finite")
+    if ((acc < 0) | (acc > 1)).any():
+        raise EntrolabError("accuracies must lie in [0, 1]")
+    if not 0 <= hard_max_accuracy < easy_min_accuracy <= 1:
+        raise EntrolabError(
+            "need 0 <= hard_max_accuracy < easy_min_accuracy <= 1, got "
+            f"{hard_max_accuracy} and {easy_min_accuracy}"
+        )
+    middle = (acc > hard_max_accuracy) & (acc < easy_min_accuracy)
+    cut = None
+    if entropy_quantile is not None:
+        if not 0 <= entropy_quantile <= 1:
+            raise EntrolabError(f"entropy_quantile must be in [0, 1], got {entropy_quantile}")
+        if middle.any():  # linear interpolation, numpy's default
+            cut = float(torch.quantile(ent[middle], entropy_quantile))
+    out = []
+    for a, h in zip(acc.tolist(), ent.tolist(), strict=True):
+        if a >= easy_min_accuracy:
+            out.append("easy")
+        elif a <= hard_max_accuracy:
+            out.append("hard")
+        elif cut is not None and h > cut:
+            out.append("easy" if a >= 0.5 else "hard")
+        else:
+            out.append("normal")
+    return out
+
+
+def u_shape_table(
+    accuracy: Sequence[float],
+    mean_entropy: Sequence[float],
+    edges: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+) -> list[dict[str, float]]:
+    """Mean entropy per accuracy bucket [e_j, e_{j+1}) (the last bucket includes 1.0): rows of
+    ``{"low", "high", "n", "accuracy", "entropy"}``, for checking the U-shape on a model/task.
+    Empty buckets have ``n = 0`` and NaN means."""
+    acc = torch.as_tensor(accuracy, dtype=torch.float64).reshape(-1)
+    ent = torch.as_tensor(mean_entropy, dtype=torch.float64).reshape(-1)
+    if acc.shape != ent.shape or len(edges) < 2:
+        raise EntrolabError("need equally long accuracy/entropy lists and at least two edges")
+    rows = []
+    for j, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        last = j == len(edges) - 2
+        sel = (acc >= lo) & ((acc <= hi) if last else (acc < hi))
+        n = int(sel.sum())
+        nan = float("nan")
+        rows.append(
+            {
+                "low": float(lo),
+                "high": float(hi),
+                "n": n,
+                "accuracy": float(acc[sel].mean()) if n else nan,
+                "entropy": float(ent[sel].mean()) if n else nan,
+            }
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------------ routes
+@dataclass(frozen=True)
+class Route:
+    """One difficulty class's strategy.
+
+    Attributes:
+        instructions: text replacing the task's own instructions ("" keeps the task's prompt).
+        max_new_tokens: token budget per sample. temperature: 0 = greedy. top_p: nucleus mass.
+        num_samples: samples per question (> 1: majority vote over their answers).
+        system_prompt: optional system message.
+    """
+
+    instructions: str = ""
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    num_samples: int = 1
+    system_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        self.generation_config()  # validates the numbers
+
+    def generation_config(self, **overrides: Any) -> GenerationConfig:
+        return GenerationConfig(
+            num_samples=self.num_samples,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            system_prompt=self.system_prompt,
+            **overrides,
+        )
+
+    def prompt(self, task: Any, item: Any) -> str:
+        return cot_prompt(task, item, self.instructions) if self.instructions else item.prompt
+
+
+def _default_routes() -> dict[str, Route]:
+    return {
+        "easy": Route("", max_new_tokens=16),
+        "normal": Route(COT_INSTRUCTIONS, max_new_tokens=64),
+        "hard": Route(
+            COT_INSTRUCTIONS + " Then check your result and state the final answer again.",
+            max_new_tokens=128,
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """The route of each difficulty class (keys: ``easy``, ``normal``, ``hard``)."""
+
+    routes: Mapping[str, Route] = field(default_factory=_default_routes)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in CLASSES if c not in self.routes]
+        extra = [c for c in self.routes if c not in CLASSES]
+        if missing or extra:
+            raise EntrolabError(
+                f"routing config needs exactly the classes {CLASSES}; missing {missing}, "
+                f"unknown {extra}"
+            )
+
+    def __getitem__(self, name: str) -> Route:
+        return self.routes[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {c: asdict(self.routes[c]) for c in CLASSES}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RoutingConfig:
+        known = {f.name for f in fields(Route)}
+        routes = {}
+        for c, spec in data.items():
+            if isinstance(spec, Route):
+                routes[c] = spec
+                continue
+            unknown = sorted(set(spec) - known)
+            if unknown:
+                raise EntrolabError(
+                    f"route {c!r} has unknown settings {unknown}; known: {', '.join(sorted(known))}"
+                )
+            routes[c] = Route(**spec)
+        return cls(routes)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> RoutingConfig:
+        """From YAML text or a .yaml/.yml file path."""
+        import yaml
+
+        text = str(text_or_path)
+        p = Path(text)
+        if p.suffix in (".yaml", ".yml"):
+            if not p.is_file():
+                raise EntrolabError(f"routing config file {text!r} not found")
+            text = p.read_text(encoding="utf-8")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise EntrolabError(f"routing config is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise EntrolabError("routing config YAML must map easy/normal/hard to route settings")
+        return cls.from_dict(data)
+
+
+# ---------------------------------------------------------------------------------- features
+@torch.inference_mode()
+def prompt_features(
+    backend: Any,
+    prompts: Sequence[str],
+    *,
+    feature: Feature = "hidden",
+    layer: int | None = None,
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Question features, float32 [N, D], from a forward pass over each chat-formatted prompt.
+
+    ``"hidden"``: decoder block ``layer``'s output at the last prompt token (D = hidden size);
+    ``"entropy"``: [entropy (nats), varentropy (nats²), max log-probability] of the model's
+    first-token distribution (D = 3); ``"hidden+entropy"``: both, concatenated.
+    """
+    if feature not in ("hidden", "entropy", "hidden+entropy"):
+        raise EntrolabError(
+            f"feature must be 'hidden', 'entropy' or 'hidden+entropy', got {feature!r}"
+        )
+    if not prompts:
+        raise EntrolabError("no prompts to compute features for")
+    ids = [backend.prompt_ids(p, system_prompt=system_prompt) for p in prompts]
+    parts = []
+    if "hidden" in feature:
+        parts.append(torch.cat(hidden_at(backend, ids, [[len(s) - 1] for s in ids], layer)))
+    if "entropy" in feature:
+        parts.append(_first_token_entropy(backend, ids, batch_size))
+    return torch.cat(parts, -1).float()
+
+
+def _first_token_entropy(backend: Any, ids: Sequence[list[int]], batch_size: int) -> torch.Tensor:
+    """[N, 3]: entropy, varentropy, max log-prob of the next-token distribution after each
+    prompt (raw logits, float32)."""
+    from entrolab.signals import entropy_and_varentropy
+
+    model = backend.model
+    rows = []
+    for start in range(0, len(ids), batch_size):
+        x, m = pad_batch(ids[start : start + batch_size], backend.tokenizer.pad_token_id)
+        pos = (m.cumsum(-1) - 1).clamp(min=0)
+        logits = model(
+            input_ids=x.to(model.device),
+            attention_mask=m.to(model.device),
+            position_ids=pos.to(model.device),
+            logits_to_keep=1,
+        ).logits[:, -1]
+        logits = logits.float().cpu()
+        h, v = entropy_and_varentropy(logits)
+        rows.append(torch.stack([h, v, torch.log_softmax(logits, -1).amax(-1)], -1))
+    return torch.cat(rows)
+
+
+# ------------------------------------------------------------------------- data and fitting
+@dataclass(frozen=True)
+class DifficultyData:
+    """Per-question training data for the router (N questions).
+
+    Attributes:
+        features: float32 [N, D] (:func:`prompt_features`). accuracy: float64 [N], fraction of
+        the k samples graded correct. mean_entropy: float64 [N], mean over the k traces of each
+        trace's mean token entropy (nats). item_ids: N ids. feature, layer: how features were
+        made. k: samples per question. generated_tokens: total tokens sampled to label them.
+    """
+
+    features: torch.Tensor
+    accuracy: torch.Tensor
+    mean_entropy: torch.Tensor
+    item_ids: tuple[str, ...]
+    feature: str
+    layer: int | None
+    k: int
+    generated_tokens: int = 0
+
+
+def collect_difficulty_data(
+    backend: Any,
+    task: Any,
+    items: Sequence[Any],
+    *,
+    k: int = 8,
+    config: GenerationConfig | None = None,
+    feature: Feature = "hidden",
+    layer: int | None = None,
+    seed: int = 0,
+) -> DifficultyData:
+    """Sample ``k`` replies per question (the task's own prompt, ``config``: T = 0.7, top-p
+    0.95, 64 tokens by default) and measure accuracy and mean entropy; compute its features."""
+    if not items:
+        raise EntrolabError("no items to collect difficulty data from")
+    if k < 1:
+        raise EntrolabError(f"k (samples per question) must be >= 1, got {k}")
+    base = config or GenerationConfig(max_new_tokens=64, temperature=0.7, top_p=0.95)
+    cfg = GenerationConfig.from_dict({**base.to_dict(), "num_samples": k})
+    prompts = [it.prompt for it in items]
+    batch = backend.generate(prompts, cfg, seeds=item_seeds(seed, items))
+    acc = torch.zeros(len(items), dtype=torch.float64)
+    ent = torch.zeros(len(items), dtype=torch.float64)
+    for i, traces in batch.by_prompt().items():
+        acc[i] = sum(task.grade(items[i], t.text).correct for t in traces) / len(traces)
+        means = [float(t.entropy.double().mean()) for t in traces if len(t)]
+        ent[i] = sum(means) / len(means) if means else 0.0
+    used_layer = resolve_layer(backend.model, layer) if "hidden" in feature else None
+    feats = prompt_features(backend, prompts, feature=feature, layer=used_layer)
+    return DifficultyData(
+        feats, acc, ent, tuple(it.id for it in items), feature, used_layer, k,
+        sum(len(t) for t in batch),
+    )  # fmt: skip
+
+
+@dataclass
+class DiffAdaptRouter:
+    """A fitted difficulty probe (classes :data:`CLASSES`) and the routes it chooses between."""
+
+    probe: Probe
+    routes: RoutingConfig = field(default_factory=RoutingConfig)
+
+    def check_backend(self, backend: Any) -> None:
+        """Raise if the probe was fitted for another model or feature size."""
+        f, hidden = self.probe.info.feature, int(backend.model.config.hidden_size)
+        size = 3 if f == "entropy" else hidden + (3 if f == "hidden+entropy" else 0)
+        self.probe.check_compatible(model=backend.name, feature_size=size)
+
+    def classify(self, backend: Any, prompts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+        """(class name per prompt, probabilities float64 [N, 3])."""
+        info = self.probe.info
+        x = prompt_features(backend, prompts, feature=info.feature, layer=info.layer)  # type: ignore[arg-type]
+        p = self.probe.predict_proba(x)
+        return [info.labels[int(j)] for j in p.argmax(-1)], p
+
+
+def fit_router(
+    data: DifficultyData,
+    *,
+    model: str,
+    routes: RoutingConfig | None = None,
+    easy_min_accuracy: float = 0.75,
+    hard_max_accuracy: float = 0.25,
+    entropy_quantile: float | None = 0.5,
+    probe_kind: Literal["logistic", "mlp"] = "logistic",
+    l2: float = 1e-2,
+    seed: int = 0,
+) -> DiffAdaptRouter:
+    """Label the questions (:func:`difficulty_labels`) and fit a 3-class probe on their
+    features (class-balanced). Raises if fewer than two classes occur."""
+    rule = {
+        "easy_min_accuracy": easy_min_accuracy,
+        "hard_max_accuracy": hard_max_accuracy,
+        "entropy_quantile": entropy_quantile,
+    }
+    names = difficulty_labels(data.accuracy, data.mean_entropy, **rule)
+    y = torch.tensor([CLASSES.index(n) for n in names])
+    counts = {c: names.count(c) for c in CLASSES}
+    info = ProbeInfo(
+        model=model,
+        layer=data.layer,
+        feature=data.feature,
+        labels=CLASSES,
+        extra={"label_rule": rule, "label_counts": counts, "k": data.k},
+    )
+    probe = fit_probe(
+        data.features, y, kind=probe_kind, num_classes=3, l2=l2, class_weight="balanced",
+        seed=seed, info=info,
+    )  # fmt: skip
+    return DiffAdaptRouter(probe, routes or RoutingConfig())
+
+
+def fit_diffadapt(
+    backend: Any,
+    task: Any,
+    items: Sequence[Any],
+    *,
+    k: int = 8,
+    feature: Feature = "hidden",
+    layer: int | None = None,
+    routes: RoutingConfig | None = None,
+    seed: int = 0,
+    **label_rule: Any,
+) -> DiffAdaptRouter:
+    """:func:`collect_difficulty_data` then :func:`fit_router` (``label_rule``: its keywords)."""
+    data = collect_difficulty_data(
+        backend, task, items, k=k, feature=feature, layer=layer, seed=seed
+    )
+    return fit_router(data, model=backend.name, routes=routes, seed=seed, **label_rule)
+
+
+def save_router(router: DiffAdaptRouter, path: str | Path) -> Path:
+    """Save as ``<stem>.safetensors`` + ``<stem>.json`` (routes inside the JSON)."""
+    return save_probe(router.probe.with_extra(diffadapt={"routes": router.routes.to_dict()}), path)
+
+
+def load_router(path: str | Path, backend: Any = None) -> DiffAdaptRouter:
+    """Load a router saved by :func:`save_router`; with ``backend``, check it matches."""
+    probe = load_probe(path)
+    cfg = probe.info.extra.get("diffadapt")
+    if not isinstance(cfg, dict) or probe.info.labels != CLASSES:
+        raise EntrolabError(
+            f"{str(path)!r} is not a DiffAdapt router; make one with fit_diffadapt + save_router"
+        )
+    router = DiffAdaptRouter(probe, RoutingConfig.from_dict(cfg["routes"]))
+    if backend is not None:
+        router.check_backend(backend)
+    return router
+
+
+# -------------------------------------------------------------------------------- strategy
+def _routes(value: RoutingConfig | Mapping[str, Any] | str | Path | None) -> RoutingConfig | None:
+    if value is None or isinstance(value, RoutingConfig):
+        return value
+    if isinstance(value, Mapping):
+        return RoutingConfig.from_dict(value)
+    return RoutingConfig.from_yaml(value)
+
+
+class DiffAdaptStrategy:
+    """Classify each question with the router's probe, then answer it with its class's route
+    (majority vote when the route samples more than once).
+
+    Args:
+        router: a :class:`DiffAdaptRouter` or the path it was saved to.
+        routes: override the router's routes (a :class:`RoutingConfig`, a dict, YAML text or a
+            .yaml path).
+    """
+
+    name = "diffadapt"
+
+    def __init__(
+        self,
+        router: DiffAdaptRouter | str | Path | None = None,
+        routes: RoutingConfig | Mapping[str, Any] | str | Path | None = None,
+    ) -> None:
+        if router is None:
+            raise EntrolabError(
+                "the 'diffadapt' strategy needs a fitted router: run entrolab.inference.routing."
+                "fit_diffadapt(backend, task, items) and save_router(router, 'router'), then "
+                "pass router='router'"
+            )
+        self.router = router if isinstance(router, DiffAdaptRouter) else load_router(router)
+        self.routes = _routes(routes) or self.router.routes
+
+    def run(
+        self,
+        backend: Any,
+        task: Any,
+        items: Sequence[Any],
+        *,
+        seed: int = 0,
+        on_progress: ProgressFn | None = None,
+    ) -> list[ItemOutcome]:
+        check_backend(backend, hooks=False)
+        items = list(items)
+        if not items:
+            raise EntrolabError("no task items given; pass at least one item")
+        self.router.check_backend(backend)
+        classes, probs = self.router.classify(backend, [it.prompt for it in items])
+        seeds = item_seeds(seed, items)
+        out: list[ItemOutcome | None] = [None] * len(items)
+        done = 0
+        for c in CLASSES:
+            idx = [i for i, x in enumerate(classes) if x == c]
+            if not idx:
+                continue
+            route = self.routes[c]
+            prompts = [route.prompt(task, items[i]) for i in idx]
+            batch = backend.generate(
+                prompts, route.generation_config(), seeds=[seeds[i] for i in idx]
+            )
+            for j, traces in batch.by_prompt().items():
+                i = idx[j]
+                out[i] = self._outcome(task, items[i], traces, c, route, probs[i])
+            done += len(idx)
+            if on_progress is not None:
+                on_progress(done, len(items))
+        return [o for o in out if o is not None]
+
+    @staticmethod
+    def _outcome(task, item, traces, c: str, route: Route, probs: torch.Tensor) -> ItemOutcome:
+        from entrolab.inference.voting import weighted_vote
+
+        keys = trace_keys(task, item, traces)
+        v = weighted_vote(keys)
+        return ItemOutcome(
+            item_id=item.id,
+            answer=v.answer,
+            correct=grade_key(task, item, traces, keys, v.answer),
+            generated_tokens=sum(len(t) for t in traces),
+            prompt_tokens=int(traces[0].meta.get("prompt_tokens", 0)),
+            num_traces=len(traces),
+            meta={
+                "difficulty": c,
+                "probabilities": dict(zip(CLASSES, probs.tolist(), strict=True)),
+                "route": asdict(route),
+                "answers": keys,
+                "share": v.share,
+            },
+        )
+
+
+STRATEGIES.register(
+    "diffadapt",
+    summary="DiffAdapt routing: a probe on the question's hidden state picks an easy/normal/hard "
+    "strategy (prompt, temperature, token budget, samples)",
+    paper=_DIFFADAPT,
+    defaults={"routes": None},
+)(DiffAdaptStrategy)
