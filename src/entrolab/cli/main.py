@@ -34,7 +34,12 @@ app.command("pareto")(pareto_command)
 
 @app.command("list")
 def list_entries(
-    kind: Annotated[str, typer.Argument(help="a registry kind (signals, estimators, samplers, losses, …), models or all")] = "signals",
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="a registry kind (signals, estimators, samplers, losses, …), models or all"
+        ),
+    ] = "signals",
     markdown: Annotated[
         bool, typer.Option(help="print a markdown table (docs/methods.md)")
     ] = False,
