@@ -89,7 +89,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     [
         (
             ("list", "bogus"),
-            "unknown registry kind 'bogus'. Known kinds: aggregations, calibrators",
+            "unknown registry kind 'bogus'. Known kinds: advantages, aggregations, calibrators",
         ),
         (
             ("analyze", "hi", "--model", "nobody/nothing-here"),

@@ -15,9 +15,10 @@ from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference import make_strategy
 from entrolab.inference.base import ItemOutcome
-from entrolab.inference.debate import (
+from entrolab.inference.cues import span_logprob
+from entrolab.inference.debate import DebateStrategy
+from entrolab.inference.debate_math import (
     OTHER,
-    DebateStrategy,
     belief_update,
     debate_confidence_metrics,
     debate_metrics,
@@ -25,7 +26,6 @@ from entrolab.inference.debate import (
     select_diverse,
     update_agents,
 )
-from entrolab.inference.exits_data import span_logprob
 from entrolab.tasks import answer_key, load_task
 
 

@@ -17,26 +17,22 @@ from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference import make_strategy
 from entrolab.inference.base import item_seeds
+from entrolab.inference.conformal_exit import (
+    ConformalExit,
+    conformal_exit_threshold,
+    premature_exit_rates,
+)
+from entrolab.inference.cues import cot_prompt, cue_positions, span_logprob
 from entrolab.inference.exits import (
     ConciseStrategy,
-    ConformalExit,
     LynxExit,
     LynxStrategy,
-    conformal_exit_threshold,
     fit_lynx_on,
     load_lynx,
-    premature_exit_rates,
     save_lynx,
 )
-from entrolab.inference.exits_data import (
-    ExitData,
-    collect_exit_data,
-    cot_prompt,
-    cue_positions,
-    greedy_continue,
-    hidden_at,
-    span_logprob,
-)
+from entrolab.inference.exits_data import ExitData, collect_exit_data
+from entrolab.inference.hidden import greedy_continue, hidden_at
 from entrolab.inference.probes import ProbeInfo, fit_probe
 from entrolab.tasks import load_task
 

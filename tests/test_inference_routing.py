@@ -15,21 +15,23 @@ from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference import make_strategy
 from entrolab.inference.base import item_seeds
-from entrolab.inference.exits_data import hidden_at
+from entrolab.inference.hidden import hidden_at
 from entrolab.inference.probes import ProbeInfo, fit_probe
 from entrolab.inference.routing import (
     CLASSES,
     DiffAdaptRouter,
     DiffAdaptStrategy,
-    DifficultyData,
     Route,
     RoutingConfig,
-    collect_difficulty_data,
-    difficulty_labels,
-    fit_router,
     load_router,
     prompt_features,
     save_router,
+)
+from entrolab.inference.routing_fit import (
+    DifficultyData,
+    collect_difficulty_data,
+    difficulty_labels,
+    fit_router,
     u_shape_table,
 )
 from entrolab.tasks import load_task

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
+
+from entrolab.errors import EntrolabError
+
+_WORDS: dict[str, Any] = {"true": True, "false": False, "none": None, "null": None}
 
 
 @contextmanager
@@ -33,3 +39,49 @@ def load_backend(console: Console, model: str | None, dtype: str, allow_download
     what = "converting the embedded model once (~20 s)" if first else f"loading {name}"
     with quiet_hf_progress(), console.status(Text(f"{what}…", style="bold")):
         return HFBackend.load(name, dtype=dtype, allow_download=allow_download)  # type: ignore[arg-type]
+
+
+def parse_value(text: str) -> Any:
+    """One ``--param``/``--task-setting`` value: JSON when it parses (numbers, ``true``,
+    ``null``, lists, quoted strings), else ``True``/``False``/``None`` spelled in any case, else
+    the text itself with surrounding spaces removed."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        word = text.strip()
+        return _WORDS.get(word.lower(), word)
+
+
+def parse_params(
+    pairs: Sequence[str] | None, *, option: str = "--param", example: str = "tau=0.9"
+) -> dict[str, Any]:
+    """``["tau=0.9", "voter=majority"]`` → ``{"tau": 0.9, "voter": "majority"}``.
+
+    Values go through :func:`parse_value`; keys are stripped. ``option`` and ``example`` name
+    the flag and a valid pair in error messages.
+
+    Raises:
+        EntrolabError: a pair without ``=`` or with an empty key, or a key given twice.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise EntrolabError(f"{option} takes KEY=VALUE (e.g. {option} {example}), got {pair!r}")
+        if key in out:
+            raise EntrolabError(f"{option} {key}=… is given twice; keep one of them")
+        out[key] = parse_value(value)
+    return out
+
+
+def task_and_items(
+    task: str, settings: Sequence[str] | None, n: int, seed: int
+) -> tuple[Any, list]:
+    """Load task spec ``task`` with its ``--task-setting`` pairs and draw ``n`` items."""
+    from entrolab.tasks import load_task
+
+    if n < 1:
+        raise EntrolabError("--n must be >= 1 (the number of items)")
+    task_obj = load_task(task, **parse_params(settings, option="--task-setting", example="level=2"))
+    return task_obj, task_obj.items(n, seed=seed)

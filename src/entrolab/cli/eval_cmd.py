@@ -10,22 +10,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from entrolab.errors import EntrolabError
+from entrolab.cli.common import parse_params
 
 console = Console()
-
-
-def _settings(pairs: list[str] | None) -> dict:
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise EntrolabError(f"--task-setting takes KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def eval_command(
@@ -76,7 +63,7 @@ def eval_command(
             estimators=names,
             out=run_dir,
             overwrite=overwrite,
-            task_settings=_settings(task_setting),
+            task_settings=parse_params(task_setting, option="--task-setting", example="level=2"),
             temperature=temperature,
             max_new_tokens=max_new_tokens,
             seed=seed,

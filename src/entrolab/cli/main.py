@@ -12,6 +12,7 @@ from rich.text import Text
 
 from entrolab.cli.common import load_backend
 from entrolab.cli.eval_cmd import eval_command
+from entrolab.cli.fit_cmd import fit_command
 from entrolab.cli.sample_cmd import compare_samplers_command, sample_command
 from entrolab.cli.think_cmd import pareto_command, think_command
 from entrolab.errors import EntrolabError
@@ -30,6 +31,7 @@ app.command("sample")(sample_command)
 app.command("compare-samplers")(compare_samplers_command)
 app.command("think")(think_command)
 app.command("pareto")(pareto_command)
+app.command("fit")(fit_command)
 
 
 @app.command("list")

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from entrolab.cli.common import parse_params
 from entrolab.errors import EntrolabError
 
 console = Console()
-
-
-def _params(pairs: list[str] | None) -> dict[str, Any]:
-    from entrolab.decoding.samplers import parse_param
-
-    return dict(parse_param(p) for p in pairs or [])
 
 
 def sample_command(
@@ -53,7 +48,7 @@ def sample_command(
     from entrolab.decoding import make_warper
     from entrolab.evaluation.sampler_compare import fit_thresholds_on_warmup, needs_warmup
 
-    params = _params(param)
+    params = parse_params(param, example="alpha=0.4")
     if not temperature > 0:
         raise EntrolabError("--temperature must be > 0: a sampler needs sampling, not greedy")
     warm = needs_warmup(sampler, params)
@@ -157,7 +152,6 @@ def compare_samplers_command(
 
     Results are appended as items finish; run the same command again to resume.
     """
-    from entrolab.cli.eval_cmd import _settings
     from entrolab.evaluation.sampler_compare import (
         DEFAULT_SAMPLERS,
         DEFAULT_TEMPERATURES,
@@ -173,7 +167,7 @@ def compare_samplers_command(
         run_dir = out or Path("runs") / f"samplers-{task.replace(':', '-').replace('/', '_')}"
         settings = dict(
             task=task,
-            task_settings=_settings(task_setting),
+            task_settings=parse_params(task_setting, option="--task-setting", example="level=2"),
             n=n,
             samples=samples,
             samplers=tuple(sampler or DEFAULT_SAMPLERS),

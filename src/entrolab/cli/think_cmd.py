@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from entrolab.cli.eval_cmd import _settings
+from entrolab.cli.common import parse_params, task_and_items
 from entrolab.errors import EntrolabError
 
 console = Console()
@@ -20,33 +20,6 @@ console = Console()
 _MODEL = typer.Option(help="embedded name, HF id or local dir [default: embedded]")
 _TASK = typer.Option(help="arithmetic | rg:<dataset> | jsonl:<path>")
 _TASK_SETTING = typer.Option(help="task setting KEY=VALUE (repeatable), e.g. level=2")
-
-
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _params(pairs: list[str] | None) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs → dict (values parsed as JSON when they are JSON, else strings)."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise EntrolabError(f"--param takes KEY=VALUE (e.g. tau=0.9), got {pair!r}")
-        out[key.strip()] = _value(value)
-    return out
-
-
-def _task_and_items(task: str, settings: list[str] | None, n: int, seed: int):
-    from entrolab.tasks import load_task
-
-    if n < 1:
-        raise EntrolabError("--n must be >= 1 (the number of items)")
-    task_obj = load_task(task, **_settings(settings))
-    return task_obj, task_obj.items(n, seed=seed)
 
 
 def _progress(label: str):
@@ -84,11 +57,11 @@ def think_command(
     from entrolab.cli.common import load_backend, quiet_hf_progress
     from entrolab.inference.base import make_strategy, summarize_outcomes
 
-    params = _params(param)
+    params = parse_params(param)
     if budget is not None:
         params["budget"] = budget
     strat = make_strategy(strategy, **params)  # bad names/params fail before the model loads
-    task_obj, items = _task_and_items(task, task_setting, n, seed)
+    task_obj, items = task_and_items(task, task_setting, n, seed)
     backend = load_backend(console, model, dtype)
     with quiet_hf_progress(), _progress(strategy) as progress:
         bar = progress.add_task("think", total=len(items), stage="")
@@ -148,7 +121,7 @@ def _split_list(text: str, what: str) -> list[str]:
 def _strategy_params(pairs: list[str] | None, names: list[str]) -> dict[str, dict[str, Any]]:
     """``STRATEGY.KEY=VALUE`` (one strategy) or ``KEY=VALUE`` (all of them)."""
     out: dict[str, dict[str, Any]] = {s: {} for s in names}
-    for key, value in _params(pairs).items():
+    for key, value in parse_params(pairs).items():
         target, dot, name = key.partition(".")
         if dot and target in out:
             out[target][name] = value
@@ -212,7 +185,7 @@ def pareto_command(
         for s in names:  # bad names/params fail before the model loads
             for b in sizes:
                 make_strategy(s, budget=b, **per[s])
-        task_obj, items = _task_and_items(task, task_setting, n, seed)
+        task_obj, items = task_and_items(task, task_setting, n, seed)
         from entrolab.cli.common import load_backend, quiet_hf_progress
 
         backend = load_backend(console, model, dtype)

@@ -1,0 +1,245 @@
+"""``entrolab fit KIND``: fit a learned test-time-compute artefact on a task and save it, then use
+it with ``entrolab think``.
+
+* ``lynx``: a LYNX exit (a probe on the hidden state at reasoning cues + a split-conformal
+  threshold; :func:`~entrolab.inference.exits.fit_lynx`, saved by
+  :func:`~entrolab.inference.exits.save_lynx`) for ``think --strategy lynx --param exit=PATH``.
+* ``diffadapt``: a DiffAdapt difficulty router (:func:`~entrolab.inference.routing_fit.
+  fit_diffadapt`, saved by :func:`~entrolab.inference.routing.save_router`) for
+  ``think --strategy diffadapt --param router=PATH``.
+
+Both are saved as ``OUT.json`` + ``OUT.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from entrolab.cli.common import load_backend, quiet_hf_progress, task_and_items
+from entrolab.errors import EntrolabError
+
+console = Console()
+
+KINDS = ("lynx", "diffadapt")
+#: The options that belong to one kind only (CLI flag → kind).
+_OWN = {
+    **dict.fromkeys(("--delta", "--cues", "--scope"), "lynx"),
+    **dict.fromkeys(("--k", "--feature", "--routes"), "diffadapt"),
+}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def parse_cues(text: str) -> tuple[str, ...]:
+    """``--cues``: a JSON list of strings, or comma-separated cues where ``\\n``, ``\\t``,
+    ``\\r`` and ``\\\\`` are escapes (``'\\n,wait'`` → ``("\\n", "wait")``)."""
+    if text.strip().startswith("["):
+        try:
+            cues = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise EntrolabError(f"--cues looks like a JSON list but is not one: {e.msg}") from None
+    else:
+        cues = [re.sub(r"\\(.)", lambda m: _ESCAPES.get(m[1], m[0]), c) for c in text.split(",")]
+    if not isinstance(cues, list) or not cues or any(not isinstance(c, str) or not c for c in cues):
+        raise EntrolabError(
+            f"--cues needs non-empty cue strings, e.g. --cues '\\n' or --cues '[\"wait\", \"\\n\"]'"
+            f"; got {text!r}"
+        )
+    return tuple(cues)
+
+
+def _check_options(kind: str, given: dict[str, Any]) -> None:
+    if kind not in KINDS:
+        raise EntrolabError(f"KIND must be one of {', '.join(KINDS)}, got {kind!r}")
+    wrong = [flag for flag, value in given.items() if value is not None and _OWN[flag] != kind]
+    if wrong:
+        raise EntrolabError(
+            f"{', '.join(wrong)} {'applies' if len(wrong) == 1 else 'apply'} to `entrolab fit "
+            f"{_OWN[wrong[0]]}` only, not to "
+            f"`entrolab fit {kind}`"
+        )
+
+
+def _with_budget(base: Any, max_new_tokens: int | None) -> Any:
+    """``base`` (a GenerationConfig) with another token budget; None keeps the fit's default."""
+    return None if max_new_tokens is None else replace(base, max_new_tokens=max_new_tokens)
+
+
+def _fit_lynx(
+    backend: Any, task_obj: Any, items: list, common: dict[str, Any], *, delta: float | None,
+    cues: tuple[str, ...] | None, scope: str | None,
+) -> tuple[Any, str]:  # fmt: skip
+    from entrolab.inference.exits import DEFAULT_CUES, fit_lynx
+    from entrolab.inference.exits_data import COLLECT_CONFIG
+
+    fitted = fit_lynx(
+        backend, task_obj, items, cues=cues or DEFAULT_CUES, layer=common["layer"],
+        config=_with_budget(COLLECT_CONFIG, common["max_new_tokens"]), seed=common["seed"],
+        on_progress=common["report"], delta=0.1 if delta is None else delta, scope=scope or "cue",
+    )  # fmt: skip
+    t, s = fitted.threshold, fitted.stats
+    where = "cues" if t.scope == "cue" else "items"
+    line = (
+        f"LYNX exit at layer {fitted.layer}: τ̂ = {t.threshold:.4g} (δ = {t.delta}, {t.scope} "
+        f"scope, {t.n} calibration {where}); {s['train_cues'] + s['calibration_cues']} cues on "
+        f"{len(items)} items, {100 * s['ready_fraction']:.1f}% ready"
+    )
+    return fitted, line + (f"\n{t.note}" if t.note else "")
+
+
+def _fit_diffadapt(
+    backend: Any, task_obj: Any, items: list, common: dict[str, Any], *, k: int | None,
+    feature: str | None, routes: Any,
+) -> tuple[Any, str]:  # fmt: skip
+    from entrolab.inference.routing_fit import SAMPLE_CONFIG, fit_diffadapt
+
+    router = fit_diffadapt(
+        backend, task_obj, items, k=8 if k is None else k, feature=feature or "hidden",
+        layer=common["layer"], routes=routes, seed=common["seed"], on_progress=common["report"],
+        config=_with_budget(SAMPLE_CONFIG, common["max_new_tokens"]),
+    )  # fmt: skip
+    extra = router.probe.info.extra
+    counts = " / ".join(f"{c} {extra['label_counts'][c]}" for c in ("easy", "normal", "hard"))
+    return router, f"DiffAdapt router: questions labelled {counts} (k = {extra['k']} samples each)"
+
+
+def _check_values(
+    max_new_tokens: int | None, delta: float | None, scope: str | None, k: int | None,
+    feature: str | None,
+) -> None:  # fmt: skip
+    """Bad values fail before the model loads (the fits would only notice after sampling)."""
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise EntrolabError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if delta is not None and not 0 < delta < 1:
+        raise EntrolabError(f"--delta (the premature-exit rate) must be in (0, 1), got {delta}")
+    if scope is not None and scope not in ("cue", "item"):
+        raise EntrolabError(f"--scope must be 'cue' or 'item', got {scope!r}")
+    if k is not None and k < 1:
+        raise EntrolabError(f"--k (samples per question) must be >= 1, got {k}")
+    if feature is not None and feature not in ("hidden", "entropy", "hidden+entropy"):
+        raise EntrolabError(f"--feature must be hidden, entropy or hidden+entropy, got {feature!r}")
+
+
+def _load_routes(path: Path | None) -> Any:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise EntrolabError(f"--routes file {str(path)!r} not found; give a routes YAML file")
+    from entrolab.inference.routing import RoutingConfig
+
+    return RoutingConfig.from_yaml(path.read_text(encoding="utf-8"))
+
+
+def think_line(kind: str, path: Path, task: str, settings, model, dtype: str, seed: int) -> str:
+    """The ``entrolab think`` command that uses the artefact saved at ``path`` (its stem), on
+    items drawn with another seed than the fit's."""
+    param = "exit" if kind == "lynx" else "router"
+    args = ["entrolab", "think", "--strategy", kind, "--param", f"{param}={path}"]
+    args += ["--task", task]
+    for s in settings or []:
+        args += ["--task-setting", s]
+    if model is not None:
+        args += ["--model", model]
+    if dtype != "float32":
+        args += ["--dtype", dtype]
+    args += ["--seed", str(seed + 1)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def fit_command(
+    kind: Annotated[
+        str, typer.Argument(help="lynx (a LYNX exit) or diffadapt (a difficulty router)")
+    ],
+    task: Annotated[
+        str, typer.Option(help="arithmetic | rg:<dataset> | jsonl:<path>")
+    ] = "arithmetic",
+    task_setting: Annotated[
+        list[str] | None, typer.Option(help="task setting KEY=VALUE (repeatable), e.g. level=2")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="items to collect supervision on")] = 64,
+    seed: Annotated[int, typer.Option(help="seed of the items, samples and split")] = 0,
+    model: Annotated[
+        str | None, typer.Option(help="embedded name, HF id or local dir [default: embedded]")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+    out: Annotated[
+        Path | None, typer.Option(help="saves OUT.json + OUT.safetensors [default: runs/KIND-TASK]")
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="tokens per sampled trace [default: lynx 96, diffadapt 64]")
+    ] = None,
+    layer: Annotated[
+        int | None, typer.Option(help="decoder block of the hidden states [default: 2/3 up]")
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option(help="lynx: target premature-exit rate δ [default: 0.1]")
+    ] = None,
+    cues: Annotated[
+        str | None,
+        typer.Option(help="lynx: comma-separated cues (\\n escapes) or a JSON list [default: \\n]"),
+    ] = None,
+    scope: Annotated[
+        str | None, typer.Option(help="lynx: conformal scope, cue or item [default: cue]")
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option("--k", help="diffadapt: samples per question [default: 8]")
+    ] = None,
+    feature: Annotated[
+        str | None,
+        typer.Option(help="diffadapt: hidden, entropy or hidden+entropy [default: hidden]"),
+    ] = None,
+    routes: Annotated[
+        Path | None, typer.Option(help="diffadapt: routes YAML [default: built-in routes]")
+    ] = None,
+) -> None:
+    """Fit a LYNX exit or a DiffAdapt router on a task and save it for `entrolab think`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    _check_options(kind, {"--delta": delta, "--cues": cues, "--scope": scope, "--k": k,
+                          "--feature": feature, "--routes": routes})  # fmt: skip
+    _check_values(max_new_tokens, delta, scope, k, feature)
+    cue_list = None if cues is None else parse_cues(cues)
+    route_cfg = _load_routes(routes)
+    task_obj, items = task_and_items(task, task_setting, n, seed)
+    backend = load_backend(console, model, dtype)
+    progress = Progress(
+        TextColumn(f"[bold]fit {kind}" + " {task.fields[stage]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    with quiet_hf_progress(), progress:
+        bar = progress.add_task(kind, total=None, stage="starting")
+
+        def report(stage: str, done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total, stage=stage)
+
+        common = {"seed": seed, "layer": layer, "max_new_tokens": max_new_tokens, "report": report}
+        if kind == "lynx":
+            fitted, summary = _fit_lynx(
+                backend, task_obj, items, common, delta=delta, cues=cue_list, scope=scope
+            )
+        else:
+            fitted, summary = _fit_diffadapt(
+                backend, task_obj, items, common, k=k, feature=feature, routes=route_cfg
+            )
+    from entrolab.inference.exits import save_lynx
+    from entrolab.inference.routing import save_router
+
+    target = out or Path("runs") / f"{kind}-{task.replace(':', '-').replace('/', '_')}"
+    saved = (save_lynx if kind == "lynx" else save_router)(fitted, target)
+    stem = saved.with_suffix("")
+    console.print(summary)
+    console.print(Text.assemble("saved to ", (f"{stem}.json", "bold"), " + .safetensors"))
+    console.print("use it with (another --seed, so generated tasks draw new items):")
+    typer.echo(think_line(kind, stem, task, task_setting, model, dtype, seed))
