@@ -15,6 +15,7 @@ from entrolab.cli.eval_cmd import eval_command
 from entrolab.cli.fit_cmd import fit_command
 from entrolab.cli.sample_cmd import compare_samplers_command, sample_command
 from entrolab.cli.think_cmd import pareto_command, think_command
+from entrolab.cli.train_cmd import plot_command, train_command
 from entrolab.errors import EntrolabError
 
 app = typer.Typer(
@@ -32,6 +33,8 @@ app.command("compare-samplers")(compare_samplers_command)
 app.command("think")(think_command)
 app.command("pareto")(pareto_command)
 app.command("fit")(fit_command)
+app.command("train")(train_command)
+app.command("plot")(plot_command)
 
 
 @app.command("list")
