@@ -17,8 +17,9 @@ from entrolab.errors import EntrolabError
 from entrolab.models import tiny_model
 from entrolab.rl import checkpoint as ckpt
 from entrolab.rl.config import load_config
-from entrolab.rl.rollout import LossSetup, policy_forward, response_logprobs, sample_rollout
+from entrolab.rl.rollout import policy_forward, response_logprobs, sample_rollout
 from entrolab.rl.trainer import Trainer
+from entrolab.rl.update import LossSetup
 from entrolab.types import Trace, TraceBatch
 
 BASE = [
@@ -284,7 +285,7 @@ def test_kl_reference_starts_at_zero_and_unknown_params_fail(tmp_path):
 
 def test_lora_trains_only_the_adapters(tmp_path):
     pytest.importorskip("peft")
-    from entrolab.rl.trainer import reference_context
+    from entrolab.rl.policy import reference_context
 
     cfg = _cfg(
         "steps=2",

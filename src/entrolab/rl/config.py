@@ -7,23 +7,22 @@ result: unknown keys fail naming the known ones (with a close match), values of 
 or out of range fail naming the field and the accepted values.
 
 Sections (see each class): ``model``, ``task``, ``rollout``, ``reward``, ``algorithm``, ``optim``,
-``eval``, ``monitor``, ``sft`` (proxy model only) and top-level run settings.
+``eval``, ``monitor``, ``sft`` (proxy model only) and top-level run settings. The generic
+conversion, override and recipe-reading machinery lives in :mod:`entrolab.rl.config_io`
+(``apply_overrides`` and ``config_hash`` are re-exported here).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import hashlib
 import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from entrolab.errors import EntrolabError
+from entrolab.rl.config_io import apply_overrides, build_dataclass, config_hash, read_recipe
 
 __all__ = [
     "AlgorithmConfig",
@@ -379,111 +378,13 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------ conversion
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    """``value`` checked against (and lightly coerced to) type ``tp``; raises naming ``path``."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise EntrolabError(f"{path} must be a mapping of settings, got {value!r}")
-        return _build(tp, value, path)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise EntrolabError(f"{path} must be one of {_type_name(tp)}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, path)
-            except EntrolabError:
-                pass
-        raise EntrolabError(f"{path} must be {_type_name(tp)}, got {value!r}")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise EntrolabError(f"{path} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise EntrolabError(f"{path} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # PyYAML reads "1e-6" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise EntrolabError(f"{path} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise EntrolabError(f"{path} must be a number, got {value!r}")
-        if not math.isfinite(float(value)):
-            raise EntrolabError(f"{path} must be finite, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise EntrolabError(f"{path} must be a string, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise EntrolabError(f"{path} must be a list, got {value!r}")
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise EntrolabError(f"{path} must have {len(args)} entries, got {value!r}")
-            return tuple(
-                _convert(v, a, f"{path}[{i}]")
-                for i, (v, a) in enumerate(zip(value, args, strict=True))
-            )
-        item = args[0] if args else Any
-        out = [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise EntrolabError(f"{path} must be a mapping, got {value!r}")
-        return dict(value)
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], path: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in known]
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(str(key), known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        where = f"{path}." if path else ""
-        raise EntrolabError(
-            f"unknown setting {where}{key}.{hint} Known settings"
-            f"{' of ' + path if path else ''}: {', '.join(known)}"
-        )
-    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # pragma: no cover - all fields have defaults
-        raise EntrolabError(f"bad settings for {path or 'train'}: {e}") from None
-
-
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Validate a nested dict (e.g. parsed YAML) into a :class:`TrainConfig`."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise EntrolabError("a recipe must be a YAML mapping of settings at the top level")
-    return _build(TrainConfig, data, "")
+    return build_dataclass(TrainConfig, data, "")
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -491,65 +392,8 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def config_hash(data: dict[str, Any]) -> str:
-    """A short stable hash of a JSON-serialisable dict (keys sorted)."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _parse_value(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Return a copy of ``data`` with ``key.sub=value`` overrides applied (values parsed as YAML).
-
-    Intermediate mappings are created as needed; unknown keys are caught later by validation.
-    """
-    out = json.loads(json.dumps(data or {}))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise EntrolabError(
-                f"override {item!r} must look like section.key=value, e.g. algorithm.loss=kl_cov"
-            )
-        node = out
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise EntrolabError(
-                    f"override {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section"
-                )
-            node = child
-        node[parts[-1]] = _parse_value(raw)
-    return out
-
-
 def load_config(
     recipe: str | Path | dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> TrainConfig:
     """Load a recipe (YAML path or dict; None = all defaults), apply overrides, validate."""
-    import yaml
-
-    if recipe is None:
-        data: Any = {}
-    elif isinstance(recipe, dict):
-        data = recipe
-    else:
-        path = Path(recipe)
-        if not path.is_file():
-            raise EntrolabError(f"recipe {str(path)!r} not found; pass a YAML file (see recipes/)")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise EntrolabError(f"recipe {str(path)!r} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise EntrolabError("a recipe must be a YAML mapping of settings at the top level")
-    return config_from_dict(apply_overrides(data, list(overrides)))
+    return config_from_dict(apply_overrides(read_recipe(recipe), list(overrides)))

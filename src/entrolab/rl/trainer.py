@@ -26,8 +26,6 @@ import copy
 import json
 import random
 import time
-import warnings
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +39,14 @@ from entrolab.fileio import atomic_write_text
 from entrolab.rl import checkpoint as ckpt
 from entrolab.rl.checkpoint import MetricsLog
 from entrolab.rl.config import TrainConfig, config_from_dict, config_to_dict
+from entrolab.rl.config_io import config_diff
 from entrolab.rl.dynamics import EntropyMonitor
 from entrolab.rl.entropy_law import covariance_proxy
+from entrolab.rl.policy import build_policy, reference_context
 from entrolab.rl.rewards import RewardFn, eval_metrics, make_task, score_replies
-from entrolab.rl.rollout import (
-    LossSetup,
-    Rollout,
-    mean_metrics,
-    prompt_seeds,
-    response_logprobs,
-    sample_rollout,
-)
+from entrolab.rl.rollout import Rollout, prompt_seeds, response_logprobs, sample_rollout
+from entrolab.rl.runtime import ProgressBar, release_memory, tensorboard_writer
+from entrolab.rl.update import LossSetup, mean_metrics, run_updates
 
 __all__ = ["RESUMABLE_KEYS", "Trainer", "build_policy", "reference_context"]
 
@@ -180,7 +175,7 @@ class Trainer:
         if latest is not None:
             old = config_to_dict(config_from_dict(yaml.safe_load(saved_cfg.read_text())))
             new = self._config_dict()
-            diff = [k for k in _diff(old, new) if k not in RESUMABLE_KEYS]
+            diff = [k for k in config_diff(old, new) if k not in RESUMABLE_KEYS]
             if diff:
                 raise EntrolabError(
                     f"{self.run_dir} holds a run with other settings ({', '.join(diff)}); "
@@ -231,9 +226,9 @@ class Trainer:
         """Run until ``steps`` (default ``config.steps``) steps are done; returns their metrics."""
         total = self.config.steps if steps is None else steps
         cfg = self.config
-        writer = self._tensorboard()
+        writer = tensorboard_writer(self.run_dir / "tb", self.step + 1) if cfg.tensorboard else None
         records = []
-        progress = _Progress(cfg.progress, total, self.step)
+        progress = ProgressBar(cfg.progress, total, self.step)
         try:
             if self.step == 0 and cfg.eval.at_start and self.eval_items and not self.metrics.has(0):
                 rec = {"step": 0, **self.evaluate()}
@@ -273,20 +268,6 @@ class Trainer:
             keep=self.config.keep_checkpoints,
         )
 
-    def _tensorboard(self):
-        if not self.config.tensorboard:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            warnings.warn(
-                "tensorboard is not installed: metrics go to metrics.jsonl only "
-                "(pip install tensorboard to also get TensorBoard logs)",
-                stacklevel=2,
-            )
-            return None
-        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1)
-
     # ------------------------------------------------------------------------------- step
     def train_step(self) -> dict[str, Any]:
         """One RL step; returns its metrics (also appended to the history by :meth:`train`)."""
@@ -301,7 +282,7 @@ class Trainer:
             self._gen_config(g, cfg.rollout.temperature),
             prompt_seeds(cfg.seed, step, n),
         )
-        _release_memory()  # the generation's KV cache and buffers
+        release_memory()  # the generation's KV cache and buffers
         t_gen = time.perf_counter()
         row_items = [items[i] for i in rollout.prompt_index.tolist()]
         scored = score_replies(self.task, row_items, rollout.texts, cfg.reward, self.reward_fn)
@@ -337,44 +318,27 @@ class Trainer:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        seen_lp, seen_h = torch.zeros(mask.shape), torch.zeros(mask.shape)
-        update_metrics, grad_norms = [], []
-        gen = torch.Generator().manual_seed(prompt_seeds(cfg.seed, step, 1, stream="shuffle")[0])
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else float("inf")
-        first = True
-        for _epoch in range(a.ppo_epochs):
-            order = torch.arange(len(rollout))
-            if a.mini_batches > 1:
-                order = torch.randperm(len(rollout), generator=gen)
-            for rows in order.chunk(a.mini_batches):
-                update_metrics.append(
-                    self.loss.accumulate(
-                        self.policy,
-                        rollout,
-                        rows,
-                        adv,
-                        old=old,
-                        ref_logprobs=ref_lp,
-                        current=old if first else None,
-                        pad_id=self.pad_id,
-                        temperature=tau,
-                        seen=(seen_lp, seen_h) if first else None,
-                    )
-                )
-                norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                if not bool(torch.isfinite(norm)):
-                    raise EntrolabError(
-                        f"non-finite gradient norm at step {step}; lower optim.lr or check the loss"
-                    )
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=False)
-                grad_norms.append(float(norm))
-                first = False
-        _release_memory()  # activations and logits of the updates
+        upd = run_updates(
+            self.loss,
+            self.policy,
+            self.optimizer,
+            rollout,
+            adv,
+            old=old,
+            ref_logprobs=ref_lp,
+            pad_id=self.pad_id,
+            temperature=tau,
+            ppo_epochs=a.ppo_epochs,
+            mini_batches=a.mini_batches,
+            max_grad_norm=cfg.optim.max_grad_norm,
+            shuffle_seed=prompt_seeds(cfg.seed, step, 1, stream="shuffle")[0],
+            step=step,
+        )
+        grad_norms = upd.grad_norms
+        release_memory()  # activations and logits of the updates
         t_train = time.perf_counter()
-        batch_lp = old.logprobs if old is not None else seen_lp
-        batch_h = old.entropy if old is not None and old.entropy is not None else seen_h
+        batch_lp = old.logprobs if old is not None else upd.logprobs
+        batch_h = old.entropy if old is not None and old.entropy is not None else upd.entropy
         n_tok = max(int(mask.sum()), 1)
         cov = float(covariance_proxy(batch_lp, adv, mask).sum()) / n_tok
         entropy = float((batch_h * mask).sum()) / n_tok
@@ -400,7 +364,7 @@ class Trainer:
             "opt/grad_norm": sum(grad_norms) / len(grad_norms),
             "opt/grad_norm_max": max(grad_norms),
         }
-        rec.update({f"loss/{k}": v for k, v in mean_metrics(update_metrics).items()})
+        rec.update({f"loss/{k}": v for k, v in mean_metrics(upd.metrics).items()})
         rec.update(
             self.monitor.update(entropy=entropy, reward=reward_mean, covariance=cov, **probe)
         )
@@ -430,129 +394,3 @@ class Trainer:
         out = eval_metrics(self.task, items, traces, e.samples)
         out["time/eval_s"] = time.perf_counter() - t0
         return out
-
-
-def _release_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    Generation, the training forward and backward each free hundreds of MB of differently sized
-    blocks; without trimming, glibc's heap fragments and the peak RSS creeps up every step (the
-    embedded model: 3.7 → 5.1 GB over two steps measured here)."""
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim  # noqa: B018 - raises AttributeError off glibc
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC: Any = None
-
-
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys where two nested config dicts differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new))
-        return [d for k in keys for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [prefix.rstrip(".")] if old != new else []
-
-
-class _Progress:
-    """A rich progress bar over RL steps (no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self.bar = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("[bold]RL steps"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-            )
-            self.task = self.bar.add_task("train", total=total, completed=done, info="")
-            self.bar.start()
-
-    def update(self, rec: dict[str, Any]) -> None:
-        if self.bar is None:
-            return
-        info = f"reward {rec['train/reward']:.3f}  H {rec['dyn/entropy']:.3f}"
-        if rec.get("eval/pass@1") is not None:
-            info += f"  pass@1 {rec['eval/pass@1']:.3f}"
-        self.bar.update(self.task, completed=rec["step"], info=info)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-# ------------------------------------------------------------------------------ the policy
-def build_policy(config: TrainConfig, task, model=None, tokenizer=None, log=None):
-    """(policy module, tokenizer, peft model or None) for ``config.model``.
-
-    ``model.name``: ``"tiny"`` → :func:`entrolab.models.tiny_model` (seed = ``config.seed``);
-    ``"proxy"`` → the SFT'd proxy model (:func:`entrolab.rl.proxy.sft_model`); anything else →
-    :func:`entrolab.models.load_model`. With LoRA the adapters are injected with ``peft`` and the
-    returned policy is the injected base model (adapters active, only they trainable).
-    """
-    if model is None:
-        name = config.model.name
-        if name == "tiny":
-            from entrolab.models import tiny_model
-
-            model, tokenizer = tiny_model(seed=config.seed)
-        elif name == "proxy":
-            from entrolab.rl.proxy import ProxySumTask, sft_model
-
-            if not isinstance(task, ProxySumTask):
-                raise EntrolabError(
-                    "model.name 'proxy' is trained on the proxy task: set task.spec: proxy"
-                )
-            model, tokenizer, _info = sft_model(config.sft, task, log=log)
-        else:
-            from entrolab.models import load_model
-
-            loaded = load_model(name, dtype=config.model.dtype)
-            model, tokenizer = loaded.model, loaded.tokenizer
-    elif tokenizer is None:
-        raise EntrolabError("pass the tokenizer together with the model")
-    lora = config.model.lora
-    if not lora.enabled:
-        return model.eval(), tokenizer, None
-    try:
-        import peft
-    except ImportError:
-        raise EntrolabError(
-            "model.lora.enabled needs the peft package: pip install peft (or disable LoRA)"
-        ) from None
-    peft_model = peft.get_peft_model(
-        model,
-        peft.LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=0.0,
-            target_modules=list(lora.target_modules),
-            task_type="CAUSAL_LM",
-        ),
-    )
-    return peft_model.get_base_model().eval(), tokenizer, peft_model
-
-
-def reference_context(peft_model):
-    """Context in which the policy computes the *reference* log-probs: adapters disabled for a
-    LoRA policy (the frozen base model is the reference); a no-op otherwise."""
-    return peft_model.disable_adapter() if peft_model is not None else nullcontext()
