@@ -26,15 +26,10 @@ app.command("fit")(fit_command)
 app.command("think")(think_command)
 
 N_ITEMS, TOKENS = 8, 6
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 SEVENS = "7" * TOKENS
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,7 @@ from entrolab.models import tiny_model
 LN2 = math.log(2.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny-model decode steps are ~ms; on a shared 2-core machine a second intra-op thread makes
-    them up to 40× slower (spin-waiting), so this module runs single-threaded, then restores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 NEG = float("-inf")

@@ -25,18 +25,10 @@ from entrolab.models import tiny_model
 from entrolab.signals import token_entropy
 from entrolab.tasks import load_task
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small forward passes spin-wait badly with 2 intra-op threads on a shared 2-core machine;
-    run this module single-threaded, then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------- steering vector
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def test_build_steering_vector_hand_computed():
     h = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]])
     w = torch.tensor([1.0, 1.0, 2.0])

@@ -28,15 +28,8 @@ from entrolab.inference.debate_math import (
 )
 from entrolab.tasks import answer_key, load_task
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two-thread torch stalls badly when the 2-core machine is shared (measured_facts.md: a
-    forward 280 ms on 2 threads vs 63 ms on 1); these tests run on one thread and restore it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: one torch thread per test (see the fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_belief_update_by_hand() -> None:

@@ -15,15 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from entrolab.errors import EntrolabError
 from entrolab.inference.probes import ProbeInfo, fit_probe, load_probe, probe_paths, save_probe
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two-thread torch stalls badly when the 2-core machine is shared (measured_facts.md: a
-    forward 280 ms on 2 threads vs 63 ms on 1); these tests run on one thread and restore it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: one torch thread per test (see the fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _blobs(n: int, d: int, classes: int, seed: int, sep: float = 1.0):

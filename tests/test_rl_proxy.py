@@ -17,6 +17,8 @@ from entrolab.rl.proxy import ProxySumTask, sft_examples, sft_model, solutions, 
 from entrolab.rl.rewards import answer_entropy, make_task, pass_at_k, verifier_rewards
 from entrolab.tasks import TaskItem
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _item(numbers: list[int], target: int) -> TaskItem:
     sols = solutions(numbers, target)
@@ -173,12 +175,3 @@ def test_answer_entropy_hand_cases():
     # unparseable answers are singletons: {3+9: 2, None: 1, None: 1} → −(½ln½ + 2·¼ln¼)
     expected = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))
     assert answer_entropy(["3+9", None, "3+9", None]) == pytest.approx(expected)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread (two threads stall on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

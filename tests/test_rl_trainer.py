@@ -22,6 +22,9 @@ from entrolab.rl.trainer import Trainer
 from entrolab.rl.update import LossSetup
 from entrolab.types import Trace, TraceBatch
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 BASE = [
     "model.name=tiny",
     "task.spec=proxy",
@@ -40,15 +43,6 @@ BASE = [
     "progress=false",
     "tensorboard=false",
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread (two threads stall on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cfg(*extra: str):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +27,37 @@ def quiet_hf_progress() -> Iterator[None]:
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def stage_progress(
+    console: Console, label: str = "", *, total: int | None = None, stage: str = "starting"
+) -> Iterator[Callable[..., None]]:
+    """A transient progress bar ``[label] stage ━━━ done/total elapsed`` with transformers' own
+    bars silenced meanwhile.
+
+    Yields ``update(done, total, stage=None)``: sets the bar to ``done`` of ``total`` items and,
+    when ``stage`` is given, the text after ``label``. ``total=None`` starts an open-ended bar.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    head = f"[bold]{label} " if label else "[bold]"
+    progress = Progress(
+        TextColumn(head + "{task.fields[stage]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    with quiet_hf_progress(), progress:
+        bar = progress.add_task(label or "run", total=total, stage=stage)
+
+        def update(done: int, total: int | None, stage: str | None = None) -> None:
+            fields = {} if stage is None else {"stage": stage}
+            progress.update(bar, completed=done, total=total, **fields)
+
+        yield update
 
 
 def load_backend(console: Console, model: str | None, dtype: str, allow_download: bool = False):

@@ -77,26 +77,9 @@ def eval_command(
 
 
 def _run(model: str | None, dtype: str, task: str, settings: dict):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from entrolab.cli.common import load_backend, quiet_hf_progress
+    from entrolab.cli.common import load_backend, stage_progress
     from entrolab.evaluation import evaluate
 
     backend = load_backend(console, model, dtype)
-    with (
-        quiet_hf_progress(),
-        Progress(
-            TextColumn("[bold]{task.fields[stage]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress,
-    ):
-        bar = progress.add_task("eval", total=settings["n"], stage="starting")
-
-        def on_progress(done: int, total: int, stage: str) -> None:
-            progress.update(bar, completed=done, total=total, stage=stage)
-
-        return evaluate(backend, task, on_progress=on_progress, **settings)
+    with stage_progress(console, total=settings["n"]) as update:
+        return evaluate(backend, task, on_progress=update, **settings)

@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from entrolab.cli.common import load_backend, quiet_hf_progress, task_and_items
+from entrolab.cli.common import load_backend, stage_progress, task_and_items
 from entrolab.errors import EntrolabError
 
 console = Console()
@@ -201,8 +201,6 @@ def fit_command(
     ] = None,
 ) -> None:
     """Fit a LYNX exit or a DiffAdapt router on a task and save it for `entrolab think`."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     _check_options(kind, {"--delta": delta, "--cues": cues, "--scope": scope, "--k": k,
                           "--feature": feature, "--routes": routes})  # fmt: skip
     _check_values(max_new_tokens, delta, scope, k, feature)
@@ -210,19 +208,10 @@ def fit_command(
     route_cfg = _load_routes(routes)
     task_obj, items = task_and_items(task, task_setting, n, seed)
     backend = load_backend(console, model, dtype)
-    progress = Progress(
-        TextColumn(f"[bold]fit {kind}" + " {task.fields[stage]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-    with quiet_hf_progress(), progress:
-        bar = progress.add_task(kind, total=None, stage="starting")
+    with stage_progress(console, f"fit {kind}") as update:
 
         def report(stage: str, done: int, total: int) -> None:
-            progress.update(bar, completed=done, total=total, stage=stage)
+            update(done, total, stage)
 
         common = {"seed": seed, "layer": layer, "max_new_tokens": max_new_tokens, "report": report}
         if kind == "lynx":

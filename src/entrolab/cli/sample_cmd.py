@@ -189,27 +189,10 @@ def compare_samplers_command(
 
 
 def _run(model, dtype, settings, run_dir, overwrite, compare_samplers):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from entrolab.cli.common import load_backend, quiet_hf_progress
+    from entrolab.cli.common import load_backend, stage_progress
 
     backend = load_backend(console, model, dtype)
-    with (
-        quiet_hf_progress(),
-        Progress(
-            TextColumn("[bold]{task.fields[stage]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress,
-    ):
-        bar = progress.add_task("compare", total=None, stage="starting")
-
-        def on_progress(done: int, total: int, stage: str) -> None:
-            progress.update(bar, completed=done, total=total, stage=stage)
-
+    with stage_progress(console) as update:
         return compare_samplers(
-            backend, out=run_dir, overwrite=overwrite, on_progress=on_progress, **settings
+            backend, out=run_dir, overwrite=overwrite, on_progress=update, **settings
         )

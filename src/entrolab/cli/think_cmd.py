@@ -22,19 +22,6 @@ _TASK = typer.Option(help="arithmetic | rg:<dataset> | jsonl:<path>")
 _TASK_SETTING = typer.Option(help="task setting KEY=VALUE (repeatable), e.g. level=2")
 
 
-def _progress(label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn(f"[bold]{label}" + " {task.fields[stage]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-
-
 def think_command(
     strategy: Annotated[str, typer.Option(help="strategy name (`entrolab list strategies`)")],
     budget: Annotated[
@@ -54,7 +41,7 @@ def think_command(
     ] = None,
 ) -> None:
     """Run one test-time-compute strategy on a task: accuracy and generated tokens per item."""
-    from entrolab.cli.common import load_backend, quiet_hf_progress
+    from entrolab.cli.common import load_backend, stage_progress
     from entrolab.inference.base import make_strategy, summarize_outcomes
 
     params = parse_params(param)
@@ -63,15 +50,8 @@ def think_command(
     strat = make_strategy(strategy, **params)  # bad names/params fail before the model loads
     task_obj, items = task_and_items(task, task_setting, n, seed)
     backend = load_backend(console, model, dtype)
-    with quiet_hf_progress(), _progress(strategy) as progress:
-        bar = progress.add_task("think", total=len(items), stage="")
-        outcomes = strat.run(
-            backend,
-            task_obj,
-            items,
-            seed=seed,
-            on_progress=lambda done, total: progress.update(bar, completed=done, total=total),
-        )
+    with stage_progress(console, strategy, total=len(items), stage="") as update:
+        outcomes = strat.run(backend, task_obj, items, seed=seed, on_progress=update)
     summary = summarize_outcomes(outcomes)
     table = Table("item", "reference", "answer", "correct", "tokens", "traces", title=strategy)
     for it, o in zip(items, outcomes, strict=True):
@@ -186,13 +166,13 @@ def pareto_command(
             for b in sizes:
                 make_strategy(s, budget=b, **per[s])
         task_obj, items = task_and_items(task, task_setting, n, seed)
-        from entrolab.cli.common import load_backend, quiet_hf_progress
+        from entrolab.cli.common import load_backend, stage_progress
 
         backend = load_backend(console, model, dtype)
         run_dir = out or Path("runs") / f"pareto-{_slug(task)}"
         config = {"model": backend.name, "task": task_obj.describe(), "n": n, "dtype": dtype}
-        with quiet_hf_progress(), _progress("pareto") as progress:
-            bar = progress.add_task("pareto", total=len(names) * len(sizes) * len(items), stage="")
+        total = len(names) * len(sizes) * len(items)
+        with stage_progress(console, "pareto", total=total, stage="") as update:
             points = run_pareto(
                 backend,
                 task_obj,
@@ -205,9 +185,7 @@ def pareto_command(
                 config=config,
                 overwrite=overwrite,
                 chunk=chunk,
-                on_progress=lambda d, t, label: progress.update(
-                    bar, completed=d, total=t, stage=label
-                ),
+                on_progress=update,
             )
     table = Table("strategy", "budget", "accuracy", "tokens/item", "answered", "n", title="pareto")
     for p in points:

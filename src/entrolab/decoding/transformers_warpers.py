@@ -72,51 +72,40 @@ def top_p_warper(top_p: float = 0.9, min_tokens_to_keep: int = 1) -> Transformer
     )
 
 
+def _unit_warper(
+    name: str, cls: type, key: str, value: float, min_tokens_to_keep: int
+) -> TransformersWarper:
+    """Warper ``name`` = transformers' ``cls(value, min_tokens_to_keep=k)``, with its parameter
+    ``key`` checked to lie in the open interval (0, 1); settings ``{key: value,
+    "min_tokens_to_keep": k}``."""
+    v = check_number(key, value, low=0.0, high=1.0, low_open=True, high_open=True, owner=name)
+    k = _keep(min_tokens_to_keep, name)
+    return TransformersWarper(name, cls(v, min_tokens_to_keep=k), {key: v, "min_tokens_to_keep": k})
+
+
 def typical_warper(
     mass: float = 0.9, min_tokens_to_keep: int = 1, typical_p: float | None = None
 ) -> TransformersWarper:
     """Locally typical sampling: tokens with surprisal closest to H, up to ``mass``
     (Meister et al. 2023). Its kept set is *not* a prefix by probability."""
-    mass = typical_p if typical_p is not None else mass
-    m = check_number(
-        "mass", mass, low=0.0, high=1.0, low_open=True, high_open=True, owner="typical"
-    )
-    k = _keep(min_tokens_to_keep, "typical")
-    return TransformersWarper(
-        "typical",
-        hf.TypicalLogitsWarper(m, min_tokens_to_keep=k),
-        {"mass": m, "min_tokens_to_keep": k},
-    )
+    value = typical_p if typical_p is not None else mass
+    return _unit_warper("typical", hf.TypicalLogitsWarper, "mass", value, min_tokens_to_keep)
 
 
 def epsilon_warper(
     epsilon: float = 3e-4, min_tokens_to_keep: int = 1, epsilon_cutoff: float | None = None
 ) -> TransformersWarper:
     """Keep tokens with p ≥ ε (Hewitt et al. 2022, truncation sampling)."""
-    epsilon = epsilon_cutoff if epsilon_cutoff is not None else epsilon
-    e = check_number(
-        "epsilon", epsilon, low=0.0, high=1.0, low_open=True, high_open=True, owner="epsilon"
-    )
-    k = _keep(min_tokens_to_keep, "epsilon")
-    return TransformersWarper(
-        "epsilon",
-        hf.EpsilonLogitsWarper(e, min_tokens_to_keep=k),
-        {"epsilon": e, "min_tokens_to_keep": k},
-    )
+    value = epsilon_cutoff if epsilon_cutoff is not None else epsilon
+    return _unit_warper("epsilon", hf.EpsilonLogitsWarper, "epsilon", value, min_tokens_to_keep)
 
 
 def eta_warper(
     epsilon: float = 3e-4, min_tokens_to_keep: int = 1, eta_cutoff: float | None = None
 ) -> TransformersWarper:
     """Keep tokens with p ≥ η = min(ε, √ε·e^{−H}) (Hewitt et al. 2022, eta sampling)."""
-    epsilon = eta_cutoff if eta_cutoff is not None else epsilon
-    e = check_number(
-        "epsilon", epsilon, low=0.0, high=1.0, low_open=True, high_open=True, owner="eta"
-    )
-    k = _keep(min_tokens_to_keep, "eta")
-    return TransformersWarper(
-        "eta", hf.EtaLogitsWarper(e, min_tokens_to_keep=k), {"epsilon": e, "min_tokens_to_keep": k}
-    )
+    value = eta_cutoff if eta_cutoff is not None else epsilon
+    return _unit_warper("eta", hf.EtaLogitsWarper, "epsilon", value, min_tokens_to_keep)
 
 
 def top_k_warper(top_k: int = 50, min_tokens_to_keep: int = 1) -> TransformersWarper:

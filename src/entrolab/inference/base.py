@@ -31,13 +31,18 @@ __all__ = [
     "Sampling",
     "Strategy",
     "check_backend",
+    "check_run",
     "draw_traces",
     "grade_key",
     "item_seeds",
     "load_strategies",
     "make_strategy",
+    "report_done",
+    "row_progress",
+    "subset_drawer",
     "summarize_outcomes",
     "trace_keys",
+    "vote_outcome",
 ]
 
 #: on_progress(items_done, items_total)
@@ -247,6 +252,32 @@ def check_backend(backend: Any, *, hooks: bool) -> None:
             )
 
 
+def check_run(backend: Any, items: Sequence[TaskItem], *, hooks: bool = False) -> list[TaskItem]:
+    """The checks opening every ``Strategy.run``: :func:`check_backend`, then ``items`` as a
+    list. Raises :class:`EntrolabError` on a backend without ``generate`` (or hooks) or no items."""
+    check_backend(backend, hooks=hooks)
+    items = list(items)
+    if not items:
+        raise EntrolabError("no task items given; pass at least one item")
+    return items
+
+
+def row_progress(
+    on_progress: ProgressFn | None, num_items: int, rows_per_item: int = 1
+) -> Callable[[int, int, int], None] | None:
+    """``on_progress(items_done, items_total)`` as ``backend.generate``'s ``on_progress(rows_done,
+    rows_total, tokens)`` for one call with ``rows_per_item`` rows per item (None → None)."""
+    if on_progress is None:
+        return None
+    return lambda done, _total, _tokens: on_progress(done // rows_per_item, num_items)
+
+
+def report_done(on_progress: ProgressFn | None, num_items: int) -> None:
+    """Tell ``on_progress`` (if any) that all ``num_items`` items are done."""
+    if on_progress is not None:
+        on_progress(num_items, num_items)
+
+
 def draw_traces(
     backend: Any,
     items: Sequence[TaskItem],
@@ -271,6 +302,25 @@ def draw_traces(
     for t in batch:
         groups[t.prompt_index].append(t)
     return groups
+
+
+def subset_drawer(
+    backend: Any,
+    items: Sequence[TaskItem],
+    seeds: Sequence[int],
+    sampling: Sampling,
+    hook_for: Callable[[list[int], int, int], Any] | None = None,
+) -> Callable[[list[int], int, int], list[list[Trace]]]:
+    """The ``draw(open_items, offset, count)`` callback of :func:`.adaptive.run_waves`:
+    :func:`draw_traces` for the items at indices ``open_items`` (with their ``seeds``);
+    ``hook_for(open_items, offset, count)`` gives the wave's ``step_hook`` (or None)."""
+
+    def draw(open_items: list[int], offset: int, count: int) -> list[list[Trace]]:
+        hook = None if hook_for is None else hook_for(open_items, offset, count)
+        sub, sub_seeds = [items[i] for i in open_items], [seeds[i] for i in open_items]
+        return draw_traces(backend, sub, sub_seeds, sampling, count, offset, hook)
+
+    return draw
 
 
 def trace_keys(task: Task, item: TaskItem, traces: Sequence[Trace]) -> list[str | None]:
@@ -300,6 +350,31 @@ def grade_key(
         if k == chosen:
             return task.grade(item, t.text).correct
     raise EntrolabError(f"answer {chosen!r} is not the answer of any of the given traces")
+
+
+def vote_outcome(
+    task: Task,
+    item: TaskItem,
+    traces: Sequence[Trace],
+    keys: Sequence[str | None],
+    answer: str | None,
+    meta: dict[str, Any],
+    calls: int = 1,
+) -> ItemOutcome:
+    """The :class:`ItemOutcome` of an item answered by a vote over ``traces`` (their answer
+    ``keys``): ``answer`` graded by :func:`grade_key`, generated tokens = sum of ``len(trace)``,
+    prompt tokens = ``calls`` × the prompt length of the first trace (one prefill per generate
+    call), ``num_traces = len(traces)``; ``meta`` is stored as given."""
+    prompt = calls * int(traces[0].meta.get("prompt_tokens", 0)) if traces else 0
+    return ItemOutcome(
+        item_id=item.id,
+        answer=answer,
+        correct=grade_key(task, item, traces, keys, answer),
+        generated_tokens=sum(len(t) for t in traces),
+        prompt_tokens=prompt,
+        num_traces=len(traces),
+        meta=meta,
+    )
 
 
 def summarize_outcomes(outcomes: Sequence[ItemOutcome]) -> dict[str, Any]:

@@ -19,7 +19,14 @@ import torch
 
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
-from entrolab.inference.base import ItemOutcome, ProgressFn, item_seeds
+from entrolab.inference.base import (
+    ItemOutcome,
+    ProgressFn,
+    check_run,
+    item_seeds,
+    report_done,
+    row_progress,
+)
 from entrolab.inference.cues import cot_prompt, cue_positions
 from entrolab.inference.hidden import (
     CueMonitor,
@@ -106,10 +113,9 @@ class CueExitStrategy:
         seed: int = 0,
         on_progress: ProgressFn | None = None,
     ) -> list[ItemOutcome]:
-        if not items:
-            raise EntrolabError("no items to run the strategy on")
         from entrolab.tasks import answer_key
 
+        items = check_run(backend, items)
         self._prepare(backend)
         cfg = self.config
         prompts = [cot_prompt(task, it, self.instructions) for it in items]
@@ -120,7 +126,7 @@ class CueExitStrategy:
         ]
         ctx = {"backend": backend, "task": task, "items": items, "prompt_ids": ids}
         layer = self._layer(backend)
-        progress = (lambda done, total, _tok: on_progress(done, total)) if on_progress else None
+        progress = row_progress(on_progress, len(items))
 
         def decide(rows, prefixes, hidden):
             return self._decide(ctx, rows, prefixes, hidden)
@@ -182,8 +188,7 @@ class CueExitStrategy:
                     },
                 )
             )
-        if on_progress is not None:
-            on_progress(len(items), len(items))
+        report_done(on_progress, len(items))
         return out
 
     def _prepare(self, backend: Any) -> None:

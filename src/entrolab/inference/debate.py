@@ -33,7 +33,14 @@ from typing import Any, Literal
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.estimators.stats import item_seed
-from entrolab.inference.base import STRATEGIES, ItemOutcome, ProgressFn, check_backend, item_seeds
+from entrolab.inference.base import (
+    STRATEGIES,
+    ItemOutcome,
+    ProgressFn,
+    check_run,
+    item_seeds,
+    report_done,
+)
 from entrolab.inference.cues import span_logprob
 from entrolab.inference.debate_math import (
     OTHER,
@@ -200,10 +207,7 @@ class DebateStrategy:
     ) -> list[ItemOutcome]:
         from entrolab.inference.voting import weighted_vote
 
-        check_backend(backend, hooks=False)
-        items = list(items)
-        if not items:
-            raise EntrolabError("no task items given; pass at least one item")
+        items = check_run(backend, items)
         base = item_seeds(seed, items)
         opening = [
             (i, it.prompt, j, _seed(base[i], 0, j))
@@ -281,8 +285,7 @@ class DebateStrategy:
                     },
                 )
             )
-        if on_progress is not None:
-            on_progress(len(items), len(items))
+        report_done(on_progress, len(items))
         return out
 
     @staticmethod

@@ -30,10 +30,10 @@ from entrolab.inference.base import (
     STRATEGIES,
     ItemOutcome,
     ProgressFn,
-    check_backend,
-    grade_key,
+    check_run,
     item_seeds,
     trace_keys,
+    vote_outcome,
 )
 from entrolab.inference.cues import COT_INSTRUCTIONS, cot_prompt
 from entrolab.inference.hidden import hidden_at
@@ -303,10 +303,7 @@ class DiffAdaptStrategy:
         seed: int = 0,
         on_progress: ProgressFn | None = None,
     ) -> list[ItemOutcome]:
-        check_backend(backend, hooks=False)
-        items = list(items)
-        if not items:
-            raise EntrolabError("no task items given; pass at least one item")
+        items = check_run(backend, items)
         self.router.check_backend(backend)
         classes, probs = self.router.classify(backend, [it.prompt for it in items])
         seeds = item_seeds(seed, items)
@@ -335,21 +332,14 @@ class DiffAdaptStrategy:
 
         keys = trace_keys(task, item, traces)
         v = weighted_vote(keys)
-        return ItemOutcome(
-            item_id=item.id,
-            answer=v.answer,
-            correct=grade_key(task, item, traces, keys, v.answer),
-            generated_tokens=sum(len(t) for t in traces),
-            prompt_tokens=int(traces[0].meta.get("prompt_tokens", 0)),
-            num_traces=len(traces),
-            meta={
-                "difficulty": c,
-                "probabilities": dict(zip(CLASSES, probs.tolist(), strict=True)),
-                "route": asdict(route),
-                "answers": keys,
-                "share": v.share,
-            },
-        )
+        meta = {
+            "difficulty": c,
+            "probabilities": dict(zip(CLASSES, probs.tolist(), strict=True)),
+            "route": asdict(route),
+            "answers": keys,
+            "share": v.share,
+        }
+        return vote_outcome(task, item, traces, keys, v.answer, meta)
 
 
 STRATEGIES.register(

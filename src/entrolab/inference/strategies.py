@@ -24,11 +24,15 @@ from entrolab.inference.base import (
     ItemOutcome,
     ProgressFn,
     Sampling,
-    check_backend,
+    check_run,
     draw_traces,
     grade_key,
     item_seeds,
+    report_done,
+    row_progress,
+    subset_drawer,
     trace_keys,
+    vote_outcome,
 )
 from entrolab.inference.stopping import ConfidenceStopHook, fit_threshold
 from entrolab.inference.voting import (
@@ -55,10 +59,6 @@ _DEEPCONF = "Fu et al. 2025, Deep Think with Confidence, arXiv:2508.15260"
 DEFAULT_WINDOW = 8
 
 
-def _prompt_tokens(traces: Sequence[Trace], calls: int) -> int:
-    return calls * int(traces[0].meta.get("prompt_tokens", 0)) if traces else 0
-
-
 def _variant_meta(task, item, traces, keys, window: int, k: int) -> dict[str, Any]:
     """All seven DeepConf votes over the same traces, graded (for analysis and the bench)."""
     out = {}
@@ -76,21 +76,13 @@ def _outcome(task, item, traces, keys, vote: Vote, calls: int, meta: dict) -> It
         meta.setdefault(
             "no_answer", "no trace voted: every trace was stopped early, filtered or unparseable"
         )
-    return ItemOutcome(
-        item_id=item.id,
-        answer=vote.answer,
-        correct=grade_key(task, item, traces, keys, vote.answer),
-        generated_tokens=sum(len(t) for t in traces),
-        prompt_tokens=_prompt_tokens(traces, calls),
-        num_traces=len(traces),
-        meta={
-            "share": vote.share,
-            "num_votes": vote.num_votes,
-            "answers": list(keys),
-            "lengths": [len(t) for t in traces],
-            **meta,
-        },
-    )
+    summary = {
+        "share": vote.share,
+        "num_votes": vote.num_votes,
+        "answers": list(keys),
+        "lengths": [len(t) for t in traces],
+    }
+    return vote_outcome(task, item, traces, keys, vote.answer, {**summary, **meta}, calls)
 
 
 # ------------------------------------------------------------------------- majority / offline
@@ -124,11 +116,8 @@ class MajorityStrategy:
         seed: int = 0,
         on_progress: ProgressFn | None = None,
     ) -> list[ItemOutcome]:
-        check_backend(backend, hooks=False)
-        items = _check_items(items)
-        rows = None
-        if on_progress is not None:
-            rows = lambda done, total, _tok: on_progress(done // self.budget, len(items))  # noqa: E731
+        items = check_run(backend, items)
+        rows = row_progress(on_progress, len(items), self.budget)
         groups = draw_traces(
             backend, items, item_seeds(seed, items), self.sampling, self.budget, 0, None, rows
         )
@@ -148,16 +137,8 @@ class MajorityStrategy:
                     task, item, traces, keys, self.window, self.sampling.k
                 )
             out.append(_outcome(task, item, traces, keys, v, 1, meta))
-        if on_progress is not None:
-            on_progress(len(items), len(items))
+        report_done(on_progress, len(items))
         return out
-
-
-def _check_items(items: Sequence[TaskItem]) -> list[TaskItem]:
-    items = list(items)
-    if not items:
-        raise EntrolabError("no task items given; pass at least one item")
-    return items
 
 
 # ---------------------------------------------------------------------------------- online
@@ -210,8 +191,7 @@ class DeepConfOnlineStrategy:
         seed: int = 0,
         on_progress: ProgressFn | None = None,
     ) -> list[ItemOutcome]:
-        check_backend(backend, hooks=True)
-        items = _check_items(items)
+        items = check_run(backend, items, hooks=True)
         seeds = item_seeds(seed, items)
         k, window = self.sampling.k, self.window
         fixed = self.threshold is not None
@@ -219,16 +199,14 @@ class DeepConfOnlineStrategy:
         keys_of: list[list[str | None]] = [[] for _ in items]
         scores_of: list[list[float]] = [[] for _ in items]
 
-        def draw(open_items: list[int], offset: int, count: int) -> list[list[Trace]]:
-            sub = [items[i] for i in open_items]
-            hook = None
+        def stop_hook(open_items: list[int], offset: int, count: int) -> Any:
             if offset > 0 or fixed:  # after warm-up: stop on low confidence, per-item thresholds
-                hook = ConfidenceStopHook(
+                return ConfidenceStopHook(
                     [thresholds[i] for i in open_items], window, k, num_samples=count
                 )
-            return draw_traces(
-                backend, sub, [seeds[i] for i in open_items], self.sampling, count, offset, hook
-            )
+            return None
+
+        draw = subset_drawer(backend, items, seeds, self.sampling, stop_hook)
 
         def decide(i: int, traces: list[Trace], w: int) -> Vote:
             new = traces[len(keys_of[i]) :]
@@ -302,17 +280,12 @@ class AdaptiveStrategy:
         seed: int = 0,
         on_progress: ProgressFn | None = None,
     ) -> list[ItemOutcome]:
-        check_backend(backend, hooks=True)
-        items = _check_items(items)
+        items = check_run(backend, items, hooks=True)
         seeds = item_seeds(seed, items)
         rule = get_voter(self.voter)
         keys_of: list[list[str | None]] = [[] for _ in items]
 
-        def draw(open_items: list[int], offset: int, count: int) -> list[list[Trace]]:
-            sub = [items[i] for i in open_items]
-            return draw_traces(
-                backend, sub, [seeds[i] for i in open_items], self.sampling, count, offset
-            )
+        draw = subset_drawer(backend, items, seeds, self.sampling)
 
         def decide(i: int, traces: list[Trace], w: int) -> Vote:
             keys_of[i] += trace_keys(task, items[i], traces[len(keys_of[i]) :])

@@ -78,6 +78,11 @@ def _count(value: int | None, local: int, name: str, hint: str) -> int:
     return value
 
 
+def _sequences(global_sequences: int | None, mask: torch.Tensor) -> int:
+    """S: ``global_sequences`` (validated by :func:`_count`) or this call's rows B."""
+    return _count(global_sequences, mask.shape[0], "global_sequences", "sequences in the batch")
+
+
 def token_mean(
     token_loss: torch.Tensor,
     mask: torch.Tensor,
@@ -111,7 +116,7 @@ def seq_mean_token_mean(
     """
     loss, m = _check(token_loss, mask)
     lengths = m.sum(dim=-1).clamp(min=1).to(loss.dtype)
-    s = _count(global_sequences, m.shape[0], "global_sequences", "sequences in the batch")
+    s = _sequences(global_sequences, m)
     return (loss.sum(dim=-1) / lengths).sum() / max(s, 1)
 
 
@@ -125,7 +130,7 @@ def seq_mean_token_sum(
 ) -> torch.Tensor:
     """Sequence-mean of token-sums: Σ_{i,t} M·L / S (S = ``global_sequences`` or B)."""
     loss, m = _check(token_loss, mask)
-    s = _count(global_sequences, m.shape[0], "global_sequences", "sequences in the batch")
+    s = _sequences(global_sequences, m)
     return loss.sum() / max(s, 1)
 
 
@@ -156,7 +161,7 @@ def seq_mean_token_sum_norm(
     """
     loss, m = _check(token_loss, mask)
     c = _constant_c(max_response_length, m)
-    s = _count(global_sequences, m.shape[0], "global_sequences", "sequences in the batch")
+    s = _sequences(global_sequences, m)
     return loss.sum() / (max(s, 1) * c)
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "KL_TYPES",
     "Checked",
     "check_input",
+    "checked_ppo",
     "finish",
     "frac",
     "kl_penalty",
@@ -184,6 +185,34 @@ def ppo_token_loss(
     else:
         flags["dual"] = torch.zeros_like(c.mask)
     return torch.where(c.mask, loss, _ZERO.to(loss.dtype)), flags
+
+
+def checked_ppo(
+    inp: PolicyLossInput,
+    loss: str,
+    aggregation: str,
+    *,
+    clip_low: float,
+    clip_high: float,
+    dual_clip: float | None,
+    log_ratio_clamp: float | None,
+) -> tuple[Checked, torch.Tensor, dict[str, torch.Tensor]]:
+    """The start of every PPO-clip-based loss: :func:`check_clip` on the clip parameters,
+    :func:`check_input` on ``inp``, then :func:`ppo_token_loss`.
+
+    Returns the checked tensors, the ``[B, T]`` token loss (0 off-mask) and the clip flags.
+    Raises :class:`EntrolabError` naming ``loss`` on a bad parameter or input.
+    """
+    check_clip(clip_low, clip_high, dual_clip, loss)
+    c = check_input(inp, loss, aggregation)
+    tok, flags = ppo_token_loss(
+        c,
+        clip_low=clip_low,
+        clip_high=clip_high,
+        dual_clip=dual_clip,
+        log_ratio_clamp=log_ratio_clamp,
+    )
+    return c, tok, flags
 
 
 def kl_penalty(

@@ -45,9 +45,9 @@ from entrolab.rl.entropy_law import covariance_proxy
 from entrolab.rl.losses.core import (
     Checked,
     aggregate,
-    check_clip,
     check_input,
     check_scope,
+    checked_ppo,
     clip_metrics,
     finish,
     frac,
@@ -165,11 +165,15 @@ def clip_cov(
         this loss), ``clip_frac*`` = PPO's own clipping, ``cov_candidates_frac``.
     """
     rho = _check_ratio(clip_cov_ratio, "clip_cov_ratio", "clip_cov")
-    check_clip(clip_low, clip_high, None, "clip_cov")
     check_scope(selection_scope, "clip_cov")
-    c = check_input(inp, "clip_cov", aggregation)
-    tok, flags = ppo_token_loss(
-        c, clip_low=clip_low, clip_high=clip_high, dual_clip=None, log_ratio_clamp=log_ratio_clamp
+    c, tok, flags = checked_ppo(
+        inp,
+        "clip_cov",
+        aggregation,
+        clip_low=clip_low,
+        clip_high=clip_high,
+        dual_clip=None,
+        log_ratio_clamp=log_ratio_clamp,
     )
     if selection_scope == "batch":
         s = _selection(inp, ("mean_advantage", "mean_logprob", "key_threshold", "seed"), "clip_cov")

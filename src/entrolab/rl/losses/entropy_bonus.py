@@ -19,11 +19,9 @@ import torch
 from entrolab.errors import EntrolabError
 from entrolab.rl.losses.core import (
     aggregate,
-    check_clip,
-    check_input,
+    checked_ppo,
     clip_metrics,
     finish,
-    ppo_token_loss,
 )
 from entrolab.rl.types import PolicyLossInput, PolicyLossOutput
 from entrolab.signals import token_entropy
@@ -77,17 +75,17 @@ def entropy_bonus(
         :class:`PolicyLossOutput`; metrics add ``entropy_term`` (= agg(H)) and
         ``touched_frac`` = 1 when β ≠ 0 (every response token is regularised).
     """
-    check_clip(clip_low, clip_high, dual_clip, "entropy_bonus")
-    c = check_input(inp, "entropy_bonus", aggregation)
-    h = entropy_for_grad(inp, "entropy_bonus")
-    h = torch.where(c.mask, h.float() if h.dtype not in (torch.float32, torch.float64) else h, 0.0)
-    tok, flags = ppo_token_loss(
-        c,
+    c, tok, flags = checked_ppo(
+        inp,
+        "entropy_bonus",
+        aggregation,
         clip_low=clip_low,
         clip_high=clip_high,
         dual_clip=dual_clip,
         log_ratio_clamp=log_ratio_clamp,
     )
+    h = entropy_for_grad(inp, "entropy_bonus")
+    h = torch.where(c.mask, h.float() if h.dtype not in (torch.float32, torch.float64) else h, 0.0)
     pg = aggregate(tok, c.mask, inp, aggregation)
     ent = aggregate(h, c.mask, inp, aggregation)
     metrics = clip_metrics(flags, c.mask)

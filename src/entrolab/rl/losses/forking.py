@@ -28,14 +28,13 @@ import torch
 from entrolab.errors import EntrolabError
 from entrolab.rl.losses.core import (
     aggregate,
-    check_clip,
     check_fraction,
     check_input,
     check_scope,
+    checked_ppo,
     clip_metrics,
     finish,
     frac,
-    ppo_token_loss,
 )
 from entrolab.rl.types import PolicyLossInput, PolicyLossOutput
 from entrolab.signals import forking_token_mask
@@ -134,8 +133,15 @@ def forking_tokens(
     """
     rho = _check(rho, select, method)
     check_scope(selection_scope, "forking_tokens")
-    check_clip(clip_low, clip_high, dual_clip, "forking_tokens")
-    c = check_input(inp, "forking_tokens", aggregation)
+    c, tok, flags = checked_ppo(
+        inp,
+        "forking_tokens",
+        aggregation,
+        clip_low=clip_low,
+        clip_high=clip_high,
+        dual_clip=dual_clip,
+        log_ratio_clamp=log_ratio_clamp,
+    )
     h = _entropy(inp)
     n_sel_global: int | None = None
     if selection_scope == "batch":
@@ -151,13 +157,6 @@ def forking_tokens(
     else:
         top = forking_token_mask(h, c.mask, rho=rho, scope="batch", method=method)
     chosen = top if select == "top" else c.mask & ~top
-    tok, flags = ppo_token_loss(
-        c,
-        clip_low=clip_low,
-        clip_high=clip_high,
-        dual_clip=dual_clip,
-        log_ratio_clamp=log_ratio_clamp,
-    )
     tok = torch.where(chosen, tok, torch.zeros((), dtype=tok.dtype))
     n_chosen = int(chosen.sum())
     if not renormalize:

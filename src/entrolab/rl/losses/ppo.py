@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from entrolab.rl.losses.core import (
     aggregate,
-    check_clip,
-    check_input,
+    checked_ppo,
     clip_metrics,
     finish,
-    ppo_token_loss,
 )
 from entrolab.rl.types import PolicyLossInput, PolicyLossOutput
 
@@ -52,10 +50,10 @@ def ppo_clip(
         ``touched_frac`` (tokens whose gradient clipping zeroed), ``effective_tokens``,
         ``approx_kl``, ``ppo_kl``, ``pg_loss``, …
     """
-    check_clip(clip_low, clip_high, dual_clip, "ppo_clip")
-    c = check_input(inp, "ppo_clip", aggregation)
-    tok, flags = ppo_token_loss(
-        c,
+    c, tok, flags = checked_ppo(
+        inp,
+        "ppo_clip",
+        aggregation,
         clip_low=clip_low,
         clip_high=clip_high,
         dual_clip=dual_clip,
