@@ -201,7 +201,12 @@ def pareto_svg(points: Sequence[ParetoPoint], *, title: str = "") -> str:
                 color=color,
             )
     if all(p.tokens_per_item > 0 for p in points):
-        ax.set_xscale("log")
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+        ax.set_xscale("log")  # ticks at 1, 2, 5 × 10^k as plain numbers; no overlapping minors
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel="generated tokens per item", ylabel="accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
