@@ -9,7 +9,6 @@ compute. Scoring runs one forward pass per batch and applies the LM head in chun
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -55,9 +54,9 @@ class HFBackend:
             tokenizer.pad_token = tokenizer.eos_token
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.eos_ids = self._eos_ids()
-        # transformers 5.24 renamed forward's `past_key_values` to `cache`; support both.
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        from entrolab.decoding.base import cache_kwarg  # (imports transformers: not at start-up)
+
+        self._cache_kw = cache_kwarg(model)
 
     @classmethod
     def load(cls, name_or_path: str | None = None, **kwargs) -> HFBackend:

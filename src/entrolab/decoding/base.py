@@ -9,6 +9,7 @@ Per-step cost is vectorised over rows (no Python loop over rows, no ``.item()`` 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -23,6 +24,7 @@ __all__ = [
     "Warper",
     "WarperProcessor",
     "as_rows",
+    "cache_kwarg",
     "check_choice",
     "check_int",
     "check_number",
@@ -30,6 +32,13 @@ __all__ = [
     "log_normalizer",
     "scatter_kept",
 ]
+
+
+def cache_kwarg(model: Any) -> str:
+    """The name of ``model.forward``'s KV-cache argument: transformers 5.24 renamed
+    ``past_key_values`` to ``cache``; both are supported."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 @runtime_checkable

@@ -6,13 +6,13 @@ and :class:`CKPlugLogitsProcessor` for ``model.generate``. The maths is in
 from __future__ import annotations
 
 import hashlib
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers import LogitsProcessor
 
+from entrolab.decoding.base import cache_kwarg
 from entrolab.decoding.ckplug import Trigger, _adjust, _check_args
 from entrolab.errors import EntrolabError
 
@@ -75,9 +75,7 @@ class _CachedRows:
         self.attn = torch.zeros_like(ids)
         for i, r in enumerate(rows):
             ids[i, width - len(r) :], self.attn[i, width - len(r) :] = torch.tensor(r), 1
-        # transformers 5.24 renamed forward's `past_key_values` to `cache`; support both.
-        params = inspect.signature(model.forward).parameters
-        self.kw = "cache" if "cache" in params else "past_key_values"
+        self.kw = cache_kwarg(model)
         self.model, self.cache = model, DynamicCache(config=model.config)
         self.logits = self._run(ids, (self.attn.cumsum(-1) - 1).clamp(min=0))
 

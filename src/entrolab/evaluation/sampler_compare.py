@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from entrolab.errors import EntrolabError
+from entrolab.estimators.sampling import discrete_semantic_entropy
 from entrolab.evaluation.rundir import RunDir
 from entrolab.fileio import atomic_write_text
 
@@ -181,18 +181,13 @@ def fit_thresholds_on_warmup(
 
 
 # ------------------------------------------------------------------------------ aggregation
-def _entropy(counts: Counter) -> float:
-    total = sum(counts.values())
-    return float(-sum(c / total * math.log(c / total) for c in counts.values()))
-
-
 def summarize_cell(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The metrics of one cell from its item rows (see the module docstring for definitions)."""
     if not rows:
         raise EntrolabError("a cell has no finished items yet")
     correct = [np.asarray(r["correct"], dtype=np.float64) for r in rows]
     per_item = np.array([c.mean() for c in correct])
-    answers = [Counter(k if k is not None else NO_ANSWER for k in r["keys"]) for r in rows]
+    answers = [[k if k is not None else NO_ANSWER for k in r["keys"]] for r in rows]
 
     def mean_of(key: str) -> float | None:
         values = [x for r in rows for x in r[key] if x is not None]
@@ -207,8 +202,8 @@ def summarize_cell(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "pass1": float(per_item.mean()),
         "pass1_se": float(per_item.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
         "passk": float(np.mean([c.max() for c in correct])),
-        "distinct": float(np.mean([len(a) for a in answers])),
-        "answer_entropy": float(np.mean([_entropy(a) for a in answers])),
+        "distinct": float(np.mean([len(set(a)) for a in answers])),
+        "answer_entropy": float(np.mean([discrete_semantic_entropy(a) for a in answers])),
         "unparseable": float(np.mean([k is None for r in rows for k in r["keys"]])),
         "kept": mean_of("kept"),
         "retained_mass": mean_of("retained_mass"),

@@ -14,7 +14,6 @@ feature is that block's output hidden state (before any final norm), float32 [H]
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from entrolab.backends.decode import pad_batch, preallocated_cache
+from entrolab.decoding.base import cache_kwarg
 from entrolab.decoding.steering import decoder_layers
 from entrolab.errors import EntrolabError
 from entrolab.inference.cues import cue_hit, cue_positions
@@ -232,10 +232,6 @@ class Continuation:
         return len(self.token_ids)
 
 
-def _cache_kw(model: Any) -> str:
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 @torch.inference_mode()
 def greedy_continue(
     backend: Any,
@@ -254,7 +250,7 @@ def greedy_continue(
     if max_new_tokens < 1:
         raise EntrolabError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     model, tok = backend.model, backend.tokenizer
-    device, kw = model.device, _cache_kw(model)
+    device, kw = model.device, cache_kwarg(model)
     eos = set(backend.eos_ids.tolist())
     out: list[Continuation] = []
     for start in range(0, len(seqs), batch_size):

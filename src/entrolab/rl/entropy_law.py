@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from entrolab.errors import EntrolabError
+from entrolab.signals import token_entropy
 
 __all__ = [
     "EntropyLawFit",
@@ -131,11 +132,6 @@ def predicted_entropy_change(
     return out.reshape(logits.shape[:-1])
 
 
-def _entropy64(z: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(z, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 def realised_entropy_change(
     logits: torch.Tensor, new_logits: torch.Tensor, *, chunk_rows: int = 256
 ) -> torch.Tensor:
@@ -147,12 +143,9 @@ def realised_entropy_change(
             f"new_logits have shape {tuple(new_logits.shape)} but logits have "
             f"{tuple(logits.shape)}; they must match"
         )
-    z, zn = _rows(logits), _rows(new_logits)
-    out = torch.empty(z.shape[0], dtype=torch.float64)
-    for s in range(0, z.shape[0], max(int(chunk_rows), 1)):
-        out[s : s + chunk_rows] = _entropy64(zn[s : s + chunk_rows]) - _entropy64(
-            z[s : s + chunk_rows]
-        )
+    z, zn = _rows(logits), _rows(new_logits)  # float64 rows
+    chunk = max(int(chunk_rows), 1)
+    out = token_entropy(zn, chunk_rows=chunk) - token_entropy(z, chunk_rows=chunk)
     return out.reshape(logits.shape[:-1])
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -164,13 +163,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def answer_entropy(answers: Sequence[str | None]) -> float:
     """Entropy (nats) of the empirical distribution of answers over clusters of equivalent
     answers (:func:`entrolab.tasks.cluster_answers`; every unparseable answer is its own cluster)."""
+    from entrolab.estimators.sampling import discrete_semantic_entropy
     from entrolab.tasks import cluster_answers
 
     if not answers:
         raise EntrolabError("answer_entropy needs at least one answer")
-    counts = Counter(cluster_answers(list(answers)))
-    n = len(answers)
-    return -sum(c / n * math.log(c / n) for c in counts.values())
+    return discrete_semantic_entropy(cluster_answers(list(answers)))
 
 
 def eval_metrics(task: Task, items: Sequence[TaskItem], traces, k: int) -> dict[str, float]:
