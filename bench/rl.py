@@ -434,7 +434,11 @@ def main() -> None:
     )
     ap.add_argument("--steps", type=int, default=None, help="RL steps (proxy 100, TRL mode 2)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--arms", default=None, help=f"comma-separated subset of: {', '.join(ARMS)}")
+    ap.add_argument(
+        "--arms",
+        default=None,
+        help="comma-separated subset of: " + ", ".join(ARMS).replace("%", "%%"),
+    )
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-rl"))
     ap.add_argument("--out-md", default=str(ROOT / "docs" / "rl_results.md"))

@@ -92,6 +92,26 @@ def test_advantage_adapter_groups_by_uid() -> None:
         ev.make_verl_advantage("grpo")(rewards, mask)
 
 
+def test_verl_metric_names_keep_verls_meaning() -> None:
+    # clip_cov: verl's pg_clipfrac is the zeroed fraction (touched_frac), not PPO's clip_frac;
+    # kl_cov: verl's ppo_kl is mean |log r| and there is no clip fraction; REINFORCE (verl gpg)
+    # reports none of verl's names; PPO-based losses: clip_frac / dual_clip_frac / ppo_kl.
+    m = {"clip_frac": 0.3, "dual_clip_frac": 0.1, "touched_frac": 0.05, "ppo_kl": -0.2,
+         "abs_log_ratio": 0.4}  # fmt: skip
+    cc = ev.verl_metrics("clip_cov", m)
+    assert cc["actor/pg_clipfrac"] == 0.05 and cc["actor/ppo_kl"] == -0.2
+    assert "actor/pg_clipfrac_lower" not in cc and cc["actor/entrolab/clip_frac"] == 0.3
+    kc = ev.verl_metrics("kl_cov", m)
+    assert kc["actor/ppo_kl"] == 0.4 and "actor/pg_clipfrac" not in kc
+    pc = ev.verl_metrics("ppo_clip", m)
+    assert (pc["actor/pg_clipfrac"], pc["actor/pg_clipfrac_lower"], pc["actor/ppo_kl"]) == (
+        0.3,
+        0.1,
+        -0.2,
+    )
+    assert not {"actor/pg_clipfrac", "actor/ppo_kl"} & set(ev.verl_metrics("reinforce", {}))
+
+
 def test_params_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENTROLAB_VERL_PARAMS", '{"forking_tokens": {"rho": 0.3}}')
     assert ev.params_from_env() == {"forking_tokens": {"rho": 0.3}}
@@ -195,8 +215,10 @@ def test_matches_verl_builtin_loss(ours: str, verls: str, kw: dict, agg: str) ->
         same = {
             "ppo_clip": [("actor/pg_clipfrac", "actor/pg_clipfrac"), ("actor/ppo_kl", "actor/ppo_kl"),
                          ("actor/pg_clipfrac_lower", "actor/pg_clipfrac_lower")],
-            "clip_cov": [("actor/entrolab/touched_frac", "actor/pg_clipfrac")],
-            "kl_cov": [("actor/entrolab/abs_log_ratio", "actor/ppo_kl")],
+            "clip_cov": [("actor/entrolab/touched_frac", "actor/pg_clipfrac"),
+                         ("actor/pg_clipfrac", "actor/pg_clipfrac"), ("actor/ppo_kl", "actor/ppo_kl")],
+            "kl_cov": [("actor/entrolab/abs_log_ratio", "actor/ppo_kl"),
+                       ("actor/ppo_kl", "actor/ppo_kl")],
         }[ours]  # fmt: skip
         for k_ours, k_verl in same:
             assert ma[k_ours] == pytest.approx(mb[k_verl], rel=1e-6, abs=1e-12)

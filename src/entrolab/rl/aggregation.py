@@ -156,8 +156,10 @@ def seq_mean_token_sum_norm(
 
     ``C`` = ``max_response_length`` if given, else the padded width T of this call (verl's
     fallback, which depends on padding: pass C for split invariance); ``S`` = ``global_sequences``
-    or B. This is the Dr.GRPO paper's and TRL's ``dr_grpo`` form (Σ / (B · max_completion_length)).
-    verl's ``seq-mean-token-sum-norm`` divides by C only (no 1/S): use ``token-sum-norm`` for that.
+    or B. This is the Dr.GRPO paper's and TRL's ``dr_grpo`` form (Σ / (B · max_completion_length))
+    and verl ≥ 0.8's ``seq-mean-token-sum-norm`` (verl PR #5417, also 0.9.x: divides by the
+    global sequence count times ``loss_scale_factor``). verl before 0.8 divided by C only (no 1/S):
+    ``token-sum-norm`` reproduces that older form.
     """
     loss, m = _check(token_loss, mask)
     c = _constant_c(max_response_length, m)
@@ -173,10 +175,11 @@ def token_sum_norm(
     global_sequences: int | None = None,
     max_response_length: int | None = None,
 ) -> torch.Tensor:
-    """verl's ``seq-mean-token-sum-norm`` as coded: Σ_{i,t} M·L / C (no division by S).
+    """verl < 0.8's ``seq-mean-token-sum-norm``: Σ_{i,t} M·L / C (no division by S).
 
     ``C`` = ``max_response_length`` or the padded width T. Equals ``seq-mean-token-sum-norm``
-    times S; split-invariant whenever C is given.
+    times S; split-invariant whenever C is given. verl ≥ 0.8 divides by S·C (PR #5417), i.e.
+    entrolab's ``seq-mean-token-sum-norm``; use this mode only to reproduce runs of older verl.
     """
     loss, m = _check(token_loss, mask)
     return loss.sum() / _constant_c(max_response_length, m)
@@ -205,13 +208,13 @@ for _name, _fn, _summary, _paper in [
     (
         "seq-mean-token-sum-norm",
         seq_mean_token_sum_norm,
-        "Σ M·L / (sequences · C), C = max response length (Dr.GRPO, TRL dr_grpo)",
+        "Σ M·L / (sequences · C), C = max response length (Dr.GRPO, TRL dr_grpo, verl ≥ 0.8)",
         "Liu et al. 2025, Understanding R1-Zero-Like Training (Dr.GRPO), arXiv:2503.20783",
     ),
     (
         "token-sum-norm",
         token_sum_norm,
-        "Σ M·L / C, C = max response length (verl's seq-mean-token-sum-norm as coded)",
+        "Σ M·L / C, C = max response length (verl < 0.8's seq-mean-token-sum-norm)",
         _VERL,
     ),
 ]:

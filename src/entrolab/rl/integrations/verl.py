@@ -65,6 +65,7 @@ __all__ = [
     "params_from_env",
     "register",
     "verl_loss_params",
+    "verl_metrics",
 ]
 
 PREFIX = "entrolab_"
@@ -139,13 +140,39 @@ def verl_loss_params(
     return out
 
 
+#: verl metric name → the entrolab metric with verl's meaning, per loss (verl's built-in
+#: ``clip_cov`` reports the fraction of *zeroed* tokens as ``pg_clipfrac``; ``kl_cov`` reports
+#: mean |log r| as ``ppo_kl`` and no clip fraction). Losses not listed use the PPO meaning.
+VERL_METRIC_NAMES: dict[str, dict[str, str]] = {
+    "clip_cov": {"actor/pg_clipfrac": "touched_frac", "actor/ppo_kl": "ppo_kl"},
+    "kl_cov": {"actor/ppo_kl": "abs_log_ratio"},
+}
+_PPO_METRIC_NAMES = {
+    "actor/pg_clipfrac": "clip_frac",  # low + high clipping, verl's vanilla pg_clipfrac
+    "actor/pg_clipfrac_lower": "dual_clip_frac",
+    "actor/ppo_kl": "ppo_kl",
+}
+
+
+def verl_metrics(name: str, metrics: Mapping[str, float]) -> dict[str, Any]:
+    """Loss metrics for verl: every entrolab metric as ``actor/entrolab/<key>``, plus verl's own
+    names (``actor/pg_clipfrac``, ``actor/pg_clipfrac_lower``, ``actor/ppo_kl``) carrying the
+    meaning verl's built-in loss of the same family gives them (:data:`VERL_METRIC_NAMES`); a
+    verl name is left out when the loss has no metric with that meaning (e.g. REINFORCE)."""
+    out: dict[str, Any] = {f"actor/entrolab/{k}": v for k, v in metrics.items()}
+    for verl_name, key in VERL_METRIC_NAMES.get(name, _PPO_METRIC_NAMES).items():
+        if key in metrics:
+            out[verl_name] = metrics[key]
+    return out
+
+
 def make_verl_loss(name: str, params: Mapping[str, Any] | None = None) -> Callable[..., Any]:
     """A verl ``PolicyLossFn`` running entrolab loss ``name``.
 
     Signature (verl 0.9.1): ``(old_log_prob, log_prob, advantages, response_mask,
     loss_agg_mode="token-mean", config=None, rollout_is_weights=None) -> (loss, metrics)``, all
-    tensors ``[bs, T]``. ``metrics`` holds every entrolab metric as ``actor/entrolab/<name>`` plus
-    verl's ``actor/pg_clipfrac``, ``actor/pg_clipfrac_lower`` and ``actor/ppo_kl``.
+    tensors ``[bs, T]``. ``metrics``: :func:`verl_metrics` (every entrolab metric as
+    ``actor/entrolab/<name>``, plus verl's names with verl's meaning).
     """
     entry = POLICY_LOSSES.entry(name)
     fn, fixed = entry.obj, dict(params or {})
@@ -194,12 +221,7 @@ def make_verl_loss(name: str, params: Mapping[str, Any] | None = None) -> Callab
                     "entrolab.rl.integrations.verl)"
                 ) from err
             raise
-        m = out.metrics
-        metrics = {f"actor/entrolab/{k}": v for k, v in m.items()}
-        metrics["actor/pg_clipfrac"] = m.get("clip_frac", m.get("touched_frac", 0.0))
-        metrics["actor/pg_clipfrac_lower"] = m.get("dual_clip_frac", 0.0)
-        metrics["actor/ppo_kl"] = m.get("ppo_kl", 0.0)
-        return out.loss * float(dp), metrics
+        return out.loss * float(dp), verl_metrics(entry.name, out.metrics)
 
     loss_fn.__name__ = f"{PREFIX}{entry.name}"
     loss_fn.__doc__ = f"verl adapter of entrolab loss {entry.name!r}: {entry.summary}"

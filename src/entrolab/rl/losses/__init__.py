@@ -61,6 +61,15 @@ _FORK = {
     "clip_high": 0.28,
     "dual_clip": 3.0,
 }
+#: TRL's GRPOTrainer with ``top_entropy_quantile=ρ``: quantile threshold, normaliser unchanged,
+#: ``epsilon=0.2`` and ``epsilon_high=None`` (= epsilon), no dual clip, no clamp of log r.
+_TRL_FORK = {
+    "renormalize": False,
+    "method": "quantile",
+    "clip_high": 0.2,
+    "dual_clip": None,
+    "log_ratio_clamp": None,
+}
 
 
 def _variant(fn: Callable[..., PolicyLossOutput], name: str, **fixed: Any) -> Callable[..., Any]:
@@ -144,10 +153,11 @@ for _name, _fn, _summary, _paper, _defaults in [
     ),
     (
         "forking_tokens_trl",
-        _variant(forking_tokens, "forking_tokens_trl", renormalize=False, method="quantile"),
-        "top-ρ entropy tokens, TRL form: quantile threshold, normaliser unchanged",
+        _variant(forking_tokens, "forking_tokens_trl", **_TRL_FORK),
+        "top-ρ entropy tokens, TRL form: quantile threshold, normaliser unchanged, TRL's clip "
+        "(ε 0.2/0.2, no dual clip, no log-ratio clamp)",
         _FORKING + "; TRL top_entropy_quantile",
-        {"aggregation": "token-mean", **_FORK, "renormalize": False, "method": "quantile", **_KL},
+        {"aggregation": "token-mean", **_FORK, **_TRL_FORK, **_KL},
     ),
     (
         "forking_tokens_bottom",

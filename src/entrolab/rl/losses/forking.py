@@ -1,8 +1,11 @@
 """Forking-token training (Wang et al. 2025, "Beyond the 80/20 Rule", arXiv:2506.01939): apply the
 policy gradient only to the top-ρ fraction of response tokens by entropy (the "forks").
 
-Base loss: DAPO's PPO-clip (ε_lo = 0.2, ε_hi = 0.28, dual clip c = 3 as verl), multiplied by the
-(integer, gradient-free) selection mask ``m``. Two normalisations, both supported:
+Base loss: DAPO's PPO-clip (ε_lo = 0.2, ε_hi = 0.28, dual clip c = 3 = verl's default; the
+official 80/20 recipe ``run_only_top20_high_entropy_tokens_dapo_qwen3_14b.sh`` sets
+``clip_ratio_c=10``: pass ``dual_clip=10`` to match it), multiplied by the (integer, gradient-free)
+selection mask ``m``. ``forking_tokens_trl`` uses TRL's clip instead (ε 0.2/0.2, no dual clip, no
+clamp of log r). Two normalisations, both supported:
 
 * ``renormalize=True`` (default; the official code): the loss is aggregated over ``M ⊙ m``, i.e.
   token-mean over the *selected* tokens only (seq-mean-token-mean: over each sequence's selected

@@ -5,7 +5,9 @@ clip ``c`` (Ye et al. 2020, verl ``clip_ratio_c``) tokens with A < 0 are further
 ``−c·A``. Aggregated with any registered mode (default token-mean).
 
 Defaults: ``ppo_clip`` uses verl's/TRL's ε_lo = ε_hi = 0.2; ``dapo`` uses DAPO's 0.2 / 0.28.
-Both keep verl's dual clip c = 3 (verl applies it always; TRL has none: pass ``dual_clip=None``).
+Both keep verl's default dual clip c = 3 (verl ``clip_ratio_c``, applied always; TRL has none:
+pass ``dual_clip=None``). The official DAPO and 80/20 (forking-token) recipes, and STEER's, set
+``clip_ratio_c=10``: pass ``dual_clip=10`` to reproduce them.
 verl clamps ``ℓ − ℓ_old`` to ±20 before ``exp`` (``log_ratio_clamp``); TRL does not.
 """
 
