@@ -7,6 +7,8 @@ Pure numpy/scipy functions (no model, backend or CLI code). Conventions:
 * :func:`auroc` / :func:`auprc` take scores (higher = label 1) and 0/1 labels;
 * :func:`aurc`, :func:`prr`, :func:`risk_coverage_curve` take uncertainty ``u`` (higher = worse)
   and quality ``q`` (higher = better), as LM-Polygraph;
+* :mod:`.intervals` / :mod:`.comparison` put error bars on every metric (stratified
+  bootstrap, Clopper–Pearson, DeLong, paired bootstrap, McNemar);
 * calibrators map a score (higher = more confident) to a confidence, fitted on one split.
 
 Inputs may be lists, numpy arrays or torch tensors ([N], converted to float64). NaN raises
@@ -31,12 +33,27 @@ from entrolab.calibration.calibrators import (
     TemperatureScaling,
     calibrator_from_dict,
 )
+from entrolab.calibration.comparison import (
+    PairedTest,
+    delong_interval,
+    delong_test,
+    mcnemar_exact,
+    paired_bootstrap,
+    rank_tiers,
+)
 from entrolab.calibration.conformal import SelectiveRiskThreshold, fit_selective_risk
 from entrolab.calibration.crossfit import (
     SplitCalibration,
     cross_fit,
     fit_transform_split,
     make_calibrator,
+)
+from entrolab.calibration.intervals import (
+    Interval,
+    accuracy_interval,
+    bootstrap_interval,
+    clopper_pearson,
+    metric_interval,
 )
 from entrolab.calibration.metrics import ace, adaptive_ece, brier, ece, mce, nll, rmsce
 from entrolab.calibration.nonparametric import HistogramBinning, IsotonicCalibrator
@@ -60,29 +77,40 @@ __all__ = [
     "BinningSpec",
     "Calibrator",
     "HistogramBinning",
+    "Interval",
     "IsotonicCalibrator",
+    "PairedTest",
     "PlattScaling",
     "ReliabilityBins",
     "RiskCoverage",
     "SelectiveRiskThreshold",
     "SplitCalibration",
     "TemperatureScaling",
+    "accuracy_interval",
     "ace",
     "adaptive_ece",
     "auprc",
     "aurc",
     "auroc",
+    "bootstrap_interval",
     "brier",
     "calibrator_from_dict",
+    "clopper_pearson",
     "cross_fit",
+    "delong_interval",
+    "delong_test",
     "ece",
     "fit_selective_risk",
     "fit_transform_split",
     "make_calibrator",
     "mce",
+    "mcnemar_exact",
+    "metric_interval",
     "nll",
+    "paired_bootstrap",
     "prediction_rejection_area",
     "prr",
+    "rank_tiers",
     "reliability_bins",
     "risk_coverage_curve",
     "rmsce",
