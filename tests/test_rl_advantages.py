@@ -191,7 +191,7 @@ def test_rloo_is_scaled_dr_grpo(r: torch.Tensor) -> None:
 def test_registry_access() -> None:
     assert rl.advantage_estimators is ADVANTAGE_ESTIMATORS
     assert rl.advantage_estimators.get("grpo") is grpo
-    assert set(ADVANTAGE_ESTIMATORS.names()) == {"grpo", "dr_grpo", "rloo"}
+    assert set(ADVANTAGE_ESTIMATORS.names()) == {"grpo", "dr_grpo", "riskpo", "rloo"}
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,13 @@ Where implementations differ (our default first):
   gives the population std. ε: **1e-6** (verl) vs 1e-4 (TRL ``+ 1e-4``). Scope: **"group"**
   (per prompt) vs TRL's ``scale_rewards="batch"`` (one std over all N·G rewards).
 * Dr.GRPO: ``R − mean_G R`` (verl ``norm_adv_by_std_in_grpo=False``, TRL ``scale_rewards="none"``).
+* RiskPO (:mod:`entrolab.rl.advantages.riskpo`): bundled mixed Value-at-Risk; replaces the
+  group baseline, so it is a base estimator, not a shaper.
 * RLOO: ``R_i − mean_{j≠i} R_j`` = ``G/(G−1)·(R_i − mean R)`` (verl ``rloo``, TRL RLOOTrainer);
   TRL optionally standardises the result over the batch (``normalize=True`` here).
+
+Confidence-based *shapers* that run after a base estimator (``grpo+ucas``) live in
+:mod:`entrolab.rl.advantages.shaping` (:data:`~entrolab.rl.advantages.shaping.ADVANTAGE_SHAPERS`).
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import torch
 
 from entrolab.errors import EntrolabError
 from entrolab.registry import Registry
+from entrolab.rl.advantages.riskpo import riskpo
 
-__all__ = ["ADVANTAGE_ESTIMATORS", "dr_grpo", "grpo", "rloo"]
+__all__ = ["ADVANTAGE_ESTIMATORS", "dr_grpo", "grpo", "riskpo", "rloo"]
 
 #: name → ``adv_fn(rewards [N, G], **params) -> [N, G]`` float32.
 ADVANTAGE_ESTIMATORS: Registry[Callable[..., torch.Tensor]] = Registry("advantages")
@@ -134,6 +140,23 @@ for _name, _fn, _summary, _paper, _defaults in [
         "R − mean of the other G−1 rewards (leave-one-out baseline)",
         "Ahmadian et al. 2024, Back to Basics (RLOO), arXiv:2402.14740",
         {"normalize": False, "eps": 1e-4},
+    ),
+    (
+        "riskpo",
+        riskpo,
+        "mixed range-VaR/CVaR of bundled paper scores, credited back per response",
+        "Ren et al. 2025, RiskPO: Risk-based Policy Optimization, arXiv:2510.00911",
+        {
+            "quantile_down": 0.2,
+            "quantile_up": 0.9,
+            "bundle_size": 5,
+            "w_mix": 1.5,
+            "credit": "std",
+            "norm_by_std": True,
+            "eps": 1e-6,
+            "q_track": None,
+            "quantile_source": "batch",
+        },
     ),
 ]:
     ADVANTAGE_ESTIMATORS.register(_name, summary=_summary, paper=_paper, defaults=_defaults)(_fn)
