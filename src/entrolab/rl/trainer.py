@@ -5,7 +5,8 @@ One explicit loop (:meth:`Trainer.train`), one step at a time (:meth:`Trainer.tr
 1. take N prompts from the training pool (seeded order per epoch; resumable from the step);
 2. sample G completions per prompt with :meth:`HFBackend.generate` (one seed per prompt);
 3. score them with the task's verifier (+ format reward) → rewards ``[N, G]``;
-4. advantages ``adv_fn(rewards [N, G], **params)`` broadcast over each completion's tokens;
+4. advantages ``adv_fn(rewards [N, G], **params)`` broadcast over each completion's tokens,
+   then any confidence shapers (``grpo+ucas``; :mod:`entrolab.rl.shaping`);
 5. ``ppo_epochs`` × ``mini_batches`` optimizer steps; each accumulates gradients over
    micro-batches whose losses use the *whole optimisation batch's* token/sequence counts (and,
    for token-selecting losses in batch scope, one ``prepare_selection`` per optimizer step), so
@@ -46,6 +47,7 @@ from entrolab.rl.policy import build_policy, reference_context
 from entrolab.rl.rewards import RewardFn, eval_metrics, make_task, score_replies
 from entrolab.rl.rollout import Rollout, prompt_seeds, response_logprobs, sample_rollout
 from entrolab.rl.runtime import ProgressBar, release_memory, tensorboard_writer
+from entrolab.rl.shaping import rollout_advantages
 from entrolab.rl.update import LossSetup, mean_metrics, run_updates
 
 __all__ = ["RESUMABLE_KEYS", "Trainer", "build_policy", "reference_context"]
@@ -184,6 +186,7 @@ class Trainer:
             state = ckpt.load_checkpoint(latest, model=self.policy, optimizer=self.optimizer)
             self.step = int(state["step"])
             self.monitor.load_state_dict(state["monitor"])
+            self.loss.pipeline.load_state_dict(state.get("advantage") or {})
             self.metrics.truncate_after(self.step)
             self.log(f"resumed from {latest.name} (step {self.step})")
         else:
@@ -258,6 +261,7 @@ class Trainer:
         state = {
             "data_position": self.step * self.config.rollout.prompts_per_step,
             "monitor": self.monitor.state_dict(),
+            "advantage": self.loss.pipeline.state_dict(),
         }
         return ckpt.save_checkpoint(
             self.run_dir,
@@ -287,9 +291,19 @@ class Trainer:
         row_items = [items[i] for i in rollout.prompt_index.tolist()]
         scored = score_replies(self.task, row_items, rollout.texts, cfg.reward, self.reward_fn)
         rewards = scored.rewards.view(n, g)
-        adv_seq = self.loss.advantages(rewards).reshape(-1).float()
         mask = rollout.response_mask
-        adv = adv_seq[:, None].expand_as(mask) * mask
+        adv, adv_metrics = rollout_advantages(
+            self.loss.pipeline,
+            model=self.policy,
+            rollout=rollout,
+            rewards=rewards,
+            task=self.task,
+            items=row_items,
+            tokenizer=self.tokenizer,
+            pad_id=self.pad_id,
+            temperature=cfg.rollout.temperature,
+            micro_batch_size=a.micro_batch_size,
+        )
         tau = cfg.rollout.temperature
         ref_lp = None
         if a.kl_coef > 0:
@@ -365,6 +379,7 @@ class Trainer:
             "opt/grad_norm_max": max(grad_norms),
         }
         rec.update({f"loss/{k}": v for k, v in mean_metrics(upd.metrics).items()})
+        rec.update(adv_metrics)
         rec.update(
             self.monitor.update(entropy=entropy, reward=reward_mean, covariance=cov, **probe)
         )

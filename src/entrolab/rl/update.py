@@ -79,10 +79,11 @@ class LossSetup:
     kl_coef: float
     kl_type: str
     kl_in_loss: bool
+    #: the advantage pipeline (base estimator + shapers, :mod:`entrolab.rl.shaping`).
+    pipeline: Any = None
 
     @classmethod
     def from_config(cls, a, max_response_length: int) -> LossSetup:
-        from entrolab.rl.advantages import ADVANTAGE_ESTIMATORS
         from entrolab.rl.aggregation import LOSS_AGGREGATIONS
         from entrolab.rl.losses import POLICY_LOSSES
 
@@ -100,18 +101,17 @@ class LossSetup:
         kl_in_loss = accepted is None or "kl_coef" in accepted
         if kl_in_loss and a.kl_coef > 0:
             params.update(kl_coef=a.kl_coef, kl_type=a.kl_estimator)
-        adv = ADVANTAGE_ESTIMATORS.entry(a.advantage)
-        adv_accepted = _accepted(adv.obj, adv.defaults)
-        _check_params(
-            dict(a.advantage_params), adv_accepted, f"algorithm.advantage_params for {adv.name!r}"
-        )
+        from entrolab.rl.shaping import AdvantagePipeline
+
+        # base estimator + confidence shapers ("grpo+ucas"); names and params checked here
+        pipeline = AdvantagePipeline(a.advantage, a.advantage_params)
         return cls(
             loss_name=entry.name,
             loss_fn=entry.obj,
             params=params,
             aggregation=a.aggregation,
-            adv_fn=adv.obj,
-            adv_params=dict(a.advantage_params),
+            adv_fn=pipeline.sequence_advantages,
+            adv_params={},
             max_response_length=max_response_length,
             micro_batch_size=a.micro_batch_size,
             entropy_grad=a.entropy_grad,
@@ -120,6 +120,7 @@ class LossSetup:
             kl_coef=a.kl_coef,
             kl_type=a.kl_estimator,
             kl_in_loss=kl_in_loss,
+            pipeline=pipeline,
         )
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
