@@ -13,7 +13,7 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entrolab.calibration import auroc, brier, ece
+from entrolab.calibration import ace, auroc, brier, ece
 from entrolab.calibration.comparison import (
     delong_covariance,
     delong_interval,
@@ -24,6 +24,7 @@ from entrolab.calibration.comparison import (
 )
 from entrolab.calibration.intervals import (
     _auroc_rows,
+    _binned_l1_rows,
     accuracy_interval,
     bootstrap_indices,
     bootstrap_interval,
@@ -165,6 +166,18 @@ def test_vectorized_auroc_rows_equal_scalar_auroc():
     np.testing.assert_allclose(rows, [auroc(-u[b], y[b]) for b in range(50)], rtol=0, atol=1e-13)
     one_class = _auroc_rows(u[:1], np.ones((1, 30)))
     assert np.isnan(one_class[0])
+
+
+def test_vectorized_ece_and_ace_rows_equal_the_metric_functions():
+    rng = np.random.default_rng(1)
+    c = rng.random((40, 25))
+    c[:, :3] = [0.0, 1.0, 1 / 15]  # edge cases: 0, exactly 1 (torchmetrics' own bin), an edge
+    y = (rng.random((40, 25)) < c).astype(float)
+    ece_rows = _binned_l1_rows("torchmetrics")(c, y)
+    ace_rows = _binned_l1_rows("netcal_ace")(c, y)
+    for b in range(40):
+        assert ece_rows[b] == pytest.approx(ece(c[b], y[b], preset="torchmetrics"), abs=1e-14)
+        assert ace_rows[b] == pytest.approx(ace(c[b], y[b]), abs=1e-14)
 
 
 def test_stratified_indices_keep_class_counts_and_members():

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from entrolab.calibration import Interval, accuracy_interval
 from entrolab.errors import EntrolabError
 from entrolab.evaluation.rundir import RunDir
 from entrolab.evaluation.scoring import (
@@ -91,6 +92,9 @@ class EvalResults:
     rows: list[dict[str, Any]]
     scores: list[EstimatorScore]
     run_dir: Path | None = None
+    _cache: dict[tuple, dict[str, dict[str, Any]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def correct(self) -> np.ndarray:
@@ -113,14 +117,72 @@ class EvalResults:
         """u [N] of one estimator (NaN where it was not finite)."""
         return np.array([_nan(r["u"].get(name)) for r in self.rows])
 
-    def table(self) -> list[dict[str, Any]]:
-        """The ranking table: one dict per estimator (name, auroc, prr, aurc, ece, brier, n)."""
-        return [s.to_dict() for s in self.scores]
+    def accuracy_interval(self, level: float = 0.95) -> Interval:
+        """Accuracy with its exact (Clopper–Pearson) interval over the run's items."""
+        return accuracy_interval(self.correct, level)
+
+    def table(
+        self, ci: float | None = 0.95, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+    ) -> list[dict[str, Any]]:
+        """The ranking table: one dict per estimator, best AUROC first.
+
+        Keys: name, auroc, prr, aurc, ece, brier, n, n_distinct. With ``ci`` (a coverage such
+        as 0.95) also, per metric, ``<metric>_low`` / ``<metric>_high`` (bootstrap over items,
+        see :mod:`entrolab.evaluation.uncertainty`), ``tier`` (rank of the tier the estimator
+        shares: equal tiers = AUROCs not distinguishable by a DeLong test at ``alpha``),
+        ``tier_leader``, ``p_vs_leader`` and ``auroc_vs_chance`` (``"above"``, ``"below"`` or
+        ``"not significant"``: whether the AUROC interval excludes 0.5). Computed once per
+        setting and cached.
+        """
+        rows = [s.to_dict() for s in self.scores]
+        if ci is None:
+            return rows
+        key = (ci, n_boot, alpha, seed)
+        if key not in self._cache:
+            self._cache[key] = self._interval_columns(ci, n_boot, alpha, seed)
+        extra = self._cache[key]
+        return [{**r, **extra.get(r["name"], {})} for r in rows]
+
+    def _interval_columns(
+        self, level: float, n_boot: int, alpha: float, seed: int
+    ) -> dict[str, dict[str, Any]]:
+        from entrolab.evaluation.uncertainty import estimator_intervals, ranking_tiers
+
+        y = self.correct
+        ranked = [s.name for s in self.scores if s.auroc is not None]
+        u = {s.name: self.uncertainty(s.name) for s in self.scores}
+        tiers = ranking_tiers(u, y, ranked, alpha=alpha)
+        out: dict[str, dict[str, Any]] = {}
+        for s in self.scores:
+            conf = self.calibrated(s.name) if s.auroc is not None else np.full(y.size, np.nan)
+            ivs = estimator_intervals(u[s.name], conf, y, level=level, n_boot=n_boot, seed=seed)
+            cols: dict[str, Any] = {"ci_level": level}
+            for metric, iv in ivs.items():
+                cols[f"{metric}_low"] = None if iv is None else finite_or_none(iv.low)
+                cols[f"{metric}_high"] = None if iv is None else finite_or_none(iv.high)
+            t = tiers.get(s.name)
+            cols["tier"] = None if t is None else t["tier"]
+            cols["tier_leader"] = None if t is None else t["leader"]
+            cols["p_vs_leader"] = None if t is None else t["p_vs_leader"]
+            auc = ivs["auroc"]
+            cols["auroc_vs_chance"] = (
+                None
+                if auc is None
+                else "above"
+                if auc.low > 0.5
+                else "below"
+                if auc.high < 0.5
+                else "not significant"
+            )
+            out[s.name] = cols
+        return out
 
     def to_json(self) -> dict[str, Any]:
+        acc = self.accuracy_interval()
         return {
             "config": self.config,
             "accuracy": self.accuracy,
+            "accuracy_interval": acc.to_dict(),
             "n": len(self.rows),
             "unparseable": sum(r["reason"] == "unparseable" for r in self.rows),
             "table": self.table(),

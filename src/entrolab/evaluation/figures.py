@@ -51,7 +51,7 @@ def reliability_svg(
     fig = _figure(2.6 * max(1, len(names)), 2.8)
     axes = fig.subplots(1, max(1, len(names)), squeeze=False)[0]
     for ax, name, color in zip(axes, names, _COLORS * 4, strict=False):
-        bins = reliability_bins(confidences[name], correct, n_bins=n_bins)
+        bins = reliability_bins(confidences[name], correct, n_bins=n_bins, nan_policy="omit")
         full = bins.count > 0
         centers = (bins.lower + bins.upper) / 2
         width = bins.upper - bins.lower
@@ -75,7 +75,7 @@ def risk_coverage_svg(uncertainties: Mapping[str, np.ndarray], correct: np.ndarr
     ax = fig.subplots()
     y = np.asarray(correct, dtype=np.float64)
     for (name, u), color in zip(uncertainties.items(), _COLORS * 4, strict=False):
-        curve = risk_coverage_curve(u, y, ties="average")
+        curve = risk_coverage_curve(u, y, ties="average", nan_policy="omit")
         ax.plot(curve.coverage, curve.risk, label=name, color=color, lw=1.5)
     ax.axhline(1 - y.mean(), ls="--", color="grey", lw=1, label="no abstention")
     ax.set(

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -35,28 +36,122 @@ def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _short(value: float | None) -> str:
+    """An interval end in 2 decimals without the leading zero: 0.61 → .61, −0.05 → -.05."""
+    if value is None:
+        return "?"
+    text = f"{value:.2f}"
+    return text.replace("0.", ".", 1) if text.lstrip("-").startswith("0.") else text
+
+
+def cell(row: dict, key: str, spec: str = ".3f", *, sep: str = " ") -> str:
+    """``0.712 [.61,.80]``: a table figure with its interval (just the figure without one);
+    ``sep="\n"`` puts the interval on a second line (narrow terminals)."""
+    value = _fmt(row.get(key), spec)
+    if row.get(key) is None or f"{key}_low" not in row:
+        return value
+    text = f"{value}{sep}[{_short(row[f'{key}_low'])},{_short(row[f'{key}_high'])}]"
+    if key == "auroc" and row.get("auroc_vs_chance") == "not significant":
+        text += "†"
+    return text
+
+
+def rank_label(row: dict, position: int) -> str:
+    """``"3"`` for a tier leader at position 3, ``"=1"`` for a member of the tier led by rank 1."""
+    tier = row.get("tier")
+    if tier is None:
+        return "–" if row.get("auroc") is None else str(position)
+    return str(tier) if tier == position else f"={tier}"
+
+
 def headline(results: EvalResults) -> str:
     c = results.config
     unparseable = sum(r["reason"] == "unparseable" for r in results.rows)
+    acc = results.accuracy_interval()
     return (
         f"{c.get('model') or 'embedded default'} on {c['task']}: accuracy {results.accuracy:.3f} "
-        f"({int(results.correct.sum())}/{len(results.rows)} correct, {unparseable} unparseable), "
-        f"{c['samples']} samples per item"
+        f"[{acc.low:.2f}, {acc.high:.2f}] ({int(results.correct.sum())}/{len(results.rows)} "
+        f"correct, {unparseable} unparseable), {c['samples']} samples per item"
+    )
+
+
+def reading_lines(rows: list[dict]) -> list[str]:
+    """Plain-language reading of the table: is the best estimator better than chance, and
+    which estimators are distinguishable (one line each)."""
+    ranked = [r for r in rows if r.get("auroc") is not None]
+    if not ranked:
+        return ["no estimator could be scored (the items need both correct and wrong answers)"]
+    best = ranked[0]
+    level = best.get("ci_level", 0.95)
+    lines = []
+    if "auroc_low" in best:
+        iv = f"AUROC {best['auroc']:.3f} [{best['auroc_low']:.3f}, {best['auroc_high']:.3f}]"
+        if best["auroc_vs_chance"] == "above":
+            lines.append(f"best: {best['name']}, {iv}: its {level:.0%} interval excludes chance")
+        else:
+            above = [r["name"] for r in ranked if r.get("auroc_vs_chance") == "above"]
+            lines.append(
+                f"best: {best['name']}, {iv}: NOT distinguishable from chance (0.5) on "
+                f"{best['n']} items"
+                + (f"; above chance: {', '.join(above)}" if above else "; evaluate more items")
+            )
+    tiers: dict[int, list[str]] = {}
+    for r in ranked:
+        if r.get("tier") is not None:
+            tiers.setdefault(r["tier"], []).append(r["name"])
+    if tiers:
+        if len(tiers) == 1:
+            lines.append(
+                "no ranking is significant: every AUROC is within DeLong p ≥ 0.05 of the best"
+            )
+        else:
+            groups = "; ".join(f"rank {k}: {', '.join(v)}" for k, v in tiers.items())
+            lines.append(f"distinguishable groups (DeLong vs each group's leader): {groups}")
+    return lines
+
+
+def footnote(rows: list[dict], n_items: int) -> str:
+    level = next((r["ci_level"] for r in rows if "ci_level" in r), None)
+    if level is None:
+        return ""
+    return (
+        f"[lo,hi] = {level:.0%} bootstrap interval over the {n_items} items (AUROC/PRR/AURC "
+        "stratified by correctness); # =k: AUROC not distinguishable from rank k's (DeLong "
+        "p ≥ 0.05, uncorrected); † AUROC interval includes 0.5 (chance)"
     )
 
 
 def print_summary(results: EvalResults, console: Console | None = None) -> None:
-    """Accuracy and the ranking table in the terminal."""
+    """Accuracy and the ranking table (figures with intervals, ties marked) in the terminal."""
     console = console or Console()
     console.print(Text(headline(results), style="bold"))
-    table = Table(title="estimators, best AUROC first (ECE/Brier after isotonic calibration)")
-    table.add_column("estimator", overflow="fold", max_width=22)
+    rows = results.table(ci=0.95)
+    sep = " " if console.width >= 140 else "\n"  # narrow terminal: interval on a 2nd line
+    table = Table(
+        title="estimators, best AUROC first (ECE/Brier after isotonic calibration)",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("estimator", overflow="fold", min_width=10, max_width=24)
     for _, label, _ in _COLUMNS:
-        table.add_column(label, justify="right", no_wrap=True)
+        table.add_column(label, justify="right", min_width=10)
     table.add_column("#u", justify="right", no_wrap=True)
-    for s in results.scores:
-        table.add_row(s.name, *(_fmt(getattr(s, k), f) for k, _, f in _COLUMNS), str(s.n_distinct))
+    for i, r in enumerate(rows, start=1):
+        table.add_row(
+            rank_label(r, i),
+            r["name"],
+            *(cell(r, k, f, sep=sep) for k, _, f in _COLUMNS),
+            str(r["n_distinct"]),
+        )
     console.print(table)
+    note = footnote(rows, len(results.rows))
+    if note:
+        console.print(Text(note, style="dim"))
+    for line in reading_lines(rows):
+        console.print(Text(line))
 
 
 def worst_confidently_wrong(results: EvalResults, k: int = 5) -> list[tuple[dict, float, str]]:
@@ -73,22 +168,27 @@ def worst_confidently_wrong(results: EvalResults, k: int = 5) -> list[tuple[dict
 def render_eval_html(results: EvalResults, *, worst: int = 5) -> str:
     """The whole report page as a string."""
     esc = html.escape
+    rows = results.table(ci=0.95)
     head = "".join(f"<th>{esc(label)}</th>" for _, label, _ in _COLUMNS)
     body = "".join(
-        f"<tr><td>{esc(s.name)}</td>"
-        + "".join(f"<td>{_fmt(getattr(s, k), f)}</td>" for k, _, f in _COLUMNS)
-        + f"<td>{s.n_distinct}</td></tr>"
-        for s in results.scores
+        f"<tr><td>{esc(rank_label(r, i))}</td><td>{esc(r['name'])}</td>"
+        + "".join(f"<td>{esc(cell(r, k, f))}</td>" for k, _, f in _COLUMNS)
+        + f"<td>{_fmt(r.get('p_vs_leader'), '.3f')}</td><td>{r['n_distinct']}</td></tr>"
+        for i, r in enumerate(rows, start=1)
     )
     figures = results.plot() if any(s.auroc is not None for s in results.scores) else {}
+    reading = "".join(f"<li>{esc(line)}</li>" for line in reading_lines(rows))
     intro = (
-        f"<p><b>{esc(headline(results))}</b></p>"
+        f"<p><b>{esc(headline(results))}</b> (accuracy interval: exact Clopper–Pearson)</p>"
         "<h2>Which signal tells when to trust the model?</h2>"
         "<p>Estimators ranked by AUROC of their confidence for a correct answer; PRR = prediction"
         "–rejection ratio (1 = oracle, 0 = random); AURC = area under the risk–coverage curve; "
-        "ECE (15 equal-width bins) and Brier after cross-fitted isotonic calibration.</p>"
-        f"<table class=meta><tr><th>estimator</th>{head}<th>distinct u values</th></tr>{body}"
-        "</table>"
+        "ECE (15 equal-width bins) and Brier after cross-fitted isotonic calibration. "
+        f"{esc(footnote(rows, len(results.rows)))}; p vs leader = DeLong p-value against the "
+        "first estimator of its rank group.</p>"
+        f"<ul>{reading}</ul>"
+        "<table class=meta><tr><th>rank</th><th>estimator</th>"
+        f"{head}<th>p vs leader</th><th>distinct u values</th></tr>{body}</table>"
     )
     if figures:
         intro += (
