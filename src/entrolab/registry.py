@@ -38,6 +38,8 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "losses": "entrolab.rl.losses:POLICY_LOSSES",
         "advantages": "entrolab.rl.advantages:ADVANTAGE_ESTIMATORS",
         "loss_aggregations": "entrolab.rl.aggregation:LOSS_AGGREGATIONS",
+        "stopping_rules": "entrolab.beyond.stopping:STOPPING_RULES",
+        "tta_methods": "entrolab.tta:TTA_METHODS",
     }
 )
 

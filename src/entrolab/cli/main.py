@@ -16,6 +16,7 @@ from entrolab.cli.fit_cmd import fit_command
 from entrolab.cli.sample_cmd import compare_samplers_command, sample_command
 from entrolab.cli.think_cmd import pareto_command, think_command
 from entrolab.cli.train_cmd import plot_command, train_command
+from entrolab.cli.tta_cmd import tta_command
 from entrolab.errors import EntrolabError
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.command("pareto")(pareto_command)
 app.command("fit")(fit_command)
 app.command("train")(train_command)
 app.command("plot")(plot_command)
+app.command("tta")(tta_command)
 
 
 @app.command("list")

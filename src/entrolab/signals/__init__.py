@@ -12,6 +12,25 @@ from collections.abc import Callable
 from typing import Any
 
 from entrolab.registry import Registry
+from entrolab.signals.classifier import (
+    Selection,
+    compare_select,
+    confidence_gain,
+    energy_confidence,
+    exp_weight,
+    label_prob,
+    neg_entropy,
+    perturbation_drop,
+    relative_to_log_k,
+    threshold_select,
+)
+from entrolab.signals.continuous import (
+    gaussian_entropy,
+    knn_entropy,
+    mixture_entropy_bounds,
+    mixture_entropy_mc,
+    sample_entropy,
+)
 from entrolab.signals.token import (
     TokenStatistics,
     check_finite_logits,
@@ -51,23 +70,38 @@ from entrolab.signals.windows import (
 __all__ = [
     "AGGREGATIONS",
     "SIGNALS",
+    "Selection",
     "TokenStatistics",
     "TruncationStatistics",
     "check_finite_logits",
+    "compare_select",
+    "confidence_gain",
+    "energy_confidence",
     "entropy_and_varentropy",
+    "exp_weight",
     "forking_token_mask",
+    "gaussian_entropy",
     "group_confidence",
     "high_window_entropy_mask",
+    "knn_entropy",
+    "label_prob",
     "masked_max",
     "masked_mean",
     "masked_min",
     "masked_sum",
     "max_prob",
+    "mixture_entropy_bounds",
+    "mixture_entropy_mc",
+    "neg_entropy",
+    "perturbation_drop",
     "phase_mask",
     "phase_split",
+    "relative_to_log_k",
     "renormalized_topk_entropy",
+    "sample_entropy",
     "self_certainty",
     "sliding_window_mean",
+    "threshold_select",
     "token_entropy",
     "token_nll",
     "token_rank",
@@ -133,6 +167,14 @@ for _name, _fn, _summary, _paper, _defaults in [
         {},
     ),
     ("topk_tail_mass", topk_tail_mass, "probability mass outside the top-k (in [0, 1])", "", {}),
+    ("neg_entropy", neg_entropy, "−entropy of the class distribution (nats, ≤ 0)", "", {}),
+    (
+        "energy",
+        energy_confidence,
+        "negative free energy T·logsumexp(z/T) (logit units; higher = in-distribution)",
+        "Liu et al. 2020, Energy-based Out-of-distribution Detection, arXiv:2010.03759",
+        {"temperature": 1.0},
+    ),
 ]:
     SIGNALS.register(_name, summary=_summary, paper=_paper, defaults=_defaults)(_fn)
 
