@@ -480,7 +480,12 @@ def test_nan_in_padding_is_harmless(name: str) -> None:
     ent = torch.where(m, inp.entropy, nan)
     if name == "entropy_bonus":  # an entropy with gradient through θ, NaN only in padding
         ent = torch.where(m, inp.entropy * torch.where(m, lp, 0.0).exp(), nan)
-    bad = PolicyLossInput(lp, old, inp.advantages, m, entropy=ent)
+    logits = None
+    if name in ("siren", "clip_v"):  # need the distribution; NaN logits only in padding
+        g = torch.Generator().manual_seed(0)
+        base = torch.randn(*m.shape, 7, generator=g, dtype=F64)
+        logits = torch.where(m[..., None], base + torch.where(m, lp, 0.0)[..., None], nan)
+    bad = PolicyLossInput(lp, old, inp.advantages, m, entropy=ent, logits=logits)
     out = POLICY_LOSSES.get(name)(bad)
     (g,) = torch.autograd.grad(out.loss, lp)
     assert math.isfinite(out.loss.item())

@@ -2,7 +2,8 @@
 **params) -> PolicyLossOutput``, one file per family, registered in :data:`POLICY_LOSSES`
 (kind ``"losses"``).
 
-Losses that select tokens (``clip_cov``, ``kl_cov``, ``forking_tokens*``) take
+Losses that select or weight tokens from batch statistics (``clip_cov``, ``kl_cov``,
+``forking_tokens*``, ``steer``, ``siren``, ``clip_b``, ``clip_v``, ``aepo_arbitrary``, ``tea_rl``) take
 ``selection_scope="micro_batch"|"batch"``. For ``"batch"``, call :func:`prepare_selection` once
 on the whole optimisation batch (no grad) and pass its result as ``inp.selection`` to every
 micro-batch: the selected set then does not depend on the micro-batch size.
@@ -21,17 +22,25 @@ import torch
 from torch import Tensor
 
 from entrolab.registry import Registry
+from entrolab.rl.losses.aepo import aepo_arbitrary, prepare_aepo
 from entrolab.rl.losses.core import kl_penalty
 from entrolab.rl.losses.cov import clip_cov, kl_cov, prepare_clip_cov, prepare_kl_cov
+from entrolab.rl.losses.discriminator import clip_b, clip_v, prepare_clip_b, prepare_clip_v
 from entrolab.rl.losses.entropy_bonus import entropy_bonus
 from entrolab.rl.losses.forking import forking_tokens, prepare_forking
 from entrolab.rl.losses.ppo import dapo, ppo_clip
 from entrolab.rl.losses.reinforce import reinforce
+from entrolab.rl.losses.siren import prepare_siren, siren
+from entrolab.rl.losses.steer import prepare_steer, steer
+from entrolab.rl.losses.tea_rl import prepare_tea_rl, tea_rl
 from entrolab.rl.types import PolicyLossInput, PolicyLossOutput
 
 __all__ = [
     "POLICY_LOSSES",
+    "aepo_arbitrary",
+    "clip_b",
     "clip_cov",
+    "clip_v",
     "dapo",
     "entropy_bonus",
     "forking_tokens",
@@ -40,6 +49,9 @@ __all__ = [
     "ppo_clip",
     "prepare_selection",
     "reinforce",
+    "siren",
+    "steer",
+    "tea_rl",
 ]
 
 #: name → ``loss_fn(inp, *, aggregation="token-mean", **params) -> PolicyLossOutput``.
@@ -49,6 +61,13 @@ _PPO = "Schulman et al. 2017, PPO, arXiv:1707.06347; dual clip: Ye et al. 2020, 
 _DAPO = "Yu et al. 2025, DAPO, arXiv:2503.14476"
 _ENTROPY_MECH = "Cui et al. 2025, The Entropy Mechanism of RL for Reasoning LMs, arXiv:2505.22617"
 _FORKING = "Wang et al. 2025, Beyond the 80/20 Rule, arXiv:2506.01939"
+_STEER = "Hao et al. 2025, Rethinking Entropy Interventions in RLVR (STEER), arXiv:2510.10150"
+_SIREN = "Rethinking Entropy Regularization in Large Reasoning Models (SIREN), arXiv:2509.25133"
+_RFT_DYN = (
+    "Wang et al. 2026, On the Entropy Dynamics in Reinforcement Fine-Tuning, arXiv:2602.03392"
+)
+_AEPO = "Wang et al. 2025, Arbitrary Entropy Policy Optimization (AEPO), arXiv:2510.08141"
+_LIGHT_IF = "Wang et al. 2025, Light-IF (Entropy-SFT + TEA-RL), arXiv:2508.03178"
 _KL = {"kl_coef": 0.0, "kl_type": "k3"}
 _CLIP = {"clip_low": 0.2, "clip_high": 0.2, "dual_clip": 3.0, "log_ratio_clamp": 20.0}
 _FORK = {
@@ -61,6 +80,8 @@ _FORK = {
     "clip_high": 0.28,
     "dual_clip": 3.0,
 }
+#: PPO-clip with TRL's/Trinity's plain settings: ε 0.2/0.2, no dual clip, no clamp of log r.
+_NO_CLIP_EXTRAS = {"clip_low": 0.2, "clip_high": 0.2, "dual_clip": None, "log_ratio_clamp": None}
 #: TRL's GRPOTrainer with ``top_entropy_quantile=ρ``: quantile threshold, normaliser unchanged,
 #: ``epsilon=0.2`` and ``epsilon_high=None`` (= epsilon), no dual clip, no clamp of log r.
 _TRL_FORK = {
@@ -166,6 +187,108 @@ for _name, _fn, _summary, _paper, _defaults in [
         _FORKING,
         {"aggregation": "token-mean", **_FORK, "select": "bottom", **_KL},
     ),
+    (
+        "steer",
+        steer,
+        "dual-clip PPO × entropy-change weights from |Ω| = |A/π_old·p(1−p)(log p + H)| (STEER)",
+        _STEER,
+        {
+            "aggregation": "token-mean",
+            "mapping": "linear",
+            "weight_min": 0.8,
+            "weight_max": 1.2,
+            "selection_scope": "micro_batch",
+            **_CLIP,
+            "clip_high": 0.28,
+            "dual_clip": 10.0,
+            **_KL,
+        },
+    ),
+    (
+        "siren",
+        siren,
+        "PPO-clip + β·(top-p entropy of each response's peak-entropy tokens − anchor)² (SIREN)",
+        _SIREN,
+        {
+            "aggregation": "seq-mean-token-sum-norm",
+            "entropy_coef": 0.005,
+            "entropy_anchor": None,
+            "quantile": 0.8,
+            "top_p": 0.8,
+            "top_k": 10000,
+            "entropy_aggregation": "seq-mean-token-mean",
+            "selection_scope": "micro_batch",
+            "clip_low": 0.28,
+            "clip_high": 0.28,
+            "dual_clip": 3.0,
+            "log_ratio_clamp": None,
+            **_KL,
+        },
+    ),
+    (
+        "clip_b",
+        clip_b,
+        "PPO-clip without the A<0 tokens whose S = p(H + log p) is < E[S] − μ·σ_S (Clip_B)",
+        _RFT_DYN + "; Trinity-RFT ClipBAdvantageFn",
+        {
+            "aggregation": "token-mean",
+            "mu": 2.5,
+            "selection_scope": "micro_batch",
+            **_NO_CLIP_EXTRAS,
+            **_KL,
+        },
+    ),
+    (
+        "clip_v",
+        clip_v,
+        "PPO-clip without the A≤0 tokens whose D = E_π[S] − S is > μ·σ_D, capped (Clip_V)",
+        _RFT_DYN + "; Trinity-RFT ClipVAdvantageFn",
+        {
+            "aggregation": "token-mean",
+            "mu": 2.0,
+            "max_frac": 1e-4,
+            "selection_scope": "micro_batch",
+            **_NO_CLIP_EXTRAS,
+            **_KL,
+        },
+    ),
+    (
+        "aepo_arbitrary",
+        aepo_arbitrary,
+        "PPO-clip + REINFORCE on good samples reweighted to temperature T_high/T_low "
+        "by H vs target H* (AEPO)",
+        _AEPO,
+        {
+            "aggregation": "token-mean",
+            "target_entropy": 0.5,
+            "temp_high": 1.2,
+            "temp_low": 0.8,
+            "reinforce_coef": 0.1,
+            "adv_threshold": 0.05,
+            "weight_form": "auto",
+            "weight_clip": 5.0,
+            "selection_scope": "micro_batch",
+            **_CLIP,
+            "clip_high": 0.28,
+            **_KL,
+        },
+    ),
+    (
+        "tea_rl",
+        tea_rl,
+        "PPO-clip × clamp((H/H̄)^γ) token weights (Light-IF TEA-RL, spec form)",
+        _LIGHT_IF,
+        {
+            "aggregation": "token-mean",
+            "gamma": 1.0,
+            "weight_min": 0.5,
+            "weight_max": 2.0,
+            "selection_scope": "micro_batch",
+            **_CLIP,
+            "clip_high": 0.28,
+            **_KL,
+        },
+    ),
 ]:
     POLICY_LOSSES.register(_name, summary=_summary, paper=_paper, defaults=_defaults)(_fn)
 
@@ -175,6 +298,12 @@ _PREPARE: dict[str, tuple[Callable[..., dict[str, torch.Tensor]], dict[str, Any]
     "forking_tokens": (prepare_forking, {}),
     "forking_tokens_trl": (prepare_forking, {"method": "quantile"}),
     "forking_tokens_bottom": (prepare_forking, {"select": "bottom"}),
+    "steer": (prepare_steer, {}),
+    "siren": (prepare_siren, {}),
+    "clip_b": (prepare_clip_b, {}),
+    "clip_v": (prepare_clip_v, {}),
+    "aepo_arbitrary": (prepare_aepo, {}),
+    "tea_rl": (prepare_tea_rl, {}),
 }
 
 

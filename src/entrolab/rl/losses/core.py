@@ -24,6 +24,7 @@ __all__ = [
     "frac",
     "kl_penalty",
     "ppo_token_loss",
+    "renormalized_aggregate",
 ]
 
 KL_TYPES = ("k1", "k2", "k3")
@@ -292,6 +293,35 @@ def finish(
         out["entropy"] = masked_mean_f(inp.entropy.float(), c.mask)
     out["loss"] = float(loss.detach())
     return PolicyLossOutput(loss=loss, metrics=out)
+
+
+def renormalized_aggregate(
+    tok: torch.Tensor,
+    chosen: torch.Tensor,
+    c: Checked,
+    inp: PolicyLossInput,
+    aggregation: str,
+    n_selected_global: int | None,
+) -> torch.Tensor:
+    """Aggregate ``tok`` over the *selected* tokens only (they leave the denominator otherwise).
+
+    token-mean: Σ tok / (selected tokens of the batch): ``n_selected_global`` when known (batch
+    scope), else this micro-batch's selected count scaled by its share of the batch's response
+    tokens (``c.n_tokens / inp.global_tokens``), which is exact when the selected fraction is the
+    same in every micro-batch. Other modes aggregate over ``chosen`` with the input's counts
+    (seq-mean-token-mean: over each sequence's selected tokens).
+    """
+    n_chosen = int(chosen.sum())
+    if aggregation != "token-mean":
+        return aggregate(tok, chosen, inp, aggregation)
+    if n_selected_global is not None:
+        return aggregate(
+            tok, chosen, inp, aggregation, global_tokens=max(n_selected_global, n_chosen)
+        )
+    pg = aggregate(tok, chosen, inp, aggregation, global_tokens=n_chosen)
+    if inp.global_tokens is not None and c.n_tokens:
+        pg = pg * (c.n_tokens / max(int(inp.global_tokens), 1))
+    return pg
 
 
 def clip_metrics(flags: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, float]:

@@ -38,6 +38,7 @@ from entrolab.rl.losses.core import (
     clip_metrics,
     finish,
     frac,
+    renormalized_aggregate,
 )
 from entrolab.rl.types import PolicyLossInput, PolicyLossOutput
 from entrolab.signals import forking_token_mask
@@ -164,14 +165,8 @@ def forking_tokens(
     n_chosen = int(chosen.sum())
     if not renormalize:
         pg = aggregate(tok, c.mask, inp, aggregation)
-    elif aggregation != "token-mean":
-        pg = aggregate(tok, chosen, inp, aggregation)
-    elif n_sel_global is not None:
-        pg = aggregate(tok, chosen, inp, aggregation, global_tokens=max(n_sel_global, n_chosen))
     else:
-        pg = aggregate(tok, chosen, inp, aggregation, global_tokens=n_chosen)
-        if inp.global_tokens is not None and c.n_tokens:
-            pg = pg * (c.n_tokens / max(int(inp.global_tokens), 1))
+        pg = renormalized_aggregate(tok, chosen, c, inp, aggregation, n_sel_global)
     metrics = clip_metrics(flags, c.mask)
     metrics["touched_frac"] = frac(chosen, c.mask)
     metrics["effective_tokens"] = float(n_chosen)
