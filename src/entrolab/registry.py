@@ -37,6 +37,8 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "trace_scores": "entrolab.inference.voting:TRACE_SCORES",
         "losses": "entrolab.rl.losses:POLICY_LOSSES",
         "advantages": "entrolab.rl.advantages:ADVANTAGE_ESTIMATORS",
+        "advantage_shapers": "entrolab.rl.advantages.shaping:ADVANTAGE_SHAPERS",
+        "rewards": "entrolab.rl.reward_terms:REWARD_TERMS",
         "loss_aggregations": "entrolab.rl.aggregation:LOSS_AGGREGATIONS",
         "stopping_rules": "entrolab.beyond.stopping:STOPPING_RULES",
         "tta_methods": "entrolab.tta:TTA_METHODS",

@@ -167,6 +167,8 @@ class RewardConfig:
         format_reward: added when the reply is well-formed: matches ``format_pattern``
             (a regex, ``re.search``) if given, else has an extractable answer.
         format_pattern: regex for the format check.
+        terms: confidence-aware reward terms added with a weight, name → settings
+            (``{confidence_reward: {kind: brier, weight: 0.5}}``; :mod:`entrolab.rl.reward_terms`).
     """
 
     correct: float = 1.0
@@ -174,6 +176,7 @@ class RewardConfig:
     partial_credit: bool = False
     format_reward: float = 0.0
     format_pattern: str | None = None
+    terms: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,7 +1,11 @@
-"""Verifier rewards from entrolab tasks, plus an optional format reward.
+"""Verifier rewards from entrolab tasks, plus an optional format reward and confidence-aware
+reward terms.
 
 A reward function maps aligned lists of task items and replies to one float per reply; the
 trainer reshapes them to ``[N, G]`` (N prompts × G completions) for the advantage estimator.
+Reward *terms* (registry :data:`REWARD_TERMS`, kind ``"rewards"``; functions in
+:mod:`entrolab.rl.reward_terms`) are added to the verifier reward with a weight:
+``reward.terms: {confidence_reward: {kind: brier, weight: 1.0}}``.
 Also the held-out metrics: unbiased pass@k and the entropy of the sampled answers.
 """
 
@@ -92,11 +96,13 @@ def verifier_rewards(
 
 @dataclass(frozen=True)
 class ScoredReplies:
-    """Rewards of R replies with the step's accuracy and format rate (None for custom rewards)."""
+    """Rewards of R replies with the step's accuracy and format rate (None for custom rewards)
+    and the verifier's per-reply verdicts (bool [R]; None for custom rewards)."""
 
     rewards: torch.Tensor
     accuracy: float | None
     format_rate: float | None
+    correct: torch.Tensor | None = None
 
 
 def score_replies(
@@ -128,8 +134,19 @@ def score_replies(
         format_pattern=config.format_pattern,
     )
     return ScoredReplies(
-        res.rewards, float(res.correct.float().mean()), float(res.formatted.float().mean())
+        res.rewards,
+        float(res.correct.float().mean()),
+        float(res.formatted.float().mean()),
+        res.correct,
     )
+
+
+def __getattr__(name: str):
+    if name == "REWARD_TERMS":  # lazy: the terms import estimators and signals
+        from entrolab.rl.reward_terms import REWARD_TERMS
+
+        return REWARD_TERMS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_task(spec: str, settings: dict | None = None) -> Task:

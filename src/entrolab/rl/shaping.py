@@ -37,6 +37,7 @@ from entrolab.rl.rollout import Rollout, policy_forward, response_logprobs
 __all__ = [
     "AdvantagePipeline",
     "rollout_advantages",
+    "rollout_pieces",
     "semantic_entropy_per_group",
     "shaping_inputs",
     "step_ids_from_pieces",
@@ -147,6 +148,17 @@ def step_ids_from_pieces(pieces: Sequence[str], delimiter: str = "\n") -> list[i
         if delimiter in piece:
             step += 1
     return ids
+
+
+def rollout_pieces(tokenizer, rollout: Rollout) -> list[list[str]]:
+    """The text each response token adds, per row (:func:`entrolab.backends.decode.token_pieces`)."""
+    from entrolab.backends.decode import token_pieces
+
+    lengths = rollout.response_mask.sum(-1).tolist()
+    return [
+        token_pieces(tokenizer, ids[:n].tolist())
+        for ids, n in zip(rollout.response_ids, lengths, strict=True)
+    ]
 
 
 def semantic_entropy_per_group(
@@ -306,13 +318,7 @@ def rollout_advantages(
                 task.extract(it, text) for it, text in zip(items, rollout.texts, strict=True)
             ]
         if "step_ids" in pipeline.requires:
-            from entrolab.backends.decode import token_pieces
-
-            lengths = rollout.response_mask.sum(-1).tolist()
-            pieces = [
-                token_pieces(tokenizer, ids[:n].tolist())
-                for ids, n in zip(rollout.response_ids, lengths, strict=True)
-            ]
+            pieces = rollout_pieces(tokenizer, rollout)
         inputs = shaping_inputs(
             pipeline.requires,
             model=model,

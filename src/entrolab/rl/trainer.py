@@ -44,6 +44,7 @@ from entrolab.rl.config_io import config_diff
 from entrolab.rl.dynamics import EntropyMonitor
 from entrolab.rl.entropy_law import covariance_proxy
 from entrolab.rl.policy import build_policy, reference_context
+from entrolab.rl.reward_terms import check_reward_terms, rollout_reward_terms
 from entrolab.rl.rewards import RewardFn, eval_metrics, make_task, score_replies
 from entrolab.rl.rollout import Rollout, prompt_seeds, response_logprobs, sample_rollout
 from entrolab.rl.runtime import ProgressBar, release_memory, tensorboard_writer
@@ -97,6 +98,7 @@ class Trainer:
         # settings errors (task, loss, advantage names and params) before the model loads
         self.task = task or make_task(config.task.spec, config.task.settings)
         self.loss = LossSetup.from_config(config.algorithm, config.rollout.max_new_tokens)
+        check_reward_terms(config.reward.terms)
         self.reward_fn = reward_fn
         self.policy, self.tokenizer, self.peft_model = build_policy(
             config, self.task, model, tokenizer, self.log
@@ -290,7 +292,18 @@ class Trainer:
         t_gen = time.perf_counter()
         row_items = [items[i] for i in rollout.prompt_index.tolist()]
         scored = score_replies(self.task, row_items, rollout.texts, cfg.reward, self.reward_fn)
-        rewards = scored.rewards.view(n, g)
+        total, term_metrics = rollout_reward_terms(
+            cfg.reward.terms,
+            scored.rewards,
+            scored.correct,
+            rollout,
+            model=self.policy,
+            tokenizer=self.tokenizer,
+            pad_id=self.pad_id,
+            temperature=cfg.rollout.temperature,
+            micro_batch_size=a.micro_batch_size,
+        )
+        rewards = total.view(n, g)
         mask = rollout.response_mask
         adv, adv_metrics = rollout_advantages(
             self.loss.pipeline,
@@ -380,6 +393,7 @@ class Trainer:
         }
         rec.update({f"loss/{k}": v for k, v in mean_metrics(upd.metrics).items()})
         rec.update(adv_metrics)
+        rec.update(term_metrics)
         rec.update(
             self.monitor.update(entropy=entropy, reward=reward_mean, covariance=cov, **probe)
         )
