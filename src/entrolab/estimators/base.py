@@ -38,6 +38,8 @@ class Estimator:
         needs: statistic names ``fn`` reads from ``stats``.
         higher_is_uncertain: True when larger values mean less trustworthy (all built-ins).
         defaults: default keyword parameters of ``fn`` (the same mapping as the registry entry's).
+        requires: backend capabilities it needs beyond generation (``Capabilities`` field
+            names, e.g. ``"full_logits"``); backends declaring less skip it.
     """
 
     name: str
@@ -46,6 +48,7 @@ class Estimator:
     needs: frozenset[str]
     higher_is_uncertain: bool = True
     defaults: Mapping[str, Any] | None = None
+    requires: frozenset[str] = frozenset()
 
     def __call__(self, stats: Mapping[str, Any], **params: Any) -> np.ndarray:
         """u float64 [N] from ``stats`` (must hold every name in ``needs``); ``params`` override
@@ -96,6 +99,7 @@ def register(
     defaults: Mapping[str, Any] | None = None,
     higher_is_uncertain: bool = True,
     aliases: tuple[str, ...] = (),
+    requires: Iterable[str] = (),
 ) -> Callable[[EstimatorFn], EstimatorFn]:
     """Decorator registering ``fn(stats, **params) -> u [N]`` as an :class:`Estimator`.
 
@@ -106,7 +110,15 @@ def register(
     frozen_defaults = dict(defaults or {})
 
     def deco(fn: EstimatorFn) -> EstimatorFn:
-        est = Estimator(name, fn, level, frozenset(needs), higher_is_uncertain, frozen_defaults)
+        est = Estimator(
+            name,
+            fn,
+            level,
+            frozenset(needs),
+            higher_is_uncertain,
+            frozen_defaults,
+            frozenset(requires),
+        )
         ESTIMATORS.register(
             name, summary=summary, paper=paper, defaults=frozen_defaults, aliases=aliases
         )(est)

@@ -98,10 +98,17 @@ def _missing(est: Estimator, config: EstimatorConfig, backend: Any, embed: bool)
     """Why ``est`` cannot run here, or None."""
     if est.level == "set" and config.samples < 2:
         return f"set-level estimator needs samples >= 2 (got {config.samples})"
+    caps = getattr(backend, "capabilities", None)  # the Backend protocol's declared capabilities
+    for cap in sorted(est.requires):
+        if caps is not None and not getattr(caps, cap, False):
+            label = getattr(backend, "name", "") or type(backend).__name__
+            return f"needs {cap.replace('_', '-')}, which backend {label!r} does not offer"
     methods, packages = requirements(est.needs, config)
     for m in sorted(methods):
         if not callable(getattr(backend, m, None)):
             return f"the backend has no {m}() method"
+        if m == "score" and caps is not None and not getattr(caps, "scoring", True):
+            return "the backend declares no teacher-forced scoring (score)"
     for p in sorted(packages):
         if not embed and importlib.util.find_spec(p) is None:
             return f"package {p!r} is not installed (pip install {p.replace('_', '-')})"

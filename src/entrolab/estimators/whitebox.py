@@ -191,6 +191,7 @@ def max_token_entropy(stats: Mapping[str, Any]) -> np.ndarray:
     "self_certainty",
     level="sequence",
     needs={"greedy_tokens"},
+    requires=("full_logits",),
     summary="u = −mean over tokens of KL(uniform ‖ p_t) (nats)",
     paper=_SELF_CERTAINTY,
 )
