@@ -14,6 +14,7 @@ from entrolab.cli.common import load_backend
 from entrolab.cli.eval_cmd import eval_command
 from entrolab.cli.fit_cmd import fit_command
 from entrolab.cli.sample_cmd import compare_samplers_command, sample_command
+from entrolab.cli.serve_cmd import serve_command
 from entrolab.cli.think_cmd import pareto_command, think_command
 from entrolab.cli.train_cmd import plot_command, train_command
 from entrolab.cli.tta_cmd import tta_command
@@ -37,6 +38,7 @@ app.command("fit")(fit_command)
 app.command("train")(train_command)
 app.command("plot")(plot_command)
 app.command("tta")(tta_command)
+app.command("serve")(serve_command)
 
 
 @app.command("list")
