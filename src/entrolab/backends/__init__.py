@@ -1,6 +1,8 @@
-"""Backends turn prompts into Traces: ``hf`` (transformers, full logits) and ``mock`` (scripted logits)."""
+"""Backends turn prompts into Traces: ``hf`` (transformers, full logits), ``mock`` (scripted
+logits) and ``openai`` (any OpenAI-compatible server, top-k logprobs)."""
 
 from entrolab.backends.hf import HFBackend
 from entrolab.backends.mock import MockBackend
+from entrolab.backends.openai_compat import OpenAIBackend
 
-__all__ = ["HFBackend", "MockBackend"]
+__all__ = ["HFBackend", "MockBackend", "OpenAIBackend"]
