@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from entrolab.errors import EntrolabError
 from entrolab.rl.config_io import apply_overrides, build_dataclass, config_hash, read_recipe
+from entrolab.rl.selection import SelectionConfig
 
 __all__ = [
     "AlgorithmConfig",
@@ -34,6 +35,7 @@ __all__ = [
     "RewardConfig",
     "RolloutConfig",
     "SFTConfig",
+    "SelectionConfig",
     "TaskConfig",
     "TrainConfig",
     "apply_overrides",
@@ -365,6 +367,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, "train", "steps must be >= 1")

@@ -2,7 +2,8 @@
 
 One explicit loop (:meth:`Trainer.train`), one step at a time (:meth:`Trainer.train_step`):
 
-1. take N prompts from the training pool (seeded order per epoch; resumable from the step);
+1. take N prompts from the training pool (seeded order per epoch, or chosen by a
+   :class:`~entrolab.rl.selection.PromptSelector` such as InSight; resumable from the step);
 2. sample G completions per prompt with :meth:`HFBackend.generate` (one seed per prompt);
 3. score them with the task's verifier (+ format reward) → rewards ``[N, G]``;
 4. advantages ``adv_fn(rewards [N, G], **params)`` broadcast over each completion's tokens,
@@ -48,6 +49,7 @@ from entrolab.rl.reward_terms import check_reward_terms, rollout_reward_terms
 from entrolab.rl.rewards import RewardFn, eval_metrics, make_task, score_replies
 from entrolab.rl.rollout import Rollout, prompt_seeds, response_logprobs, sample_rollout
 from entrolab.rl.runtime import ProgressBar, release_memory, tensorboard_writer
+from entrolab.rl.selection import PromptSelector
 from entrolab.rl.shaping import rollout_advantages
 from entrolab.rl.update import LossSetup, mean_metrics, run_updates
 
@@ -141,18 +143,28 @@ class Trainer:
             raise EntrolabError("every training item also appears in the held-out set")
         self.train_items = pool
         self._perms: dict[int, list[int]] = {}
+        self.selector = PromptSelector(
+            self.config.selection,
+            len(pool),
+            seed=self.config.seed,
+            group_size=self.config.rollout.group_size,
+        )
+        self._batch_index: list[int] = []
 
     def _batch_items(self, step: int) -> list:
         n = self.config.rollout.prompts_per_step
-        out = []
-        for pos in range((step - 1) * n, step * n):
-            epoch, idx = divmod(pos, len(self.train_items))
-            if epoch not in self._perms:
-                perm = list(range(len(self.train_items)))
-                random.Random(f"{self.config.seed}|data|{epoch}").shuffle(perm)
-                self._perms = {epoch: perm}
-            out.append(self.train_items[self._perms[epoch][idx]])
-        return out
+        chosen = self.selector.choose(n, step)  # None: uniform, the shuffled epochs below
+        if chosen is None:
+            chosen = []
+            for pos in range((step - 1) * n, step * n):
+                epoch, idx = divmod(pos, len(self.train_items))
+                if epoch not in self._perms:
+                    perm = list(range(len(self.train_items)))
+                    random.Random(f"{self.config.seed}|data|{epoch}").shuffle(perm)
+                    self._perms = {epoch: perm}
+                chosen.append(self._perms[epoch][idx])
+        self._batch_index = chosen
+        return [self.train_items[i] for i in chosen]
 
     def _gen_config(self, samples: int, temperature: float) -> GenerationConfig:
         r = self.config.rollout
@@ -188,6 +200,8 @@ class Trainer:
             state = ckpt.load_checkpoint(latest, model=self.policy, optimizer=self.optimizer)
             self.step = int(state["step"])
             self.monitor.load_state_dict(state["monitor"])
+            if state.get("selection") is not None:
+                self.selector.load_state_dict(state["selection"])
             self.loss.pipeline.load_state_dict(state.get("advantage") or {})
             self.metrics.truncate_after(self.step)
             self.log(f"resumed from {latest.name} (step {self.step})")
@@ -263,6 +277,7 @@ class Trainer:
         state = {
             "data_position": self.step * self.config.rollout.prompts_per_step,
             "monitor": self.monitor.state_dict(),
+            "selection": self.selector.state_dict(),
             "advantage": self.loss.pipeline.state_dict(),
         }
         return ckpt.save_checkpoint(
@@ -394,6 +409,7 @@ class Trainer:
         rec.update({f"loss/{k}": v for k, v in mean_metrics(upd.metrics).items()})
         rec.update(adv_metrics)
         rec.update(term_metrics)
+        rec.update(self.selector.observe(self._batch_index, scored.rewards.view(n, g)))
         rec.update(
             self.monitor.update(entropy=entropy, reward=reward_mean, covariance=cov, **probe)
         )
