@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from entrolab.errors import EntrolabError
+from entrolab.rl.calibration_track import CalibrationConfig
 from entrolab.rl.config_io import apply_overrides, build_dataclass, config_hash, read_recipe
 from entrolab.rl.selection import SelectionConfig
 
 __all__ = [
     "AlgorithmConfig",
+    "CalibrationConfig",
     "EvalConfig",
     "LoraConfig",
     "ModelConfig",
@@ -368,6 +370,7 @@ class TrainConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, "train", "steps must be >= 1")

@@ -13,7 +13,8 @@ One explicit loop (:meth:`Trainer.train`), one step at a time (:meth:`Trainer.tr
    for token-selecting losses in batch scope, one ``prepare_selection`` per optimizer step), so
    the update does not depend on the micro-batch size; AdamW with gradient-norm clipping;
 6. the entropy-dynamics monitor (:mod:`entrolab.rl.dynamics`), held-out evaluation every
-   ``eval.every`` steps, metrics to ``metrics.jsonl`` (+ TensorBoard), checkpoints.
+   ``eval.every`` steps (and held-out calibration every ``calibration.every`` steps,
+   :mod:`entrolab.rl.calibration_track`), metrics to ``metrics.jsonl`` (+ TensorBoard), checkpoints.
 
 Run directory: ``config.yaml``, ``metrics.jsonl`` (one JSON object per step, step 0 = the
 evaluation before training), ``probe.json`` (the monitor's fixed probe set), ``checkpoints/``,
@@ -39,6 +40,7 @@ from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.fileio import atomic_write_text
 from entrolab.rl import checkpoint as ckpt
+from entrolab.rl.calibration_track import CalibrationTracker
 from entrolab.rl.checkpoint import MetricsLog
 from entrolab.rl.config import TrainConfig, config_from_dict, config_to_dict
 from entrolab.rl.config_io import config_diff
@@ -150,6 +152,19 @@ class Trainer:
             group_size=self.config.rollout.group_size,
         )
         self._batch_index: list[int] = []
+        r = self.config.rollout
+        self.calibration = CalibrationTracker(
+            self.config.calibration,
+            self.task,
+            self.eval_items,
+            {
+                "max_new_tokens": r.max_new_tokens,
+                "chat_template": r.chat_template,
+                "system_prompt": r.system_prompt,
+                "batch_size": r.batch_size,
+            },
+            seed=self.config.seed,
+        )
 
     def _batch_items(self, step: int) -> list:
         n = self.config.rollout.prompts_per_step
@@ -202,6 +217,7 @@ class Trainer:
             self.monitor.load_state_dict(state["monitor"])
             if state.get("selection") is not None:
                 self.selector.load_state_dict(state["selection"])
+            self.calibration.load_state_dict(state.get("calibration") or {})
             self.loss.pipeline.load_state_dict(state.get("advantage") or {})
             self.metrics.truncate_after(self.step)
             self.log(f"resumed from {latest.name} (step {self.step})")
@@ -251,6 +267,8 @@ class Trainer:
         try:
             if self.step == 0 and cfg.eval.at_start and self.eval_items and not self.metrics.has(0):
                 rec = {"step": 0, **self.evaluate()}
+                if self.calibration.due(0, last=False):
+                    rec.update(self.calibration.evaluate(self.backend))
                 self.metrics.append(rec, writer)
             while self.step < total:
                 rec = self.train_step()
@@ -259,6 +277,8 @@ class Trainer:
                     last or (cfg.eval.every and self.step % cfg.eval.every == 0)
                 ):
                     rec.update(self.evaluate())
+                if self.calibration.due(self.step, last):
+                    rec.update(self.calibration.evaluate(self.backend))
                 self.metrics.append(rec, writer)
                 records.append(rec)
                 if (last and cfg.checkpoint_at_end) or (
@@ -278,6 +298,7 @@ class Trainer:
             "data_position": self.step * self.config.rollout.prompts_per_step,
             "monitor": self.monitor.state_dict(),
             "selection": self.selector.state_dict(),
+            "calibration": self.calibration.state_dict(),
             "advantage": self.loss.pipeline.state_dict(),
         }
         return ckpt.save_checkpoint(
