@@ -20,6 +20,7 @@ from entrolab.calibration.comparison import (
     delong_test,
     mcnemar_exact,
     paired_bootstrap,
+    paired_mean_difference,
     rank_tiers,
 )
 from entrolab.calibration.intervals import (
@@ -290,3 +291,16 @@ def test_rank_tiers_contiguous_ties_with_the_leader():
     tiers = rank_tiers(["A", "B", "C", "D", "E"], lambda a, b: p[(a, b)])
     assert tiers == {"A": 1, "B": 1, "C": 3, "D": 3, "E": 5}
     assert rank_tiers(["A", "B"], lambda a, b: float("nan")) == {"A": 1, "B": 2}
+
+
+def test_paired_mean_difference_uses_the_pairing():
+    # b = a − 0.1 on every item: the paired difference is exactly 0.1 in every replicate, so
+    # the interval is [0.1, 0.1] and p = 0, although the items' spread is wide (unpaired SE .2)
+    rng = np.random.default_rng(0)
+    a = rng.random(50)
+    res = paired_mean_difference(a, a - 0.1, n_boot=300)
+    assert res.difference == pytest.approx(0.1)
+    assert res.low == pytest.approx(0.1) and res.high == pytest.approx(0.1)
+    assert res.p_value == 0.0
+    same = paired_mean_difference(a, a, n_boot=300)
+    assert same.p_value == 1.0 and same.low == same.high == 0.0

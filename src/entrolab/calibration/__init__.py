@@ -39,6 +39,7 @@ from entrolab.calibration.comparison import (
     delong_test,
     mcnemar_exact,
     paired_bootstrap,
+    paired_mean_difference,
     rank_tiers,
 )
 from entrolab.calibration.conformal import SelectiveRiskThreshold, fit_selective_risk
@@ -108,6 +109,7 @@ __all__ = [
     "metric_interval",
     "nll",
     "paired_bootstrap",
+    "paired_mean_difference",
     "prediction_rejection_area",
     "prr",
     "rank_tiers",

@@ -41,6 +41,7 @@ __all__ = [
     "delong_test",
     "mcnemar_exact",
     "paired_bootstrap",
+    "paired_mean_difference",
     "rank_tiers",
 ]
 
@@ -232,6 +233,32 @@ def paired_bootstrap(
         lo, hi = (float(v) for v in np.quantile(d, [alpha, 1.0 - alpha]))
         p = _bootstrap_p(d)
     return PairedTest(metric, a, b, a - b, lo, hi, level, p, "paired-bootstrap", n)
+
+
+def paired_mean_difference(
+    a: Any, b: Any, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0, metric: str = "mean"
+) -> PairedTest:
+    """``mean(a) − mean(b)`` for per-item values of two systems on the same items.
+
+    E.g. per-item correct rates over k samples (pass@1), or tokens per item. Percentile
+    interval and two-sided p-value ``min(1, 2 min(P*(d ≤ 0), P*(d ≥ 0)))`` from a paired
+    bootstrap over items (unstratified).
+
+    Args:
+        a, b: [N] per-item values of A and B (item i is the same item in both).
+        level, n_boot, seed: coverage, replicates, seed.
+        metric: the name stored in the result.
+    """
+    level = check_level(level)
+    va, vb = prepare({"a": a, "b": b})
+    idx = bootstrap_indices(va.size, n_boot=n_boot, seed=seed)
+    d = va[idx].mean(axis=1) - vb[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = (float(v) for v in np.quantile(d, [alpha, 1.0 - alpha]))
+    ma, mb = float(va.mean()), float(vb.mean())
+    return PairedTest(
+        metric, ma, mb, ma - mb, lo, hi, level, _bootstrap_p(d), "paired-bootstrap", int(va.size)
+    )
 
 
 def mcnemar_exact(

@@ -26,11 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from entrolab.errors import EntrolabError
-from entrolab.estimators.sampling import discrete_semantic_entropy
 from entrolab.evaluation.rundir import RunDir
+from entrolab.evaluation.sampler_summary import paired_vs, summarize_cell
 from entrolab.fileio import atomic_write_text
 
 __all__ = [
@@ -55,7 +53,6 @@ DEFAULT_SAMPLERS = (
 )
 DEFAULT_TEMPERATURES = (0.7, 1.0, 1.5, 2.0)
 THRESHOLDS = "thresholds.json"
-NO_ANSWER = "<none>"  # the answer key of an unparseable reply
 
 #: on_progress(done, total, stage) — done/total count (cell, item) pairs
 ProgressFn = Callable[[int, int, str], None]
@@ -180,40 +177,6 @@ def fit_thresholds_on_warmup(
     return th.to_dict()
 
 
-# ------------------------------------------------------------------------------ aggregation
-def summarize_cell(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The metrics of one cell from its item rows (see the module docstring for definitions)."""
-    if not rows:
-        raise EntrolabError("a cell has no finished items yet")
-    correct = [np.asarray(r["correct"], dtype=np.float64) for r in rows]
-    per_item = np.array([c.mean() for c in correct])
-    answers = [[k if k is not None else NO_ANSWER for k in r["keys"]] for r in rows]
-
-    def mean_of(key: str) -> float | None:
-        values = [x for r in rows for x in r[key] if x is not None]
-        return float(np.mean(values)) if values else None
-
-    n = len(rows)
-    return {
-        "sampler": rows[0]["sampler"],
-        "temperature": rows[0]["temperature"],
-        "n": n,
-        "samples": len(rows[0]["correct"]),
-        "pass1": float(per_item.mean()),
-        "pass1_se": float(per_item.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
-        "passk": float(np.mean([c.max() for c in correct])),
-        "distinct": float(np.mean([len(set(a)) for a in answers])),
-        "answer_entropy": float(np.mean([discrete_semantic_entropy(a) for a in answers])),
-        "unparseable": float(np.mean([k is None for r in rows for k in r["keys"]])),
-        "kept": mean_of("kept"),
-        "retained_mass": mean_of("retained_mass"),
-        "entropy_after": mean_of("entropy_after"),
-        "entropy": mean_of("entropy"),
-        "tokens": mean_of("tokens"),
-        "seconds": float(sum(r["seconds"] for r in rows)),
-    }
-
-
 @dataclass
 class CompareResults:
     """A finished (or re-loaded) run: ``config`` (as stored), item ``rows``, ``run_dir``."""
@@ -224,14 +187,30 @@ class CompareResults:
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def table(self) -> list[dict[str, Any]]:
-        """One summary per cell with finished items, in the config's sampler/temperature order."""
+        """One summary per cell with finished items, in the config's sampler/temperature order.
+
+        Besides :func:`summarize_cell`'s keys, every cell of a sampler other than the first
+        (the baseline) gets its paired comparison with the baseline at the same temperature,
+        on the items both finished: ``vs``, ``delta_pass1`` (pass@1 difference),
+        ``delta_low``/``delta_high`` (95% paired-bootstrap interval over items) and
+        ``delta_p`` (bootstrap p-value; uncorrected for the number of cells).
+        """
         by_cell: dict[str, list[dict[str, Any]]] = {}
         for r in sorted(self.rows, key=lambda r: r["index"]):
             by_cell.setdefault(r["cell"], []).append(r)
-        order = [
-            cell_key(s, t) for s in self.config["samplers"] for t in self.config["temperatures"]
-        ]
-        return [summarize_cell(by_cell[k]) for k in order if k in by_cell]
+        samplers, temps = self.config["samplers"], self.config["temperatures"]
+        out = []
+        for s in samplers:
+            for t in temps:
+                key = cell_key(s, t)
+                if key not in by_cell:
+                    continue
+                summary = summarize_cell(by_cell[key])
+                base = by_cell.get(cell_key(samplers[0], t))
+                if s != samplers[0] and base:
+                    summary.update(paired_vs(by_cell[key], base, samplers[0]))
+                out.append(summary)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {"config": self.config, "thresholds": self.thresholds, "table": self.table()}

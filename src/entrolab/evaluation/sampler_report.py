@@ -21,9 +21,9 @@ __all__ = ["COLUMNS", "accuracy_svg", "print_compare_table", "render_compare_htm
 
 #: (key, heading, format) of the summary table
 COLUMNS = (
-    ("pass1", "pass@1", ".3f"),
-    ("pass1_se", "±SE", ".3f"),
-    ("passk", "pass@k", ".3f"),
+    ("pass1", "pass@1 [95% CI]", ".3f"),
+    ("delta_pass1", "Δ vs baseline", "+.3f"),
+    ("passk", "pass@k [95% CI]", ".3f"),
     ("distinct", "distinct", ".2f"),
     ("answer_entropy", "H(answers)", ".3f"),
     ("unparseable", "unparsed", ".2f"),
@@ -32,7 +32,7 @@ COLUMNS = (
     ("entropy", "H(p)", ".3f"),
     ("tokens", "tokens", ".1f"),
 )
-_TERMINAL = ("pass1", "pass1_se", "passk", "distinct", "kept", "entropy_after")
+_TERMINAL = ("pass1", "delta_pass1", "passk", "distinct", "kept", "entropy_after")
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 _EXTRA_CSS = (
     "table.cmp{border-collapse:collapse;font-size:12px;margin:6px 0 14px}"
@@ -47,6 +47,21 @@ _EXTRA_CSS = (
 
 def _fmt(value: Any, spec: str) -> str:
     return "–" if value is None else format(value, spec)
+
+
+def _cell(row: dict[str, Any], key: str, spec: str, sep: str = " ") -> str:
+    """A figure with its interval where the row has one; Δ cells say "n.s." when the paired
+    interval includes 0."""
+    value = _fmt(row.get(key), spec)
+    low_key, high_key = {"delta_pass1": ("delta_low", "delta_high")}.get(
+        key, (f"{key}_low", f"{key}_high")
+    )
+    if row.get(key) is None or row.get(low_key) is None:
+        return value
+    text = f"{value}{sep}[{row[low_key]:.2f},{row[high_key]:.2f}]"
+    if key == "delta_pass1" and row[low_key] <= 0.0 <= row[high_key]:
+        text += " n.s."
+    return text
 
 
 def accuracy_svg(table: Sequence[dict[str, Any]]) -> str:
@@ -96,11 +111,16 @@ def print_compare_table(results: CompareResults, console: Console | None = None)
     for r in results.table():
         name = r["sampler"] if r["sampler"] != previous else ""
         previous = r["sampler"]
-        table.add_row(name, f"{r['temperature']:g}", *(_fmt(r[k], f) for k, _, f in columns))
+        table.add_row(
+            name, f"{r['temperature']:g}", *(_cell(r, k, f, sep="\n") for k, _, f in columns)
+        )
     console.print(table)
+    base = c["samplers"][0]
     console.print(
-        "pass@1 ± SE over items; distinct answers per item; kept = mean kept-set size; "
-        "H(q) = entropy after the sampler (nats); more columns in summary.json / report.html",
+        "pass@1 with a 95% bootstrap interval over items; pass@k with an exact (Clopper–Pearson) "
+        f"interval; Δ = pass@1 minus {base}'s at the same temperature on the same items (paired "
+        "bootstrap; n.s. = interval includes 0); distinct answers per item; kept = mean kept-set "
+        "size; H(q) = entropy after the sampler (nats); more in summary.json / report.html",
         style="dim",
     )
 
@@ -139,7 +159,7 @@ def render_compare_html(results: CompareResults, *, examples_per_cell: int = 3) 
         body.append(
             f'<tr class="{"first" if first else ""}"><td>{esc(r["sampler"]) if first else ""}</td>'
             f"<td>{r['temperature']:g}</td>"
-            + "".join(f"<td>{_fmt(r[k], f)}</td>" for k, _, f in COLUMNS)
+            + "".join(f"<td>{esc(_cell(r, k, f))}</td>" for k, _, f in COLUMNS)
             + "</tr>"
         )
     c = results.config
@@ -164,8 +184,13 @@ def render_compare_html(results: CompareResults, *, examples_per_cell: int = 3) 
         f"<details><summary>run settings</summary><table class=meta>{meta}</table></details>"
         "<h2>Accuracy vs temperature</h2>"
         f"<p>{c['n']} items × {c['samples']} samples per sampler and temperature, the same seeds "
-        "in every cell. pass@1 = mean share of correct samples (±1 standard error over items); "
-        f"pass@k = share of items with a correct sample (k = {c['samples']}); distinct = "
+        "in every cell. pass@1 = mean share of correct samples, with a 95% bootstrap interval "
+        "over items (the figure shows ±1 standard error); Δ vs baseline = pass@1 minus the "
+        f"first sampler's ({esc(c['samplers'][0])}) at the same temperature on the same items, "
+        "95% paired-bootstrap interval, n.s. when it includes 0 (uncorrected for the number of "
+        "cells); "
+        f"pass@k = share of items with a correct sample (k = {c['samples']}; exact "
+        "Clopper–Pearson interval); distinct = "
         "distinct answers per item and H(answers) their entropy (nats; an unparseable reply is "
         "one more answer); kept = mean kept-set size; H(q) = entropy after the sampler, "
         "H(p) = the model's own entropy (nats, means over tokens of each reply, then replies)."
