@@ -50,7 +50,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         checks = [
             (bool(self.model_id.strip()), "model_id must not be empty"),
-            (0 < self.port < 65536, "port must be in 1..65535"),
+            (0 <= self.port < 65536, "port must be in 0..65535 (0: a free port)"),
             (self.max_tokens_limit >= 1, "max_tokens_limit must be >= 1"),
             (
                 1 <= self.default_max_tokens <= self.max_tokens_limit,
