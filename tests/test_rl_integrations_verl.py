@@ -307,3 +307,34 @@ def test_passthrough_patches_modules_that_imported_ppo_loss(
     monkeypatch.setitem(sys.modules, "verl.workers.engine_workers", fake)
     assert ev.enable_entropy_passthrough()
     assert fake.ppo_loss is vl.ppo_loss and vl.ppo_loss.__wrapped__ is original
+
+
+@needs_verl
+@pytest.mark.parametrize(
+    ("name", "fixed"),
+    [
+        ("steer", {}),
+        ("clip_b", {"mu": 1.0}),
+        ("tea_rl", {}),
+        ("aepo_arbitrary", {"target_entropy": 9.0, "weight_form": "first_order"}),
+    ],
+)
+def test_entropy_losses_through_verl_ppo_loss_equal_entrolab(name: str, fixed: dict) -> None:
+    """The entropy-shaping losses in verl's worker loss (entropy passed through) equal a direct
+    entrolab call with the same parameters (verl's clip keys override entrolab's defaults)."""
+    import verl.workers.utils.losses as vl
+
+    ev.register([name], advantages=False, params={name: fixed})
+    data, flat_lp, flat_ent, pos, mask = _ppo_loss_case()
+    cfg = _actor_config(loss_mode=ev.PREFIX + name)
+    loss, _ = vl.ppo_loss(cfg, {"log_probs": flat_lp, "entropy": flat_ent}, data)
+    zero = torch.zeros(())
+    inp = PolicyLossInput(
+        logprobs=torch.where(mask, flat_lp[pos], zero),
+        old_logprobs=data["old_log_probs"], advantages=data["advantages"], response_mask=mask,
+        entropy=torch.where(mask, flat_ent[pos], zero), global_tokens=int(mask.sum()),
+        global_sequences=3,
+    )  # fmt: skip
+    params = ev.verl_loss_params(name, cfg, fixed)
+    ref = POLICY_LOSSES.get(name)(inp, **params).loss
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-7)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from entrolab.errors import EntrolabError
 from entrolab.rl.calibration_track import CalibrationConfig
 from entrolab.rl.config_io import apply_overrides, build_dataclass, config_hash, read_recipe
+from entrolab.rl.controller import EntropyBandConfig
 from entrolab.rl.selection import SelectionConfig
 
 __all__ = [
@@ -330,6 +331,7 @@ class SFTConfig:
     noise: float = 0.2
     seed: int = 0
     cache: bool = True
+    loss: Literal["ce", "entropy_sft"] = "ce"  # entropy_sft: Light-IF Entropy-SFT (tea_rl.py)
 
     def __post_init__(self) -> None:
         _require(self.hidden_size % self.num_heads == 0, "sft", "hidden_size % num_heads != 0")
@@ -371,6 +373,7 @@ class TrainConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    controller: EntropyBandConfig = field(default_factory=EntropyBandConfig)
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, "train", "steps must be >= 1")

@@ -44,6 +44,7 @@ from entrolab.rl.calibration_track import CalibrationTracker
 from entrolab.rl.checkpoint import MetricsLog
 from entrolab.rl.config import TrainConfig, config_from_dict, config_to_dict
 from entrolab.rl.config_io import config_diff
+from entrolab.rl.controller import LossParamState
 from entrolab.rl.dynamics import EntropyMonitor
 from entrolab.rl.entropy_law import covariance_proxy
 from entrolab.rl.policy import build_policy, reference_context
@@ -121,6 +122,8 @@ class Trainer:
         )
         self._make_data()
         self.monitor = EntropyMonitor(config.monitor.bins, config.monitor.law_min_points)
+        # band controller and run-level loss anchors (SIREN): loss params set between steps
+        self.loss_state = LossParamState(config.controller, self.loss.loss_fn, self.loss.params)
         self.step = 0
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.probe: Rollout | None = None
@@ -219,6 +222,7 @@ class Trainer:
                 self.selector.load_state_dict(state["selection"])
             self.calibration.load_state_dict(state.get("calibration") or {})
             self.loss.pipeline.load_state_dict(state.get("advantage") or {})
+            self.loss_state.load_state_dict(state.get("loss_state") or {})
             self.metrics.truncate_after(self.step)
             self.log(f"resumed from {latest.name} (step {self.step})")
         else:
@@ -300,6 +304,7 @@ class Trainer:
             "selection": self.selector.state_dict(),
             "calibration": self.calibration.state_dict(),
             "advantage": self.loss.pipeline.state_dict(),
+            "loss_state": self.loss_state.state_dict(),
         }
         return ckpt.save_checkpoint(
             self.run_dir,
@@ -381,6 +386,7 @@ class Trainer:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self.loss_state.apply(self.loss.params)
         upd = run_updates(
             self.loss,
             self.policy,
@@ -434,6 +440,7 @@ class Trainer:
         rec.update(
             self.monitor.update(entropy=entropy, reward=reward_mean, covariance=cov, **probe)
         )
+        rec.update(self.loss_state.observe(rec))
         t_end = time.perf_counter()
         rec.update(
             {

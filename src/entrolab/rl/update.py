@@ -123,6 +123,28 @@ class LossSetup:
             pipeline=pipeline,
         )
 
+    def _batch_logits(self, model, rollout: Rollout, rows, pad_id: int, temperature: float):
+        """[S, T, V] no-grad logits of the whole optimisation batch for batch-scope statistics of
+        losses that read the distribution (``pass_logits``: SIREN's top-p entropy, Clip_V's E_π[S]);
+        None otherwise. Memory: S·T·V floats (use micro-batch scope for a large vocabulary)."""
+        if not self.pass_logits:
+            return None
+        parts = []
+        with torch.no_grad():
+            for micro in rows.split(self.micro_batch_size):
+                z = policy_forward(
+                    model, rollout.select(micro), pad_id=pad_id, temperature=temperature,
+                    keep_logits=True,
+                ).logits  # fmt: skip
+                parts.append(z)
+        width = rollout.response_mask.shape[1]
+        out = torch.zeros(len(rows), width, parts[0].shape[-1])
+        i = 0
+        for z in parts:
+            out[i : i + z.shape[0], : z.shape[1]] = z
+            i += z.shape[0]
+        return out
+
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
         """Sequence advantages [N, G] from rewards [N, G]."""
         out = self.adv_fn(rewards, **self.adv_params)
@@ -195,6 +217,7 @@ class LossSetup:
                 response_mask=mask[rows],
                 ref_logprobs=None if ref_logprobs is None else ref_logprobs[rows],
                 entropy=None if current.entropy is None else current.entropy[rows],
+                logits=self._batch_logits(model, rollout, rows, pad_id, temperature),
                 **counts,
             )
             selection = prepare_selection(self.loss_name, full, **self.params)

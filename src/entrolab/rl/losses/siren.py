@@ -229,3 +229,6 @@ def _share_weight(inp: PolicyLossInput, c: Checked) -> float:
     if inp.global_sequences is None:
         return 1.0
     return c.mask.shape[0] / max(int(inp.global_sequences), 1)
+
+
+siren.__entrolab_anchor__ = ANCHOR  # type: ignore[attr-defined]
