@@ -108,3 +108,33 @@ def test_trainer_logs_calibration_and_resumes(tmp_path) -> None:
     assert last_a.keys() == last_b.keys()
     for k in last_a:
         assert math.isclose(last_a[k], last_b[k], rel_tol=1e-6, abs_tol=1e-9), k
+
+
+def test_plot_draws_the_calibration_figure(tmp_path) -> None:
+    import json
+
+    from entrolab.rl.plots import calibration_names, plot_run
+
+    recs = [
+        {
+            "step": s,
+            "dyn/entropy": 1.0 - 0.1 * s,
+            "train/reward": 0.1 * s,
+            "dyn/cov": 0.0,
+            "calib/accuracy": 0.5,
+            "calib/self_certainty/ece": 0.1 + 0.01 * s,
+            "calib/self_certainty/auroc": 0.6,
+            "calib/verbal/brier": 0.2,
+        }
+        for s in range(1, 4)
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    paths = plot_run(tmp_path, formats=("svg",))
+    names = {p.name for p in paths}
+    assert "calibration.svg" in names
+    assert calibration_names(recs) == ["self_certainty", "verbal"]
+    # a run without calibration tracking draws no calibration figure
+    plain = [{k: v for k, v in r.items() if not k.startswith("calib/")} for r in recs]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in plain))
+    again = plot_run(tmp_path, out_dir=tmp_path / "p2", formats=("svg",))
+    assert "calibration.svg" not in {p.name for p in again}

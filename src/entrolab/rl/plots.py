@@ -16,7 +16,7 @@ import numpy as np
 from entrolab.errors import EntrolabError
 from entrolab.rl.checkpoint import read_metrics
 
-__all__ = ["plot_comparison", "plot_run", "series"]
+__all__ = ["calibration_names", "plot_comparison", "plot_run", "series"]
 
 
 def series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -81,8 +81,9 @@ def plot_run(
     formats: Sequence[str] = ("svg", "png"),
     out_dir: str | Path | None = None,
 ) -> list[Path]:
-    """Draw a run's entropy, reward, covariance and entropy-law panels (``dynamics.*``) and its
-    per-decile entropy change (``deciles.*``) into ``out_dir`` (default ``RUN_DIR/plots``)."""
+    """Draw a run's entropy, reward, covariance and entropy-law panels (``dynamics.*``), its
+    per-decile entropy change (``deciles.*``) and, when tracked, its held-out calibration
+    (``calibration.*``) into ``out_dir`` (default ``RUN_DIR/plots``)."""
     from matplotlib.figure import Figure
 
     records = read_metrics(run_dir)
@@ -149,7 +150,45 @@ def plot_run(
             ylabel="ΔH (nats)",
         )
         paths += _save(fig, out / "deciles", formats)
+    paths += _calibration_figure(records, out, formats)
     return paths
+
+
+def calibration_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The confidences tracked under ``calib/<name>/<metric>`` in ``records`` (sorted)."""
+    keys = {k for r in records for k in r if k.startswith("calib/") and k.count("/") == 2}
+    return sorted({k.split("/")[1] for k in keys})
+
+
+def _calibration_figure(
+    records: Sequence[Mapping[str, Any]], out: Path, formats: Sequence[str]
+) -> list[Path]:
+    """``calibration.*``: held-out ECE, AUROC, Brier and confident-wrong share over training,
+    one line per tracked confidence (:mod:`entrolab.rl.calibration_track`); none if untracked."""
+    from matplotlib.figure import Figure
+
+    names = calibration_names(records)
+    if not names:
+        return []
+    fig = Figure(figsize=(14, 3.6), layout="constrained")
+    axes = fig.subplots(1, 4)
+    panels = [
+        ("ece", "held-out ECE (frozen map)"),
+        ("auroc", "AUROC of correctness"),
+        ("brier", "Brier score"),
+        ("confident_wrong", "wrong answers with c ≥ threshold"),
+    ]
+    for ax, (metric, title) in zip(axes, panels, strict=True):
+        for i, name in enumerate(names):
+            x, y = series(records, f"calib/{name}/{metric}")
+            if len(x):
+                ax.plot(x, y, marker="o", ms=3, color=f"C{i}", label=name)
+        ax.set(title=title, xlabel="step")
+    x, acc = series(records, "calib/accuracy")
+    if len(x):
+        axes[0].plot(x, acc, color="grey", ls=":", label="greedy accuracy")
+    axes[0].legend(fontsize=7)
+    return _save(fig, out / "calibration", formats)
 
 
 def plot_comparison(
