@@ -20,7 +20,8 @@ class ServeConfig:
         host, port: where to listen (loopback by default; bind 0.0.0.0 deliberately).
         api_key: when set, requests need ``Authorization: Bearer <api_key>``.
         max_tokens_limit: the largest ``max_tokens`` accepted (more → 400).
-        default_max_tokens: ``max_tokens`` when a request gives none.
+        default_max_tokens: ``max_tokens`` when a request gives none (at most
+            ``max_tokens_limit``: larger values are lowered to it).
         max_n: the largest ``n`` accepted.
         max_queue: requests waiting or decoding at once (more → 429).
         batch_window_s: how long the batcher gathers requests into one decode (seconds).
@@ -48,6 +49,8 @@ class ServeConfig:
     thresholds: tuple[float, float] = (0.7, 0.4)
 
     def __post_init__(self) -> None:
+        if self.max_tokens_limit >= 1 and self.default_max_tokens > self.max_tokens_limit:
+            object.__setattr__(self, "default_max_tokens", self.max_tokens_limit)
         checks = [
             (bool(self.model_id.strip()), "model_id must not be empty"),
             (0 <= self.port < 65536, "port must be in 0..65535 (0: a free port)"),
