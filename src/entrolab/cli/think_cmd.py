@@ -187,12 +187,14 @@ def pareto_command(
                 chunk=chunk,
                 on_progress=update,
             )
-    table = Table("strategy", "budget", "accuracy", "tokens/item", "answered", "n", title="pareto")
+    table = Table(
+        "strategy", "budget", "accuracy [95% CI]", "tokens/item", "answered", "n", title="pareto"
+    )
     for p in points:
         table.add_row(
             p.strategy,
             str(p.budget),
-            f"{p.accuracy:.3f}",
+            p.accuracy_text(),
             f"{p.tokens_per_item:.1f}",
             str(p.answered),
             str(p.n),

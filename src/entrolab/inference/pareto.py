@@ -7,25 +7,35 @@ existing run. ``config.json`` pins what every row must share (model, task, items
 strategy parameters are stored in each row, and a resumed run refuses rows whose parameters
 differ from the ones asked for.
 
-One :class:`ParetoPoint` per (strategy, budget): accuracy and generated tokens per item (the
-mean over items of the exact per-item counts); :func:`pareto_svg` draws one curve per strategy.
+One :class:`ParetoPoint` per (strategy, budget): accuracy (with its exact binomial interval) and
+generated tokens per item (the mean over items of the exact per-item counts); :func:`pareto_svg`
+draws one curve per strategy with error bars; :func:`paired_comparisons` tests each strategy
+against a baseline on the same items.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from entrolab.calibration import clopper_pearson
 from entrolab.errors import EntrolabError
 from entrolab.inference.base import ItemOutcome, make_strategy, summarize_outcomes
 
 if TYPE_CHECKING:
     from entrolab.tasks import Task, TaskItem
 
-__all__ = ["ParetoPoint", "load_points", "pareto_svg", "points_from_rows", "run_pareto"]
+__all__ = [
+    "ParetoPoint",
+    "load_points",
+    "paired_comparisons",
+    "pareto_svg",
+    "points_from_rows",
+    "run_pareto",
+]
 
 #: on_progress(units_done, units_total, label): one unit = one (strategy, budget, item)
 ProgressFn = Callable[[int, int, str], None]
@@ -41,6 +51,8 @@ class ParetoPoint:
         tokens_per_item: mean generated tokens per item (every trace, stopped ones included).
         generated_tokens: total over the items.
         n: items. answered: items with an answer.
+        accuracy_low, accuracy_high: exact (Clopper–Pearson) 95% interval of the accuracy
+            over the n items (None when not computed).
     """
 
     strategy: str
@@ -50,9 +62,17 @@ class ParetoPoint:
     generated_tokens: int
     n: int
     answered: int
+    accuracy_low: float | None = field(default=None, compare=False)  # derived from the above
+    accuracy_high: float | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def accuracy_text(self) -> str:
+        """``"0.675 [0.51, 0.81]"`` (just the accuracy when no interval was computed)."""
+        if self.accuracy_low is None or self.accuracy_high is None:
+            return f"{self.accuracy:.3f}"
+        return f"{self.accuracy:.3f} [{self.accuracy_low:.2f}, {self.accuracy_high:.2f}]"
 
 
 def _canon(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,6 +173,7 @@ def points_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[ParetoPoint]:
     points = []
     for (s, b), outs in sorted(groups.items()):
         summ = summarize_outcomes(outs)
+        ci = clopper_pearson(sum(o.correct for o in outs), len(outs))
         points.append(
             ParetoPoint(
                 s,
@@ -162,9 +183,57 @@ def points_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[ParetoPoint]:
                 summ["generated_tokens"],
                 summ["n"],
                 summ["answered"],
+                ci.low,
+                ci.high,
             )
         )
     return points
+
+
+def paired_comparisons(
+    rows: Sequence[Mapping[str, Any]], baseline: str, *, level: float = 0.95
+) -> list[dict[str, Any]]:
+    """Each strategy against ``baseline`` at the same budget, on the items both finished.
+
+    Per (strategy, budget): accuracy difference with the exact McNemar p-value and a paired
+    bootstrap interval, and the difference in generated tokens per item with its paired
+    bootstrap interval (:mod:`entrolab.calibration.comparison`). p-values are uncorrected.
+    """
+    from entrolab.calibration import mcnemar_exact, paired_mean_difference
+
+    table: dict[tuple[str, int], dict[str, Mapping[str, Any]]] = {}
+    for r in rows:
+        table.setdefault((r["strategy"], int(r["budget"])), {})[r["item_id"]] = r
+    out = []
+    for (s, b), by_item in sorted(table.items()):
+        base = table.get((baseline, b))
+        if s == baseline or base is None:
+            continue
+        common = sorted(by_item.keys() & base.keys())
+        if len(common) < 2:
+            continue
+        acc = mcnemar_exact(
+            [float(by_item[i]["correct"]) for i in common],
+            [float(base[i]["correct"]) for i in common],
+            level=level,
+        )
+        tok = paired_mean_difference(
+            [by_item[i]["generated_tokens"] for i in common],
+            [base[i]["generated_tokens"] for i in common],
+            level=level,
+            metric="tokens_per_item",
+        )
+        out.append(
+            {
+                "strategy": s,
+                "budget": b,
+                "vs": baseline,
+                "n": len(common),
+                "accuracy": acc.to_dict(),
+                "tokens_per_item": tok.to_dict(),
+            }
+        )
+    return out
 
 
 def load_points(run_dir: str | Path) -> list[ParetoPoint]:
@@ -191,6 +260,12 @@ def pareto_svg(points: Sequence[ParetoPoint], *, title: str = "") -> str:
         pts = sorted((p for p in points if p.strategy == name), key=lambda p: p.tokens_per_item)
         xs, ys = [p.tokens_per_item for p in pts], [p.accuracy for p in pts]
         ax.plot(xs, ys, marker="o", lw=1.5, color=color, label=name)
+        if all(p.accuracy_low is not None and p.accuracy_high is not None for p in pts):
+            err = [
+                [p.accuracy - p.accuracy_low for p in pts],  # type: ignore[operator]
+                [p.accuracy_high - p.accuracy for p in pts],  # type: ignore[operator]
+            ]
+            ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor=color, elinewidth=0.8, capsize=2)
         for p in pts:
             ax.annotate(
                 str(p.budget),
@@ -207,7 +282,7 @@ def pareto_svg(points: Sequence[ParetoPoint], *, title: str = "") -> str:
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(xlabel="generated tokens per item", ylabel="accuracy", title=title)
+    ax.set(xlabel="generated tokens per item", ylabel="accuracy (95% exact CI)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     from matplotlib import rc_context
