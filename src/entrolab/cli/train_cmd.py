@@ -48,13 +48,13 @@ def train_command(
             raise EntrolabError(f"{run_dir} is not an entrolab run directory; not deleting it")
         shutil.rmtree(run_dir)
     from entrolab.cli.common import quiet_hf_progress
-    from entrolab.rl.trainer import Trainer
+    from entrolab.rl.preference_trainer import make_trainer
 
     def log(msg: str) -> None:
         console.print(Text(msg, style="dim"))
 
     with quiet_hf_progress():
-        trainer = Trainer(config, run_dir, log=log)
+        trainer = make_trainer(config, run_dir, log=log)  # DPO/VPO when preference.method set
         records = trainer.train()
     _summary(records, run_dir)
     if plot and records:

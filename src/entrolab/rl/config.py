@@ -24,6 +24,7 @@ from typing import Any, Literal
 from entrolab.errors import EntrolabError
 from entrolab.rl.calibration_track import CalibrationConfig
 from entrolab.rl.config_io import apply_overrides, build_dataclass, config_hash, read_recipe
+from entrolab.rl.preference import PreferenceConfig
 from entrolab.rl.controller import EntropyBandConfig
 from entrolab.rl.selection import SelectionConfig
 
@@ -35,6 +36,7 @@ __all__ = [
     "ModelConfig",
     "MonitorConfig",
     "OptimConfig",
+    "PreferenceConfig",
     "RewardConfig",
     "RolloutConfig",
     "SFTConfig",
@@ -373,6 +375,7 @@ class TrainConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     controller: EntropyBandConfig = field(default_factory=EntropyBandConfig)
 
     def __post_init__(self) -> None:
