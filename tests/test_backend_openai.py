@@ -209,7 +209,8 @@ def test_completions_format_token_ids_and_samples(scripted):
     cfg = GenerationConfig(num_samples=2, max_new_tokens=2, topk_logprobs=2, chat_template=False)
     batch = be.generate(["p", [5, 6, 7]], cfg, seeds=[1, 2], sample_offset=1)
     bodies = [b for _, b, _ in scripted.requests]
-    assert [b["prompt"] for b in bodies] == ["p", [5, 6, 7]]  # text and token-id prompts
+    prompts = sorted((b["prompt"] for b in bodies), key=str)  # sent concurrently: any order
+    assert prompts == [[5, 6, 7], "p"]  # a text and a token-id prompt
     assert all(b["n"] == 3 and b["return_tokens_as_token_ids"] for b in bodies)  # offset + G
     assert [(t.prompt_index, t.sample_index) for t in batch] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     t = batch[0]  # sample 1 = the server's choice 1 (choice 0 dropped by the offset)
@@ -280,8 +281,6 @@ def test_concurrency_is_bounded(scripted):
 def test_bad_input_errors(scripted):
     scripted.default = (200, reply(chat_choice([TOKEN])), 0, {})
     be = backend(scripted, model="m")
-    with pytest.raises(EntrolabError, match="step hooks"):
-        be.generate(["q"], GenerationConfig(topk_logprobs=3), step_hook=lambda *a: None)
     with pytest.raises(EntrolabError, match="1...20 top logprobs"):
         be.generate(["q"], GenerationConfig(topk_logprobs=21))
     with pytest.raises(EntrolabError, match="tokenizer"):
@@ -311,3 +310,19 @@ def test_parse_pieces_join_split_utf8():
     ]
     toks = parse_logprobs({"logprobs": {"content": entries}}, chat=True, where="test")
     assert [t[0] for t in toks] == ["", "é"]
+
+
+def test_step_hook_is_replayed_on_the_finished_traces(scripted):
+    scripted.default = (200, reply(*(chat_choice([TOKEN] * 4, index=i) for i in range(2))), 0, {})
+    seen = []
+
+    def hook(rows, step, stats):  # stop call-global row 1 after its token 1
+        seen.append((rows.tolist(), step, stats.topk_logprobs.shape))
+        return (rows == 1) & (step == 1)
+
+    cfg = GenerationConfig(num_samples=2, max_new_tokens=4, topk_logprobs=3)
+    a, b = backend(scripted, model="m").generate(["q"], cfg, step_hook=hook)
+    assert seen[:3] == [([0, 1], 0, (2, 3)), ([0, 1], 1, (2, 3)), ([0], 2, (1, 3))]
+    assert len(a) == 4 and a.finish_reason == "length"
+    assert len(b) == 2 and b.finish_reason == "stopped" and b.text == "aa"
+    assert len(b.meta["entropy_lower"]) == 2 and b.meta["replayed_stop"]
