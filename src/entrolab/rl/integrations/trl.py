@@ -30,7 +30,6 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from entrolab.errors import EntrolabError
-from entrolab.rl.advantages import ADVANTAGE_ESTIMATORS
 from entrolab.rl.entropy_law import covariance_proxy
 from entrolab.rl.integrations.trl_inputs import (
     _MM_KEYS,
@@ -40,6 +39,7 @@ from entrolab.rl.integrations.trl_inputs import (
     trl_policy_loss_input,
 )
 from entrolab.rl.losses import POLICY_LOSSES, prepare_selection
+from entrolab.rl.shaping import AdvantagePipeline
 from entrolab.rl.types import PolicyLossInput
 
 __all__ = [
@@ -60,8 +60,10 @@ class EntrolabGRPOTrainer(GRPOTrainer):
             ``"forking_tokens"``, …); None keeps TRL's own loss.
         loss_params: keyword arguments of the loss (e.g. ``{"kl_cov_ratio": 2e-3}``).
         aggregation: loss aggregation; None → the mode matching ``args.loss_type``.
-        advantage: a ``entrolab.rl.advantage_estimators`` name; None keeps TRL's advantages.
-        advantage_params: keyword arguments of the estimator.
+        advantage: a ``entrolab.rl.advantage_estimators`` name, optionally followed by
+            confidence shapers (``"grpo+ucas"``; single process, needs ``loss``); None keeps
+            TRL's advantages.
+        advantage_params: keyword arguments of the estimator (a shaper's under its name).
         selection_scope: ``"micro_batch"`` or ``"batch"`` for losses that select tokens
             (None: the loss's default). ``"batch"`` = this process's generation batch.
 
@@ -86,8 +88,16 @@ class EntrolabGRPOTrainer(GRPOTrainer):
         self._el_loss_name = None if loss is None else POLICY_LOSSES.entry(loss).name
         self._el_loss_fn = None if loss is None else POLICY_LOSSES.get(loss)
         self._el_loss_params = dict(loss_params or {})
-        self._el_adv_fn = None if advantage is None else ADVANTAGE_ESTIMATORS.get(advantage)
-        self._el_adv_params = dict(advantage_params or {})
+        # base estimator + confidence shapers ("grpo+ucas"; shapers: integrations/trl_shaping.py)
+        self._el_pipeline = (
+            None
+            if advantage is None
+            else AdvantagePipeline(advantage, dict(advantage_params or {}))
+        )
+        self._el_adv_fn = (
+            None if self._el_pipeline is None else self._el_pipeline.sequence_advantages
+        )
+        self._el_adv_params: dict[str, Any] = {}
         self._el_rewards: torch.Tensor | None = None
         self._el_selection: dict[str, dict[str, torch.Tensor] | None] = {}
         super().__init__(*args, **kwargs)
@@ -173,12 +183,14 @@ class EntrolabGRPOTrainer(GRPOTrainer):
         output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         if self._el_adv_fn is not None:
-            output["advantages"] = self._el_advantages(mode, output["advantages"])
+            output["advantages"] = self._el_advantages(mode, output["advantages"], output)
         if self._el_loss_fn is not None and self._el_loss_params.get("selection_scope") == "batch":
             self._el_selection[mode] = self._el_prepare_selection(mode, output)
         return output
 
-    def _el_advantages(self, mode: str, trl_advantages: torch.Tensor) -> torch.Tensor:
+    def _el_advantages(
+        self, mode: str, trl_advantages: torch.Tensor, output: dict[str, Any] | None = None
+    ) -> torch.Tensor:
         per_func = self._el_rewards
         assert per_func is not None
         if bool(torch.isnan(per_func).all(dim=1).any()):
@@ -188,6 +200,16 @@ class EntrolabGRPOTrainer(GRPOTrainer):
             )
         rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
         g = self.num_generations if mode == "train" else self.num_generations_eval
+        if self._el_pipeline is not None and self._el_pipeline.shapers and output is not None:
+            from entrolab.rl.integrations.trl_shaping import trl_shaped_advantages
+
+            tok_adv, metrics = trl_shaped_advantages(self, self._el_pipeline, output, rewards, g)
+            for key, value in {
+                **metrics,
+                "advantage_abs_mean": float(tok_adv.abs().mean()),
+            }.items():
+                self._metrics[mode][f"entrolab/{key}"].append(value)
+            return tok_adv  # [B, T] per-token advantages (single process)
         adv = self._el_adv_fn(rewards.view(-1, g), **self._el_adv_params).reshape(-1)
         n = trl_advantages.shape[0]
         start = self.accelerator.process_index * n

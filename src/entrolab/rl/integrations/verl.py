@@ -27,6 +27,9 @@ How a verl call maps to an entrolab call (:func:`make_verl_loss`):
   entropy it already receives (``model_output["entropy"]``, present when
   ``actor.calculate_entropy=True`` or ``entropy_coeff != 0``) reaches the entrolab loss; losses
   that need it (``forking_tokens*``, ``entropy_bonus``) fail with a message naming both settings.
+* advantage shapers (``grpo+ucas`` …) need per-token tensors that stock verl does not pass to
+  advantage estimators; :mod:`entrolab.rl.integrations.verl_shaping` documents what verl passes
+  and adapts a pipeline for a ``compute_advantage`` patched to pass them.
 * ``rollout_is_weights`` (verl's rollout correction) is refused: entrolab losses take no
   per-token weights (fold them into the advantages yourself if the loss is linear in A).
 
