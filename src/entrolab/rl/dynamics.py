@@ -17,6 +17,14 @@ arXiv:2505.22617; Wang et al. 2025, "Beyond the 80/20 Rule", arXiv:2506.01939):
 * ``dyn/decile_dH`` – the step's probe entropy change per entropy decile (tokens binned by their
   entropy before the update, lowest first); ``dyn/decile_dH_cum`` – change since step 0 per
   step-0 decile (does RL mostly move the high-entropy "forking" tokens?).
+* ``dyn/S_mean``, ``dyn/S_std``, ``dyn/S_neg_frac_negA`` – the discriminator
+  ``S = p·(H + log p)`` of the sampled tokens (Wang et al. 2026, arXiv:2602.03392;
+  :func:`discriminator_stats`): ``∂H/∂z_y = −S``, so rewarding high-S tokens and penalising
+  low-S (rare) ones drains entropy; its batch mean, population std, and the fraction of
+  negative-advantage tokens with S < 0 (the ones Clip_B/Clip_V consider dropping).
+* ``dyn/entropy_reasoning``, ``dyn/entropy_answer``, ``dyn/reasoning_frac`` – mean token
+  entropy before and after the task's answer delimiter (:func:`phase_masks`; tasks that declare
+  ``answer_delimiter``, e.g. the reasoning proxy), and the reasoning share of response tokens.
 * ``law/a``, ``law/b``, ``law/r2``, ``law/ceiling`` – the fit of ``R = −a·e^H + b`` over the
   run so far (H = ``dyn/entropy``, R = the mean training reward), ceiling = ``b − a``.
 
@@ -35,7 +43,15 @@ import torch
 from entrolab.errors import EntrolabError
 from entrolab.rl.entropy_law import OnlineEntropyLawFit
 
-__all__ = ["EntropyChange", "EntropyMonitor", "binned_change", "entropy_change"]
+__all__ = [
+    "EntropyChange",
+    "EntropyMonitor",
+    "binned_change",
+    "discriminator_stats",
+    "entropy_change",
+    "phase_entropy",
+    "phase_masks",
+]
 
 
 def _check(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -118,6 +134,73 @@ def entropy_change(
     means, counts = binned_change(a - b, ref[m].double(), bins)
     mb, ma = float(b.mean()), float(a.mean())
     return EntropyChange(mb, ma, ma - mb, means, counts)
+
+
+def discriminator_stats(
+    logprobs: torch.Tensor, entropy: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor
+) -> dict[str, float]:
+    """Batch statistics of ``S = p·(H + log p)`` over the response tokens (``[B, T]`` inputs:
+    sampled-token log-probs, token entropies in nats, advantages, bool mask).
+
+    Returns ``dyn/S_mean``, ``dyn/S_std`` (population) and ``dyn/S_neg_frac_negA`` (share of the
+    A < 0 tokens whose S < 0; 0 when there are none). Scope: all masked tokens of the batch.
+    """
+    if not (logprobs.shape == entropy.shape == advantages.shape == mask.shape):
+        raise EntrolabError("discriminator_stats needs [B, T] tensors of one shape")
+    m = mask.bool()
+    if not bool(m.any()):
+        return {"dyn/S_mean": 0.0, "dyn/S_std": 0.0, "dyn/S_neg_frac_negA": 0.0}
+    lp = logprobs.detach().double()[m]
+    s = torch.exp(lp) * (entropy.detach().double()[m] + lp)
+    neg = advantages.detach()[m] < 0
+    return {
+        "dyn/S_mean": float(s.mean()),
+        "dyn/S_std": float(s.std(unbiased=False)),
+        "dyn/S_neg_frac_negA": float((s[neg] < 0).double().mean()) if bool(neg.any()) else 0.0,
+    }
+
+
+def phase_masks(
+    response_ids: torch.Tensor, mask: torch.Tensor, delimiter_ids: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reasoning, answer) bool masks ``[B, T]``: response tokens before the first occurrence of
+    the token sequence ``delimiter_ids`` in each row, and those after it (the delimiter's own
+    tokens are in neither). A row without the delimiter is all reasoning."""
+    k = len(delimiter_ids)
+    if k == 0:
+        raise EntrolabError("phase_masks needs a non-empty delimiter token sequence")
+    b, t = response_ids.shape
+    m = mask.bool()
+    pos = torch.arange(t, device=response_ids.device).expand(b, t)
+    if t < k:
+        return m.clone(), torch.zeros_like(m)
+    delim = torch.tensor(delimiter_ids, device=response_ids.device)
+    win = response_ids.unfold(1, k, 1)  # [B, T − k + 1, k]
+    wm = m.unfold(1, k, 1).all(-1)
+    hit = (win == delim).all(-1) & wm
+    first = torch.where(hit.any(-1), hit.float().argmax(-1), torch.full((b,), t, device=hit.device))
+    reasoning = m & (pos < first[:, None])
+    answer = m & (pos >= first[:, None] + k)
+    return reasoning, answer
+
+
+def phase_entropy(
+    entropy: torch.Tensor, response_ids: torch.Tensor, mask: torch.Tensor, delimiter_ids: list[int]
+) -> dict[str, float | None]:
+    """Mean token entropy (nats) of the reasoning and answer phases over the batch (None for an
+    empty phase) and the reasoning share of response tokens; see :func:`phase_masks`."""
+    reasoning, answer = phase_masks(response_ids, mask, delimiter_ids)
+    h = entropy.detach().double()
+    n = max(int(mask.sum()), 1)
+
+    def mean(sel: torch.Tensor) -> float | None:
+        return float(h[sel].mean()) if bool(sel.any()) else None
+
+    return {
+        "dyn/entropy_reasoning": mean(reasoning),
+        "dyn/entropy_answer": mean(answer),
+        "dyn/reasoning_frac": float(reasoning.sum()) / n,
+    }
 
 
 def _pearson(x: list[float], y: list[float]) -> float | None:

@@ -32,6 +32,7 @@ from entrolab.tasks import Grade, Task, TaskItem
 
 __all__ = [
     "ProxySumTask",
+    "proxy_task",
     "sft_cache_key",
     "sft_examples",
     "sft_model",
@@ -96,6 +97,10 @@ class ProxySumTask(Task):
 
     def _make_items(self, n: int, seed: int) -> list[TaskItem]:
         return [self.make_item(i, seed) for i in range(n)]
+
+    def sft_examples(self, n: int, seed: int, noise: float) -> list[tuple[str, str]]:
+        """SFT pairs for this task (:func:`sft_examples`)."""
+        return sft_examples(self, n, seed, noise)
 
     def extract(self, item: TaskItem, response_text: str | None) -> str | None:
         """The pair in a reply of exactly the form ``a+b`` (spaces allowed), as ``"a+b"`` with
@@ -162,10 +167,18 @@ def train_sft(
     batch_size: int,
     lr: float,
     seed: int = 0,
+    loss: str = "ce",
 ) -> list[float]:
     """Next-token cross-entropy on the reply tokens (prompt tokens masked), AdamW with a cosine
     schedule; batches drawn with a seeded generator. Returns the per-step mean loss (nats/token).
-    The model is left in eval mode."""
+    The model is left in eval mode.
+
+    ``loss="entropy_sft"``: Light-IF's Entropy-SFT form, each token's cross-entropy weighted by
+    the clamped entropy ratio of the model's own prediction
+    (:func:`entrolab.rl.losses.tea_rl.entropy_sft_token_loss`; the returned loss is that
+    weighted token-mean)."""
+    if loss not in ("ce", "entropy_sft"):
+        raise EntrolabError(f"sft loss must be 'ce' or 'entropy_sft', got {loss!r}")
     ids, attn, loss_mask = _encode(tokenizer, pairs)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -183,13 +196,18 @@ def train_sft(
             logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none"
         )
         mm = m[:, 1:].reshape(-1)
-        loss = (nll * mm).sum() / mm.sum()
+        if loss == "entropy_sft":
+            from entrolab.rl.losses.tea_rl import entropy_sft_token_loss
+
+            value, _ = entropy_sft_token_loss(logits, x[:, 1:], m[:, 1:])
+        else:
+            value = (nll * mm).sum() / mm.sum()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(value.detach()))
     model.eval()
     return losses
 
@@ -199,6 +217,8 @@ def sft_cache_key(sft: dict[str, Any], task_settings: dict[str, Any]) -> str:
     from entrolab.rl.config import config_hash
 
     keep = {k: v for k, v in sft.items() if k != "cache"}
+    if keep.get("loss", "ce") == "ce":  # the default: keys of models cached before the option
+        keep.pop("loss", None)
     return config_hash(
         {"v": _VERSION, "sft": keep, "task": task_settings, "torch": torch.__version__}
     )
@@ -241,10 +261,11 @@ def sft_model(sft, task: ProxySumTask, *, cache_dir: Path | None = None, log=Non
         return model.eval(), tok, {**info, "cached": True}
     if log is not None:
         log(f"SFT of the proxy model ({sft.steps} steps; cached afterwards under {folder})")
-    pairs = sft_examples(task, sft.examples, sft.seed, sft.noise)
+    pairs = task.sft_examples(sft.examples, sft.seed, sft.noise)
     losses = train_sft(
-        model, tok, pairs, steps=sft.steps, batch_size=sft.batch_size, lr=sft.lr, seed=sft.seed
-    )
+        model, tok, pairs, steps=sft.steps, batch_size=sft.batch_size, lr=sft.lr, seed=sft.seed,
+        loss=getattr(sft, "loss", "ce"),
+    )  # fmt: skip
     info = {"key": key, "final_loss": sum(losses[-20:]) / len(losses[-20:]), "steps": sft.steps}
     if sft.cache:
         folder.mkdir(parents=True, exist_ok=True)
@@ -254,3 +275,21 @@ def sft_model(sft, task: ProxySumTask, *, cache_dir: Path | None = None, log=Non
         tmp.replace(weights)
         atomic_write_text(folder / "info.json", json.dumps(info))
     return model.eval(), tok, {**info, "cached": False}
+
+
+def proxy_task(spec: str, settings: dict[str, Any] | None = None) -> Task:
+    """The RL proxy task for ``spec``: ``"proxy"`` (:class:`ProxySumTask`) or
+    ``"proxy_reasoning"`` (:class:`entrolab.rl.proxy_reasoning.ProxyReasoningTask`)."""
+    settings = dict(settings or {})
+    if spec == "proxy_reasoning":
+        from entrolab.rl.proxy_reasoning import ProxyReasoningTask
+
+        cls: type[ProxySumTask] = ProxyReasoningTask
+    elif spec == "proxy":
+        cls = ProxySumTask
+    else:
+        raise EntrolabError(f"unknown proxy task {spec!r}; known: proxy, proxy_reasoning")
+    try:
+        return cls(**settings)
+    except TypeError as e:
+        raise EntrolabError(f"bad {spec} task settings {settings}: {e}") from None

@@ -150,17 +150,14 @@ def __getattr__(name: str):
 
 
 def make_task(spec: str, settings: dict | None = None) -> Task:
-    """The task for ``spec``: ``"proxy"`` is the RL proxy task
-    (:class:`entrolab.rl.proxy.ProxySumTask`); anything else goes to
+    """The task for ``spec``: ``"proxy"`` / ``"proxy_reasoning"`` are the RL proxy tasks
+    (:func:`entrolab.rl.proxy.proxy_task`); anything else goes to
     :func:`entrolab.tasks.load_task`."""
     settings = dict(settings or {})
-    if spec.strip() == "proxy":
-        from entrolab.rl.proxy import ProxySumTask
+    if spec.strip() in ("proxy", "proxy_reasoning"):
+        from entrolab.rl.proxy import proxy_task
 
-        try:
-            return ProxySumTask(**settings)
-        except TypeError as e:
-            raise EntrolabError(f"bad proxy task settings {settings}: {e}") from None
+        return proxy_task(spec.strip(), settings)
     from entrolab.tasks import load_task
 
     return load_task(spec, **settings)

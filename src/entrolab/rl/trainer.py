@@ -45,7 +45,7 @@ from entrolab.rl.checkpoint import MetricsLog
 from entrolab.rl.config import TrainConfig, config_from_dict, config_to_dict
 from entrolab.rl.config_io import config_diff
 from entrolab.rl.controller import LossParamState
-from entrolab.rl.dynamics import EntropyMonitor
+from entrolab.rl.dynamics import EntropyMonitor, discriminator_stats, phase_entropy
 from entrolab.rl.entropy_law import covariance_proxy
 from entrolab.rl.policy import build_policy, reference_context
 from entrolab.rl.reward_terms import check_reward_terms, rollout_reward_terms
@@ -110,6 +110,8 @@ class Trainer:
         )
         self.backend = HFBackend(self.policy, self.tokenizer, name=config.model.name or "")
         self.pad_id = int(self.tokenizer.pad_token_id)
+        delim = (getattr(self.task, "answer_delimiter", None) or "").strip()  # per-phase entropy
+        self._phase_ids = self.tokenizer(delim, add_special_tokens=False)["input_ids"] or None
         self.ref_model = None
         if config.algorithm.kl_coef > 0 and self.peft_model is None:
             self.ref_model = copy.deepcopy(self.policy).eval().requires_grad_(False)
@@ -440,6 +442,9 @@ class Trainer:
         rec.update(
             self.monitor.update(entropy=entropy, reward=reward_mean, covariance=cov, **probe)
         )
+        rec.update(discriminator_stats(batch_lp, batch_h, adv, mask))
+        if self._phase_ids:
+            rec.update(phase_entropy(batch_h, rollout.response_ids, mask, self._phase_ids))
         rec.update(self.loss_state.observe(rec))
         t_end = time.perf_counter()
         rec.update(
