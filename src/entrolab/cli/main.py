@@ -96,7 +96,9 @@ def analyze(
     stop: Annotated[list[str] | None, typer.Option(help="stop string (repeatable)")] = None,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     k: Annotated[int, typer.Option("--k", help="top-k alternatives kept per token")] = 20,
-    window: Annotated[int, typer.Option(help="tokens per confidence window")] = 16,
+    window: Annotated[
+        int, typer.Option(help="tokens per DeepConf confidence window (= deepconf_window(64))")
+    ] = 8,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the traces here")] = None,
     html_out: Annotated[
         Path | None, typer.Option("--html", help="write an HTML report here")

@@ -36,6 +36,7 @@ from entrolab.signals import (
     topk_confidence,
     window_entropy,
 )
+from entrolab.signals.windows import DEEPCONF_DEFAULT_WINDOW
 from entrolab.types import Trace, TraceBatch
 
 __all__ = ["TokenTable", "pmi_uncertainty", "token_table"]
@@ -219,8 +220,9 @@ def _deepconf(mode: str, summary: str, name: str) -> None:
         needs={"greedy_tokens"},
         summary=summary,
         paper=_DEEPCONF,
-        # window scaled down from DeepConf's 2048 for short CPU answers (spec B3 uses 32 for CoT)
-        defaults={"window": 16, "bottom_q": 0.1},
+        # DeepConf's 2048-token window scaled to the 64-token default reply budget by the one
+        # rule of signals.windows.deepconf_window (budget // 8); pass window=2048 for the paper's value
+        defaults={"window": DEEPCONF_DEFAULT_WINDOW, "bottom_q": 0.1},
     )(fn)
 
 

@@ -6,9 +6,22 @@ same draw in every strategy, see :mod:`.adaptive`), so their accuracies at match
 paired comparisons. Token accounting is exact: ``generated_tokens`` is the sum of ``len(trace)``
 over every trace generated for the item, early-stopped ones included.
 
-Window sizes: DeepConf's traces are thousands of tokens long (window 2048); the replies of the
-small CPU models used here are tens of tokens, so the default window is :data:`DEFAULT_WINDOW`
-tokens (the spec's CPU validation uses 32 for chain-of-thought replies).
+DeepConf defaults (one documented set; the paper's values are
+:data:`entrolab.signals.windows.DEEPCONF_PAPER`: window 2048, warm-up 16, budget 256–512, top 10%):
+
+* window: DeepConf's traces are thousands of tokens long (window 2048); the replies here are
+  budgeted at tens of tokens, so the window follows the one rule of
+  :func:`entrolab.signals.windows.deepconf_window` (``clamp(max_new_tokens // 8, 4, 2048)``):
+  :data:`DEFAULT_WINDOW` = 8 tokens for the 64-token default budget, the same as the
+  ``deepconf_*`` estimators. Pass ``window=deepconf_window(max_new_tokens)`` with a longer
+  budget, or ``window=2048`` for the paper.
+* ``deepconf-online`` warms up on 4 traces (paper: 16) because its default budget is 16 traces
+  (paper: 256–512): 16 warm-up traces would leave nothing to stop early. The paper's ratio is
+  16 of 512; pass ``warmup=16, budget=512`` to run it.
+* ``deepconf-offline`` at its default budget 8 with the top-10% filter keeps exactly ONE trace
+  (``max(1, int(0.1 · 8)) = 1``): its answer is the single most confident trace's. The filter
+  votes among several traces only from budget 20 up; use a larger budget or
+  ``voter=bottom_window_weighted`` (every trace, confidence-weighted) for a vote.
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ from entrolab.inference.voting import (
     trace_scores,
     weighted_vote,
 )
+from entrolab.signals.windows import DEEPCONF_DEFAULT_WINDOW
 
 if TYPE_CHECKING:
     from entrolab.tasks import Task, TaskItem
@@ -55,8 +69,8 @@ __all__ = [
 ]
 
 _DEEPCONF = "Fu et al. 2025, Deep Think with Confidence, arXiv:2508.15260"
-#: Tokens per confidence window (scaled down from DeepConf's 2048 for short CPU replies).
-DEFAULT_WINDOW = 8
+#: Tokens per confidence window: ``deepconf_window(64)`` (see the module docstring).
+DEFAULT_WINDOW = DEEPCONF_DEFAULT_WINDOW
 
 
 def _variant_meta(task, item, traces, keys, window: int, k: int) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from entrolab.signals import (
     masked_mean,
     topk_confidence,
 )
+from entrolab.signals.windows import DEEPCONF_DEFAULT_WINDOW
 from entrolab.types import Trace
 
 #: Entropy (nats) at which the colour scales of the reports saturate (0 = green … >= this = red).
@@ -108,13 +109,15 @@ def _float(x: torch.Tensor) -> float:
 
 
 def summarize(
-    trace: Trace, *, window: int = 16, rho: float = 0.2, top_forks: int = 5
+    trace: Trace, *, window: int = DEEPCONF_DEFAULT_WINDOW, rho: float = 0.2, top_forks: int = 5
 ) -> TraceSummary:
     """Summarise one trace.
 
     Args:
         trace: the completion; its per-token fields have shape [T], top-k fields [T, K].
-        window: DeepConf group-confidence window, in tokens (>= 1).
+        window: DeepConf group-confidence window, in tokens (>= 1); default
+            :data:`~entrolab.signals.windows.DEEPCONF_DEFAULT_WINDOW` (8, the one rule of
+            :func:`~entrolab.signals.windows.deepconf_window` for 64-token replies).
         rho: fraction of the trace's tokens flagged as forking tokens (top-ρ by entropy, scope
             per sequence), in (0, 1].
         top_forks: how many forking tokens to keep (highest entropy first; >= 0).

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Literal
 
 import torch
@@ -27,6 +28,9 @@ import torch
 from entrolab.errors import EntrolabError
 
 __all__ = [
+    "DEEPCONF_DEFAULT_WINDOW",
+    "DEEPCONF_PAPER",
+    "deepconf_window",
     "forking_token_mask",
     "group_confidence",
     "high_window_entropy_mask",
@@ -42,6 +46,39 @@ __all__ = [
 
 Scope = Literal["sequence", "batch"]
 GROUP_MODES = ("mean", "lowest", "bottom", "tail")
+
+#: DeepConf's published settings (Fu et al. 2025, arXiv:2508.15260; facebookresearch/deepconf,
+#: ``reproduce`` branch): group window 2048 tokens, 16 warm-up traces, budget 256 traces (512 in
+#: the paper), keep the top 10% (DeepConf-low) or 90% (DeepConf-high), top-k = 20 logprobs.
+#: Pass these explicitly to reproduce the paper on long reasoning traces.
+DEEPCONF_PAPER = MappingProxyType(
+    {"window": 2048, "warmup": 16, "budget": 256, "top_percent": 10, "k": 20}
+)
+#: The DeepConf window of every entrolab default: ``deepconf_window(64)`` for 64-token replies.
+DEEPCONF_DEFAULT_WINDOW = 8
+
+
+def deepconf_window(max_new_tokens: int) -> int:
+    """entrolab's one rule for DeepConf's group window: ``clamp(max_new_tokens // 8, 4, 2048)``.
+
+    DeepConf's 2048-token windows are a small slice of reasoning traces that run to tens of
+    thousands of tokens; on replies budgeted at tens of tokens a 2048 window never fills and
+    every window score falls back to the trace mean. One eighth of the reply budget keeps at
+    least 8 windows per reply that fills its budget, never shrinks below 4 tokens (a 1–2-token
+    "window" is just the least confident token) and reaches the paper's 2048 at a
+    16384-token budget. Every DeepConf default of the estimators (``deepconf_*``), the
+    test-time strategies and the reports is ``deepconf_window(64) = 8``
+    (:data:`DEEPCONF_DEFAULT_WINDOW`) for their 64-token default budget; pass
+    ``window=deepconf_window(max_new_tokens)`` when you change the budget, or
+    ``DEEPCONF_PAPER["window"]`` for the paper's value.
+
+    Args:
+        max_new_tokens: reply budget in tokens (≥ 1).
+    Returns:
+        the window length in tokens.
+    """
+    _check_int(max_new_tokens, "max_new_tokens")
+    return max(4, min(DEEPCONF_PAPER["window"], max_new_tokens // 8))
 
 
 def _check(
