@@ -67,9 +67,9 @@ def test_dynamic_confidence_fixed_divisor_hand_case():
 
 def test_trained_snn_and_online_equals_replay():
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(200, 8, generator=g)
+    x = torch.rand(300, 8, generator=g)
     y = (x[:, :4].sum(1) > x[:, 4:].sum(1)).long()  # a separable 2-class task
-    ann = train_qcfs(x, y, epochs=10, seed=0)
+    ann = train_qcfs(x, y, epochs=12, seed=0)
     snn = IFNetwork(ann)
     run = snn.run(x, 16)
     conf, pred = dynamic_confidence(run.outputs, 16.0)
