@@ -15,6 +15,7 @@ from scipy.stats import entropy as scipy_entropy
 from transformers import LogitsProcessorList
 
 from entrolab.decoding.ckplug import (
+    _adjust,
     candidate_mask,
     ckplug_logits,
     confidence_gain,
@@ -185,8 +186,9 @@ def test_matches_numpy_transcription(seed, vocab, scales, alpha, trigger, select
     zc64, zp64 = zc.double(), zp.double()
     before = (zc64.clone(), zp64.clone())
     out, trig = ckplug_logits(
-        zc64, zp64, alpha, trigger=trigger, select_top=select_top, relative_top=relative_top
-    )
+        zc64, zp64, alpha, trigger=trigger, select_top=select_top, relative_top=relative_top,
+        candidates_only=False,
+    )  # fmt: skip
     assert torch.equal(zc64, before[0]) and torch.equal(zp64, before[1])  # never in place
     ref, ref_trig = _np_ckplug(zc64.numpy(), zp64.numpy(), alpha, trigger, select_top, relative_top)
     hc, hp = _np_entropy(zc64.numpy()), _np_entropy(zp64.numpy())
@@ -210,7 +212,8 @@ def test_alpha_one_is_parametric_on_candidates(seed, vocab, trigger):
     keep = candidate_mask(zc.log_softmax(-1), zp.log_softmax(-1))
     par = torch.where(keep, zp.log_softmax(-1), torch.full_like(zp, NEG))
     assert torch.allclose(out[trig], par[trig], atol=1e-6)
-    assert torch.equal(out[~trig], zc[~trig])
+    # untriggered rows: the context logits with non-candidates masked (the official code)
+    assert torch.equal(out[~trig], zc.masked_fill(~keep, NEG)[~trig])
     cg = confidence_gain(zc, zp)
     ref = _np_entropy(zp.double().numpy()) - _np_entropy(zc.double().numpy())
     np.testing.assert_allclose(cg.numpy(), ref, rtol=1e-5, atol=1e-5)
@@ -288,8 +291,14 @@ def test_generate_first_step_statistics_match_separate_passes(tiny):
     with torch.no_grad():
         zc = torch.stack([model(torch.tensor([s])).logits[0, -1] for s in w])
         zp = torch.stack([model(torch.tensor([s])).logits[0, -1] for s in o])
+    # default: entropies over the candidate set, as the official code
+    _, _, hc, hp = _adjust(zc, zp, 0.3, None, "released", 10, 0.01)
+    torch.testing.assert_close(res.confidence_gain[:, 0], hp - hc, atol=1e-4, rtol=0)
+    full = ckplug_generate(
+        model, tok, w, o, alpha=0.3, max_new_tokens=2, eos_token_id=[], candidates_only=False
+    )
     torch.testing.assert_close(
-        res.confidence_gain[:, 0], confidence_gain(zc, zp), atol=1e-4, rtol=0
+        full.confidence_gain[:, 0], confidence_gain(zc, zp), atol=1e-4, rtol=0
     )
     adjusted, trig = ckplug_logits(zc, zp, 0.3)
     assert res.triggered[:, 0].tolist() == trig.tolist()
@@ -404,3 +413,98 @@ def test_alpha_sweep_moves_answer_from_context_to_memory(smollm):
         )
         assert res.triggered[res.mask].float().mean() > 0.5  # conflict detected on most steps
     assert answers == {0.5: "CCC", 1.0: "PPP"}, answers
+
+
+# ------------------------------------------------ the official code (byronBBL/CK-PLUG), transcribed
+def _official_relative_top_filter(scores, scores_student, relative_top=0.1, filter_value=-1e10,
+                                  min_tokens_to_keep=1):  # fmt: skip
+    """GenerationMixin.relative_top_filter of the CK-PLUG repository's transformers-4.49 fork."""
+    scores_normalized = scores.log_softmax(dim=-1)
+    scores_student_normalized = scores_student.log_softmax(dim=-1)
+    sorted_logits, _ = torch.sort(scores_normalized, descending=True)
+    sorted_logits_student, _ = torch.sort(scores_student_normalized, descending=True)
+    min_thresh = sorted_logits[..., min_tokens_to_keep - 1]
+    probs_max = torch.max(scores_normalized, dim=-1).values
+    probs_thresh = probs_max + np.log(relative_top)
+    probs_thresh = torch.min(min_thresh, probs_thresh)
+    probs_thresh = probs_thresh.unsqueeze(-1)
+    min_thresh_student = sorted_logits_student[..., min_tokens_to_keep - 1]
+    probs_max_student = torch.max(scores_student_normalized, dim=-1).values
+    probs_thresh_student = probs_max_student + np.log(relative_top)
+    probs_thresh_student = torch.min(min_thresh_student, probs_thresh_student)
+    probs_thresh_student = probs_thresh_student.unsqueeze(-1)
+    mask = (scores_normalized < probs_thresh) & (scores_student_normalized < probs_thresh_student)
+    scores[mask] = filter_value
+    scores_student[mask] = filter_value
+    return scores, scores_student, mask
+
+
+def _official_ck_step(next_token_logits, next_token_logits_student, alpha, adaptive, select_top):
+    """One step of GenerationMixin._ck_decoding (batch of one row, as the official code's
+    ``.item()`` calls require), without the logits processors; returns (scores, is_adjust)."""
+    next_token_logits, next_token_logits_student, mask = _official_relative_top_filter(
+        next_token_logits, next_token_logits_student, relative_top=0.01,
+        min_tokens_to_keep=select_top,
+    )  # fmt: skip
+    probs = torch.nn.functional.softmax(next_token_logits, dim=-1)
+    probs_student = torch.nn.functional.softmax(next_token_logits_student, dim=-1)
+    entropy = -torch.sum(probs * torch.log(probs + 1e-9), dim=-1).item()
+    entropy_student = -torch.sum(probs_student * torch.log(probs_student + 1e-9), dim=-1).item()
+    IG = entropy_student - entropy
+    e = -1.0
+    is_adjust = IG + abs(entropy) * e < 0
+    if is_adjust:
+        next_token_logits_student[mask] = -1e3
+        logits_context = next_token_logits - next_token_logits_student
+        next_token_logits_student[mask] = -1e10
+        if adaptive:
+            diff = abs(entropy - entropy_student)
+            normalization_factor = 1 + diff / (entropy + entropy_student)
+            next_token_logits_student = (
+                2 * next_token_logits_student * entropy
+                / (entropy + entropy_student * normalization_factor)
+            )  # fmt: skip
+            logits_context = (
+                2 * logits_context * entropy_student
+                / (entropy + entropy_student * normalization_factor)
+            )  # fmt: skip
+            return next_token_logits_student + logits_context, True
+        return alpha * next_token_logits_student + (1 - alpha) * logits_context, True
+    return next_token_logits, False
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    vocab=st.integers(2, 60),
+    scales=st.tuples(st.floats(0.1, 6.0), st.floats(0.1, 6.0)),
+    alpha=st.one_of(st.none(), st.floats(0.0, 1.0)),
+    select_top=st.integers(1, 12),
+)
+@settings(max_examples=80, deadline=None)
+def test_released_default_equals_official_code(seed, vocab, scales, alpha, select_top):
+    """The default (released trigger, candidate-set entropies, masked untriggered output) gives
+    the official code's distribution and trigger on every row; the logits may differ by a
+    per-row constant (log-softmax vs raw logits), so softmaxes are compared."""
+    zc, zp = _rand(seed, 4, vocab, *scales)
+    zc, zp = zc.double(), zp.double()
+    select_top = min(select_top, vocab)  # the official code indexes the select_top-th token
+    out, trig = ckplug_logits(zc, zp, alpha, select_top=select_top, relative_top=0.01)
+    for i in range(zc.shape[0]):
+        ref, ref_trig = _official_ck_step(
+            zc[i : i + 1].clone(), zp[i : i + 1].clone(), alpha, alpha is None, select_top
+        )
+        assert bool(trig[i]) == ref_trig
+        torch.testing.assert_close(
+            torch.softmax(out[i].double(), -1), torch.softmax(ref[0], -1), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_full_vocabulary_variant_differs_from_official_on_some_steps():
+    # The audit's finding: full-vocabulary entropies flip the trigger on some random steps.
+    flips = 0
+    for seed in range(400):
+        zc, zp = _rand(seed, 1, 50, 2.0, 2.0)
+        _, t_off = ckplug_logits(zc.double(), zp.double(), 0.5)
+        _, t_full = ckplug_logits(zc.double(), zp.double(), 0.5, candidates_only=False)
+        flips += int(t_off.item() != t_full.item())
+    assert 0 < flips < 400

@@ -105,13 +105,14 @@ def test_select_diverse_by_hand() -> None:
 def test_debate_confidence_metrics_by_hand() -> None:
     # D1: (70, 60) (80, 75) (90, 80); D2: (50, 40) (60, 50) (70, 76)
     # round means 55, 66.25, 79 → overconfidence 66.75 − 50 = 16.75; escalation 79 − 55 = 24;
-    # both ≥ 75: R1 none, R2 D1, R3 D1 → 0, 0.5, 0.5; sum − 100 by round: (30 − 10)/2 = 10,
+    # both > 75 (strictly, as the official code): R1 none, R2 none (D1's 75 is not > 75),
+    # R3 D1 → 0, 0, 0.5; sum − 100 by round: (30 − 10)/2 = 10,
     # (55 + 10)/2 = 32.5, (70 + 46)/2 = 58 → mean 33.5 (= 2 · 66.75 − 100)
     conf = [[[70, 60], [80, 75], [90, 80]], [[50, 40], [60, 50], [70, 76]]]
     m = debate_confidence_metrics(conf)
     assert m["mean_by_round"] == [55.0, 66.25, 79.0]
     assert m["overconfidence"] == pytest.approx(16.75) and m["escalation"] == 24.0
-    assert m["mutual_overestimation_by_round"] == [0.0, 0.5, 0.5]
+    assert m["mutual_overestimation_by_round"] == [0.0, 0.0, 0.5]
     assert m["mutual_overestimation_rate"] == 0.5
     assert m["sum_excess_by_round"] == [10.0, 32.5, 58.0] and m["sum_excess"] == 33.5
     with pytest.raises(EntrolabError, match=r"\[debates, rounds, 2\]"):
@@ -187,9 +188,14 @@ def test_verbalized_confidence_tokens_are_counted(tiny_backend) -> None:
     out = DebateStrategy(rounds=1, pool=2, confidence="verbalized", config=cfg).run(
         rec, task, items
     )[0]
-    traced = sum(len(t) for _, _, ts in rec.calls for t in ts)
+    # greedy continuations run through backend.generate too (the one decode loop): the sampled
+    # replies and the confidence continuations are all recorded calls
+    sampled = [t for _, c, ts in rec.calls if not c.greedy for t in ts]
+    asked = [t for _, c, ts in rec.calls if c.greedy for t in ts]
     # every one of the 2 + 2 replies is followed by "Confidence (0-100):" and 1–4 greedy tokens
-    assert traced + 4 <= out.generated_tokens <= traced + 4 * 4
+    assert len(sampled) == 4 and len(asked) == 4
+    assert all(1 <= len(t) <= 4 for t in asked)
+    assert out.generated_tokens == sum(len(t) for t in sampled + asked)
     assert out.num_traces == 4
 
 

@@ -21,6 +21,9 @@ class GenerationConfig:
         top_k: keep the k most likely tokens; 0 disables it.
         min_p: drop tokens with p < min_p * p_max; 0 disables it.
         stop: strings that end a completion (the text is cut before them).
+        stop_ignores_leading_whitespace: look for stop strings only after the completion's
+            leading whitespace (e.g. a newline stop that must not fire on a reply that starts
+            with a newline).
         seed: base seed; sample ``s`` of prompt ``i`` uses a generator derived from (seed, i, s),
             so a sample does not depend on what else is in the batch.
         topk_logprobs: K, alternatives stored per token (DeepConf uses 20).
@@ -42,6 +45,7 @@ class GenerationConfig:
     top_k: int = 0
     min_p: float = 0.0
     stop: tuple[str, ...] = ()
+    stop_ignores_leading_whitespace: bool = False
     seed: int = 0
     topk_logprobs: int = 20
     signals_from: Literal["raw", "processed"] = "raw"

@@ -1,33 +1,31 @@
-"""Decode-loop helpers shared by the backends: padding, per-step statistic buffers, KV cache."""
+"""Helpers shared by the backends: per-step statistic buffers, step hooks, token pieces.
+
+Padding, the preallocated KV cache and the decode loop itself live in
+:mod:`entrolab.decoding.loop` (one loop for every in-process generation); they are re-exported
+here for the backends.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from entrolab.decoding.loop import decode_loop, pad_batch, preallocated_cache
 from entrolab.errors import EntrolabError
 from entrolab.signals import TokenStatistics
 
-
-def pad_batch(
-    seqs: Sequence[Sequence[int]], pad_id: int, side: Literal["left", "right"] = "left"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad token id lists to [R, L_max]; returns (input_ids int64, mask int64, 1 = real token).
-
-    ``"left"`` puts every row's next token in the last column, which a batched decode needs;
-    ``"right"`` keeps positions 0..L-1, which teacher-forced scoring indexes directly.
-    """
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.int64)
-    mask = torch.zeros(len(seqs), width, dtype=torch.int64)
-    for r, s in enumerate(seqs):
-        cols = slice(width - len(s), width) if side == "left" else slice(0, len(s))
-        input_ids[r, cols] = torch.tensor(list(s), dtype=torch.int64)
-        mask[r, cols] = 1
-    return input_ids, mask
+__all__ = [
+    "StepBuffers",
+    "StepHook",
+    "StopStrings",
+    "call_step_hook",
+    "decode_loop",
+    "pad_batch",
+    "preallocated_cache",
+    "token_pieces",
+]
 
 
 @dataclass
@@ -74,62 +72,57 @@ class StepBuffers:
         self.topk_logprobs[rows, step] = s.topk_logprobs
 
 
-def preallocated_cache(config, capacity: int):
-    """A transformers ``DynamicCache`` whose full-attention layers write into preallocated buffers.
+class StopStrings:
+    """Stop-string detection inside a decode loop, and the cut of the final text.
 
-    ``DynamicCache`` concatenates every step, copying the whole cache (O(T²) bytes over a
-    generation; a quarter of a decode step at batch 32 and 150 tokens on a 2-core CPU). Here each
-    layer keeps [B, H, capacity, D] buffers (doubling if outgrown) and hands attention views of
-    the filled part. Sliding-window and other special layers are left as transformers made them.
+    A row stops once its recent tokens decode to text containing a stop string (only the last
+    ``max bytes + 1`` tokens are decoded each step). With ``ignore_leading_whitespace`` the
+    search starts after the completion's leading whitespace (the whole completion is decoded),
+    so e.g. a newline stop does not fire on a reply that begins with a newline.
+
+    Args:
+        stop: the stop strings (empty: never stops).
+        decode_raw: ids -> text with special tokens kept (tail checks).
+        decode_text: ids -> text with special tokens removed (whole-completion checks).
     """
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
 
-    class PreallocatedLayer(DynamicLayer):
-        def __init__(self) -> None:
-            super().__init__()
-            self._k: torch.Tensor | None = None
-            self._v: torch.Tensor | None = None
-            self._n = 0
+    def __init__(
+        self,
+        stop: Sequence[str],
+        ignore_leading_whitespace: bool,
+        decode_raw: Callable[[Sequence[int]], str],
+        decode_text: Callable[[Sequence[int]], str],
+    ) -> None:
+        self.stop, self.lead = tuple(stop), bool(ignore_leading_whitespace)
+        self.decode_raw, self.decode_text = decode_raw, decode_text
+        self.max_bytes = max((len(s.encode()) for s in self.stop), default=0)
 
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            new = key_states.shape[-2]
-            if self._k is None or self._n + new > self._k.shape[-2]:
-                self._resize(
-                    torch.arange(key_states.shape[0]),
-                    max(capacity, 2 * (self._n + new)),
-                    key_states,
-                    value_states,
-                )
-            self._k[:, :, self._n : self._n + new].copy_(key_states)
-            self._v[:, :, self._n : self._n + new].copy_(value_states)
-            self._n += new
-            self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
-            return self.keys, self.values
+    def hits(
+        self, active: torch.Tensor, finished: torch.Tensor, token_ids: torch.Tensor, step: int
+    ) -> list[int]:
+        """Positions j (into ``active``) of unfinished rows whose text now holds a stop string.
 
-        def _resize(self, rows: torch.Tensor, size: int, k_like=None, v_like=None) -> None:
-            k_src = self._k if self._k is not None else k_like
-            v_src = self._v if self._v is not None else v_like
-            k = k_src.new_empty(len(rows), k_src.shape[1], size, k_src.shape[-1])
-            v = v_src.new_empty(len(rows), v_src.shape[1], size, v_src.shape[-1])
-            if self._k is not None and self._n:
-                k[:, :, : self._n] = self._k[rows, :, : self._n]
-                v[:, :, : self._n] = self._v[rows, :, : self._n]
-            self._k, self._v = k, v
-            self.keys, self.values = k[:, :, : self._n], v[:, :, : self._n]
+        ``token_ids`` [R, N] holds every row's tokens through column ``step``."""
+        if not self.max_bytes:
+            return []
+        out = []
+        for j in (~finished).nonzero().flatten().tolist():
+            r = int(active[j])
+            if self.lead:
+                text = self.decode_text(token_ids[r, : step + 1].tolist()).lstrip()
+            else:
+                tail = token_ids[r, max(0, step + 1 - self.max_bytes - 1) : step + 1]
+                text = self.decode_raw(tail.tolist())
+            if any(s in text for s in self.stop):
+                out.append(j)
+        return out
 
-        def reorder_cache(self, beam_idx: torch.Tensor) -> None:
-            if self._k is not None:
-                self._resize(beam_idx.to(self._k.device), self._k.shape[-2])
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            self.reorder_cache(indices)
-
-    cache = DynamicCache(config=config)
-    cache.layers = [PreallocatedLayer() if type(x) is DynamicLayer else x for x in cache.layers]
-    return cache
+    def cut(self, text: str) -> str:
+        """``text`` up to (not including) the first stop string found (after leading whitespace
+        with ``ignore_leading_whitespace``)."""
+        start = len(text) - len(text.lstrip()) if self.lead else 0
+        found = [text.find(s, start) for s in self.stop if s in text[start:]]
+        return text[: min(found)] if found else text
 
 
 #: step_hook(rows [R] int64, step, stats of the tokens just chosen) -> stop [R] bool.

@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from entrolab.backends.base import Capabilities, ProgressFn, Prompt, prompt_as_ids
 from entrolab.backends.decode import (
     StepBuffers,
     StepHook,
+    StopStrings,
     call_step_hook,
+    decode_loop,
     pad_batch,
-    preallocated_cache,
     token_pieces,
 )
 from entrolab.backends.sampling import (
@@ -33,12 +35,12 @@ from entrolab.errors import EntrolabError
 from entrolab.signals import token_statistics, truncation_statistics
 from entrolab.types import Provenance, Trace, TraceBatch
 
-#: on_progress(rows_done, rows_total, tokens_generated)
-ProgressFn = Callable[[int, int, int], None]
-
 
 class HFBackend:
-    """A transformers causal LM with entrolab's generation and scoring.
+    """A transformers causal LM with entrolab's generation and scoring (white-box).
+
+    Implements :class:`~entrolab.backends.base.Backend` with every capability: full-vocabulary
+    statistics, hidden states, step hooks, token-id prompts and the torch module.
 
     Args:
         model: a causal LM (``AutoModelForCausalLM``), put in eval mode.
@@ -54,9 +56,14 @@ class HFBackend:
             tokenizer.pad_token = tokenizer.eos_token
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.eos_ids = self._eos_ids()
-        from entrolab.decoding.base import cache_kwarg  # (imports transformers: not at start-up)
-
-        self._cache_kw = cache_kwarg(model)
+        self.capabilities = Capabilities(
+            full_logits=True,
+            max_topk=self.vocab_size,
+            hidden_states=True,
+            step_hooks=True,
+            kv_branching=True,
+            torch_module=True,
+        )
 
     @classmethod
     def load(cls, name_or_path: str | None = None, **kwargs) -> HFBackend:
@@ -74,6 +81,54 @@ class HFBackend:
             elif source is not None:
                 ids.update(int(i) for i in source)
         return torch.tensor(sorted(ids), dtype=torch.int64)
+
+    # ------------------------------------------------------- protocol: tokens, model access
+    @property
+    def pad_id(self) -> int:
+        """The id used to pad batches."""
+        return int(self.tokenizer.pad_token_id)
+
+    def torch_model(self):
+        """The wrapped torch module (capability ``torch_module``)."""
+        return self.model
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as a continuation (no special tokens)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        """Text of ``ids`` (special tokens removed unless asked to keep them)."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def token_pieces(self, ids: Sequence[int]) -> list[str]:
+        """The text each token adds (see :func:`~entrolab.backends.decode.token_pieces`)."""
+        return token_pieces(self.tokenizer, ids)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width H of the decoder's hidden states."""
+        return int(self.model.config.hidden_size)
+
+    def resolve_layer(self, layer: int | None) -> int:
+        """``layer`` as a 0-based decoder block index (see :func:`~entrolab.backends.hidden.resolve_layer`)."""
+        from entrolab.backends.hidden import resolve_layer
+
+        return resolve_layer(self.model, layer)
+
+    def hidden_states(self, seqs, positions, layer: int, *, batch_size: int = 16):
+        """Hidden states of decoder block ``layer`` at given positions (see
+        :func:`~entrolab.backends.hidden.hidden_at`)."""
+        from entrolab.backends.hidden import hidden_at
+
+        return hidden_at(self.model, self.pad_id, seqs, positions, layer, batch_size=batch_size)
+
+    def watch_layer(self, layer: int, *, watch_inputs: bool = False):
+        """A :class:`~entrolab.backends.hidden.LayerWatch` on this model (use as a context
+        manager around ``generate`` for online hidden states)."""
+        from entrolab.backends.hidden import LayerWatch
+
+        return LayerWatch(self.model, layer, watch_inputs=watch_inputs)
 
     # ------------------------------------------------------------------ prompts
     def prompt_ids(
@@ -96,7 +151,7 @@ class HFBackend:
     @torch.inference_mode()
     def generate(
         self,
-        prompts: Sequence[str] | str,
+        prompts: Sequence[Prompt] | str,
         config: GenerationConfig | None = None,
         *,
         seeds: Sequence[int] | None = None,
@@ -106,7 +161,9 @@ class HFBackend:
     ) -> TraceBatch:
         """Sample ``config.num_samples`` completions per prompt; one Trace per completion.
 
-        Traces come back ordered by prompt, then sample. Statistics are computed from each step's
+        A prompt is text (chat-formatted per ``config``) or a list of token ids used as they are
+        (the trace's ``prompt`` is then their decoded text). Traces come back ordered by prompt,
+        then sample. Statistics are computed from each step's
         raw logits (``config.signals_from="processed"`` for the sampled distribution). When
         sampling (temperature > 0), each trace's ``meta`` has the sampler diagnostics
         ``kept_mean`` (tokens kept per step), ``retained_mass_mean`` and ``entropy_after_mean``
@@ -133,10 +190,13 @@ class HFBackend:
                 f"topk_logprobs={config.topk_logprobs} exceeds the vocabulary size {self.vocab_size}"
             )
         ids = [
-            self.prompt_ids(
-                p, chat_template=config.chat_template, system_prompt=config.system_prompt
+            prompt_as_ids(
+                self, p, chat_template=config.chat_template, system_prompt=config.system_prompt
             )
             for p in prompts
+        ]
+        prompts = [
+            p if isinstance(p, str) else self.decode(i) for p, i in zip(prompts, ids, strict=True)
         ]
         if seeds is not None and len(seeds) != len(prompts):
             raise EntrolabError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
@@ -172,42 +232,22 @@ class HFBackend:
         step_hook: StepHook | None = None,
         sample_offset: int = 0,
     ) -> list[Trace]:
-        device = self.model.device
-        n_rows, steps, k = len(rows), config.max_new_tokens, config.topk_logprobs
-        seqs = [prompt_ids[i] for i, _ in rows]
-        # Prefill each distinct prompt once, then give every sample row its own copy of the
-        # prompt's cache: G samples of a prompt cost one prefill, not G.
+        n_rows, k = len(rows), config.topk_logprobs
         unique = sorted({i for i, _ in rows})
-        expand = torch.tensor([unique.index(i) for i, _ in rows])
-        input_ids, attention = pad_batch(
-            [prompt_ids[i] for i in unique], self.tokenizer.pad_token_id
-        )
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
         generators = [torch.Generator().manual_seed(seed_of(i, s)) for i, s in rows]
-        buf = StepBuffers.empty(n_rows, steps, k)
+        buf = StepBuffers.empty(n_rows, config.max_new_tokens, k)
         lengths = torch.zeros(n_rows, dtype=torch.int64)
         global_row = torch.tensor([i * config.num_samples + s for i, s in rows])
         diag = torch.zeros(3, n_rows, dtype=torch.float64)  # kept, retained mass, entropy after
         finish = ["length"] * n_rows
-        cache = preallocated_cache(self.model.config, input_ids.shape[1] + steps)
-        logits = self.model(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            position_ids=positions.to(device),
-            **{self._cache_kw: cache},
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1]
-        if len(unique) < n_rows:
-            cache.reorder_cache(expand.to(device))
-            logits = logits[expand.to(device)]
-        attention, positions = attention[expand], positions[expand]
-        active = torch.arange(n_rows)
-        next_pos = positions[:, -1] + 1
-        eos = self.eos_ids
-        max_stop = max((len(s.encode()) for s in config.stop), default=0)
-        for step in range(steps):
-            raw = logits.float().cpu()
+        stop_check = StopStrings(
+            config.stop,
+            config.stop_ignores_leading_whitespace,
+            lambda ids: self.decode(ids, skip_special_tokens=False),
+            self.decode,
+        )
+
+        def step_fn(active: torch.Tensor, step: int, raw: torch.Tensor):
             processed = process_logits(raw, config, warper)
             if config.greedy:
                 chosen = raw.argmax(-1)
@@ -219,7 +259,7 @@ class HFBackend:
             stats = token_statistics(source, chosen, k)
             buf.write(active, step, chosen, stats)
             lengths[active] += 1
-            finished = torch.isin(chosen, eos)
+            finished = torch.isin(chosen, self.eos_ids)
             for j in finished.nonzero().flatten().tolist():
                 finish[int(active[j])] = "eos"
             if step_hook is not None:
@@ -227,30 +267,20 @@ class HFBackend:
                 for j in stop.nonzero().flatten().tolist():
                     finish[int(active[j])] = "stopped"
                 finished = finished | stop
-            if max_stop:
-                for j in (~finished).nonzero().flatten().tolist():
-                    r = int(active[j])
-                    tail = buf.token_ids[r, max(0, step + 1 - max_stop - 1) : step + 1]
-                    if any(s in self.tokenizer.decode(tail) for s in config.stop):
-                        finished[j] = True
-                        finish[r] = "stop"
-            keep = (~finished).nonzero().flatten()
-            progress(n_rows - keep.numel(), int(lengths.sum()))
-            if step == steps - 1 or keep.numel() == 0:
-                break
-            if keep.numel() < active.numel():  # drop finished rows from the batch and the cache
-                cache.reorder_cache(keep.to(device))
-                attention, chosen, next_pos = attention[keep], chosen[keep], next_pos[keep]
-                active = active[keep]
-            attention = torch.cat([attention, torch.ones(len(active), 1, dtype=torch.int64)], 1)
-            logits = self.model(
-                input_ids=chosen[:, None].to(device),
-                attention_mask=attention.to(device),
-                position_ids=next_pos[:, None].to(device),
-                **{self._cache_kw: cache},
-                use_cache=True,
-            ).logits[:, -1]
-            next_pos = next_pos + 1
+            for j in stop_check.hits(active, finished, buf.token_ids, step):
+                finished[j] = True
+                finish[int(active[j])] = "stop"
+            progress(n_rows - int((~finished).sum()), int(lengths.sum()))
+            return chosen, finished
+
+        decode_loop(
+            self.model,
+            [prompt_ids[i] for i in unique],
+            step_fn,
+            max_new_tokens=config.max_new_tokens,
+            pad_id=self.pad_id,
+            row_prompt=[unique.index(i) for i, _ in rows],
+        )
         progress(n_rows, int(lengths.sum()))
         meta = {"generation": config.to_dict()}
         means = (diag / lengths.clamp(min=1)).tolist()
@@ -270,11 +300,11 @@ class HFBackend:
                 prompt_index=i,
                 sample_index=s + sample_offset,
                 provenance=Provenance(logits=config.signals_from, vocab="full"),
-                stop=config.stop,
+                stop=stop_check,
                 meta={
                     **meta,
                     "row_seed": seed_of(i, s),
-                    "prompt_tokens": len(seqs[r]),
+                    "prompt_tokens": len(prompt_ids[i]),
                     **sampler_meta[r],
                 },
             )
@@ -292,14 +322,13 @@ class HFBackend:
         prompt_index: int,
         sample_index: int,
         provenance: Provenance,
-        stop: Sequence[str] = (),
+        stop: StopStrings | None = None,
         meta: dict | None = None,
     ) -> Trace:
         ids = buf.token_ids[r, :n]
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if finish == "stop":
-            cut = min((text.find(s) for s in stop if s in text), default=len(text))
-            text = text[:cut]
+        text = self.decode(ids)
+        if finish == "stop" and stop is not None:
+            text = stop.cut(text)
         return Trace(
             prompt=prompt,
             text=text,
@@ -319,10 +348,6 @@ class HFBackend:
             model=self.name,
             meta=meta or {},
         )
-
-    def token_pieces(self, ids: Sequence[int]) -> list[str]:
-        """The text each token adds (see :func:`~entrolab.backends.decode.token_pieces`)."""
-        return token_pieces(self.tokenizer, ids)
 
     # ------------------------------------------------------------------ scoring
     @torch.inference_mode()

@@ -137,14 +137,13 @@ def analyze(
         traces.save(json_out)
         console.print(Text.assemble("traces written to ", (str(json_out), "bold")))
     if html_out is not None:
-        tok = backend.tokenizer
         write_html(
             html_out,
             traces,
             summaries,
             title=f"entrolab analyze — {backend.name}",
             meta={"model": backend.name, **config.to_dict()},
-            id_to_text=lambda ids: [tok.decode([i]) for i in ids],
+            id_to_text=lambda ids: [backend.decode([i], skip_special_tokens=False) for i in ids],
         )
         console.print(Text.assemble("HTML report written to ", (str(html_out), "bold")))
 

@@ -27,6 +27,7 @@ import torch
 
 from entrolab.errors import EntrolabError
 from entrolab.signals import token_entropy
+from entrolab.signals.token import check_finite_logits
 
 __all__ = [
     "candidate_mask",
@@ -112,7 +113,7 @@ def candidate_mask(
     return keep
 
 
-def _check_args(alpha, adaptive, trigger, select_top, relative_top) -> bool:
+def _check_args(alpha, adaptive, trigger, select_top, relative_top, candidates_only=True) -> bool:
     """Validate the CK-PLUG settings; returns whether the adaptive mode is on."""
     adaptive = alpha is None if adaptive is None else bool(adaptive)
     if adaptive and alpha is not None:
@@ -129,15 +130,30 @@ def _check_args(alpha, adaptive, trigger, select_top, relative_top) -> bool:
         raise EntrolabError(f"select_top must be a positive int, got {select_top!r}")
     if not isinstance(relative_top, (int, float)) or not 0.0 < float(relative_top) <= 1.0:
         raise EntrolabError(f"relative_top must be in (0, 1], got {relative_top!r}")
+    if not isinstance(candidates_only, bool):
+        raise EntrolabError(f"candidates_only must be True or False, got {candidates_only!r}")
     return adaptive
 
 
-def _adjust(z_ctx, z_par, alpha, adaptive, trigger, select_top, relative_top):
+def _candidate_entropy(logp: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The official code's entropy of the candidate-renormalised distribution:
+    H = −Σ_c q_c log(q_c + 1e-9) with q = softmax over the candidates (nats, float32 [B])."""
+    q = torch.softmax(logp.masked_fill(~keep, float("-inf")), -1)
+    return -(q * torch.log(q + 1e-9)).sum(-1)
+
+
+def _adjust(z_ctx, z_par, alpha, adaptive, trigger, select_top, relative_top, candidates_only=True):
     """Shared core; returns (logits [B, V], triggered [B], H^c [B], H^p [B])."""
     _pair(z_ctx, z_par)
-    adaptive = _check_args(alpha, adaptive, trigger, select_top, relative_top)
-    hc, hp = token_entropy(z_ctx).float(), token_entropy(z_par).float()
+    check_finite_logits(z_ctx, "logits_with_ctx")
+    check_finite_logits(z_par, "logits_without_ctx")
+    adaptive = _check_args(alpha, adaptive, trigger, select_top, relative_top, candidates_only)
     lc, lp = torch.log_softmax(z_ctx.float(), -1), torch.log_softmax(z_par.float(), -1)
+    keep = candidate_mask(lc, lp, select_top=select_top, relative_top=relative_top)
+    if candidates_only:
+        hc, hp = _candidate_entropy(lc, keep), _candidate_entropy(lp, keep)
+    else:
+        hc, hp = token_entropy(z_ctx).float(), token_entropy(z_par).float()
     cg = hp - hc
     triggered = (cg - hc.abs() < 0) if trigger == "released" else (cg < 0)
     if adaptive:
@@ -148,10 +164,11 @@ def _adjust(z_ctx, z_par, alpha, adaptive, trigger, select_top, relative_top):
         w_p, w_c = float(alpha), 1.0 - float(alpha)
     # floor at -1e4 (exp = 0 in float32) so p = 0 tokens give no inf - inf = NaN when mixing
     fc, fp = lc.clamp(min=-1.0e4), lp.clamp(min=-1.0e4)
-    mixed = w_p * fp + w_c * (fc - fp)
-    keep = candidate_mask(lc, lp, select_top=select_top, relative_top=relative_top)
-    mixed = mixed.masked_fill(~keep, float("-inf"))
-    out = torch.where(triggered[:, None], mixed, z_ctx.float())
+    mixed = (w_p * fp + w_c * (fc - fp)).masked_fill(~keep, float("-inf"))
+    untouched = (
+        z_ctx.float().masked_fill(~keep, float("-inf")) if candidates_only else z_ctx.float()
+    )
+    out = torch.where(triggered[:, None], mixed, untouched)
     return out, triggered, hc, hp
 
 
@@ -164,6 +181,7 @@ def ckplug_logits(
     trigger: Trigger = "released",
     select_top: int = 10,
     relative_top: float = 0.01,
+    candidates_only: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One CK-PLUG step: adjusted logits and which rows were adjusted.
 
@@ -176,15 +194,22 @@ def ckplug_logits(
     - adaptive (``alpha=None``): κ = 1 + |H^c − H^p| / (H^c + H^p),
       w_p = 2H^c / (H^c + κH^p), w_c = 2H^p / (H^c + κH^p), z̃ = w_p ℓ^p + w_c (ℓ^c − ℓ^p).
 
-    Untriggered rows return z^c unchanged (no mask). Out of place; no loop over rows.
+    Entropies H^c, H^p: with ``candidates_only`` (default, as the official code) over the
+    candidate set (each distribution renormalised over the candidates, H = −Σ q log(q + 1e-9)),
+    and untriggered rows return z^c with non-candidates at −inf; with ``candidates_only=False``
+    over the full vocabulary, and untriggered rows return z^c unchanged (the paper's wording).
+    Out of place; no loop over rows.
 
     Args:
         z_ctx, z_par: logits [B, V] with / without the context (raw, before temperature).
         alpha: the knob in [0, 1]; None selects the adaptive mode (``adaptive`` defaults to that).
         trigger: ``"released"`` (default, matches the official code) or ``"paper"``.
         select_top, relative_top: candidate set (official defaults 10 and 0.01).
+        candidates_only: see above (True = the official code).
     Returns:
         ``(logits float32 [B, V], triggered bool [B])``.
     """
-    out, triggered, _, _ = _adjust(z_ctx, z_par, alpha, adaptive, trigger, select_top, relative_top)
+    out, triggered, _, _ = _adjust(
+        z_ctx, z_par, alpha, adaptive, trigger, select_top, relative_top, candidates_only
+    )
     return out, triggered

@@ -14,6 +14,7 @@ from transformers import LogitsProcessor
 
 from entrolab.decoding.base import cache_kwarg
 from entrolab.decoding.ckplug import Trigger, _adjust, _check_args
+from entrolab.decoding.loop import decode_loop, pad_batch
 from entrolab.errors import EntrolabError
 
 __all__ = ["CKPlugLogitsProcessor", "CKPlugResult", "ckplug_generate"]
@@ -70,11 +71,7 @@ class _CachedRows:
     def __init__(self, model, rows: Sequence[Sequence[int]], pad: int) -> None:
         from transformers import DynamicCache
 
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), int(pad), dtype=torch.int64)
-        self.attn = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r) :], self.attn[i, width - len(r) :] = torch.tensor(r), 1
+        ids, self.attn = pad_batch(rows, int(pad))
         self.kw = cache_kwarg(model)
         self.model, self.cache = model, DynamicCache(config=model.config)
         self.logits = self._run(ids, (self.attn.cumsum(-1) - 1).clamp(min=0))
@@ -126,17 +123,21 @@ def ckplug_generate(
     seed: int = 0,
     eos_token_id: int | Sequence[int] | None = None,
     sample_fn: Callable[[torch.Tensor, Sequence[torch.Generator]], torch.Tensor] | None = None,
+    candidates_only: bool = True,
 ) -> CKPlugResult:
     """Generate with CK-PLUG, both passes in one batch of 2B rows over one KV cache.
 
-    Rows 0..B−1 hold the prompts with context, rows B..2B−1 those without, left-padded together;
-    each step the token chosen from :func:`ckplug_logits` of row pair (i, B+i) is appended to both.
+    Rows 0..B−1 hold the prompts with context, rows B..2B−1 those without, decoded by the one
+    decode loop (:func:`~entrolab.decoding.loop.decode_loop`: preallocated cache, a finished pair
+    leaves the batch); each step the token chosen from :func:`ckplug_logits` of row pair
+    (i, B+i) is appended to both.
     Prompts are token-id lists (format chat prompts yourself, e.g. with
     ``tokenizer.apply_chat_template``) or plain strings (tokenized as they are).
 
     Args:
         model, tokenizer: a Hugging Face causal LM and its tokenizer.
-        alpha, adaptive, trigger, select_top, relative_top: as :func:`ckplug_logits`.
+        alpha, adaptive, trigger, select_top, relative_top, candidates_only: as
+            :func:`ckplug_logits`.
         greedy: argmax of the adjusted logits; otherwise sample softmax(z̃ / temperature), row i
             with its own generator seeded from (``seed``, i): its samples do not depend on the
             other rows.
@@ -146,7 +147,7 @@ def ckplug_generate(
     Returns:
         :class:`CKPlugResult` (per-step CG, entropies and trigger flags included).
     """
-    _check_args(alpha, adaptive, trigger, select_top, relative_top)
+    _check_args(alpha, adaptive, trigger, select_top, relative_top, candidates_only)
     ctx = _as_ids(tokenizer, with_context_ids, "with_context_ids")
     par = _as_ids(tokenizer, without_context_ids, "without_context_ids")
     if len(ctx) != len(par):
@@ -163,7 +164,6 @@ def ckplug_generate(
         raise EntrolabError(f"temperature must be > 0 when sampling, got {temperature!r}")
     b = len(ctx)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stream = _CachedRows(model, ctx + par, pad)
     eos = _eos_ids(model, tokenizer, eos_token_id)
     gens = [_row_generator(seed, r) for r in range(b)]
     steps = max_new_tokens
@@ -172,25 +172,29 @@ def ckplug_generate(
     trig = torch.zeros(b, steps, dtype=torch.bool)
     mask = torch.zeros(b, steps, dtype=torch.bool)
     done = torch.zeros(b, dtype=torch.bool)
-    n = 0
-    for step in range(steps):
-        raw = stream.logits.float().cpu()
-        z, t, hc, hp = _adjust(raw[:b], raw[b:], alpha, adaptive, trigger, select_top, relative_top)
+
+    def step_fn(active: torch.Tensor, step: int, raw: torch.Tensor):
+        # rows r and b + r leave together, so the active rows are pairs: first half with context
+        half = active.numel() // 2
+        pairs = active[:half]
+        z, t, hc, hp = _adjust(
+            raw[:half], raw[half:], alpha, adaptive, trigger, select_top, relative_top,
+            candidates_only,
+        )  # fmt: skip
+        sub = [gens[r] for r in pairs.tolist()]
         if greedy:
             chosen = z.argmax(-1)
         elif sample_fn is not None:
-            chosen = sample_fn(z / temperature, gens).to(torch.int64)
+            chosen = sample_fn(z / temperature, sub).to(torch.int64)
         else:
-            chosen = _sample(z / temperature, gens)
-        live = ~done
-        chosen = torch.where(live, chosen, torch.full_like(chosen, int(pad)))
-        tok[:, step], mask[:, step], trig[:, step] = chosen, live, t & live
-        cg[:, step], hcs[:, step], hps[:, step] = (hp - hc) * live, hc * live, hp * live
-        n = step + 1
-        done |= torch.isin(chosen, eos) & live
-        if bool(done.all()) or step == steps - 1:
-            break
-        stream.step(torch.cat([chosen, chosen]))
+            chosen = _sample(z / temperature, sub)
+        tok[pairs, step], mask[pairs, step], trig[pairs, step] = chosen, True, t
+        cg[pairs, step], hcs[pairs, step], hps[pairs, step] = hp - hc, hc, hp
+        ended = torch.isin(chosen, eos)
+        done[pairs] |= ended
+        return torch.cat([chosen, chosen]), torch.cat([ended, ended])
+
+    n = decode_loop(model, ctx + par, step_fn, max_new_tokens=steps, pad_id=int(pad))
     mask = mask[:, :n]
     token_ids = [tok[i, :n][mask[i]].tolist() for i in range(b)]
     return CKPlugResult(
@@ -219,7 +223,8 @@ class CKPlugLogitsProcessor(LogitsProcessor):
         model: the same causal LM ``generate`` runs (or another with the same vocabulary).
         without_context_ids: B token-id lists, in the batch order of ``generate``'s input.
         pad_token_id: id used to left-pad them.
-        alpha, adaptive, trigger, select_top, relative_top: as :func:`ckplug_logits`.
+        alpha, adaptive, trigger, select_top, relative_top, candidates_only: as
+            :func:`ckplug_logits`.
     """
 
     def __init__(
@@ -233,8 +238,12 @@ class CKPlugLogitsProcessor(LogitsProcessor):
         trigger: Trigger = "released",
         select_top: int = 10,
         relative_top: float = 0.01,
+        candidates_only: bool = True,
     ) -> None:
-        self.adaptive = _check_args(alpha, adaptive, trigger, select_top, relative_top)
+        self.adaptive = _check_args(
+            alpha, adaptive, trigger, select_top, relative_top, candidates_only
+        )
+        self.candidates_only = candidates_only
         if not without_context_ids or any(len(s) == 0 for s in without_context_ids):
             raise EntrolabError(
                 "without_context_ids must be a non-empty list of non-empty id lists"
@@ -262,7 +271,7 @@ class CKPlugLogitsProcessor(LogitsProcessor):
             par = self._stream.step(input_ids[:, -1])
         z, t, _, _ = _adjust(
             scores, par.to(scores.device).float(), self.alpha, self.adaptive, self.trigger,
-            self.select_top, self.relative_top,
+            self.select_top, self.relative_top, self.candidates_only,
         )  # fmt: skip
         self.triggered.append(t.cpu())
         return z

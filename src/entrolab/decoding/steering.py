@@ -30,6 +30,7 @@ from typing import Literal
 
 import torch
 
+from entrolab.decoding.loop import pad_batch
 from entrolab.errors import EntrolabError
 from entrolab.signals import token_entropy
 
@@ -121,11 +122,7 @@ def _last_token_pass(model, tokenizer, prompt_ids, batch_size: int, block=None):
     try:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            width = max(len(s) for s in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.int64)
-            attn = torch.zeros_like(ids)
-            for r, s in enumerate(chunk):
-                ids[r, width - len(s) :], attn[r, width - len(s) :] = torch.tensor(s), 1
+            ids, attn = pad_batch(chunk, pad)
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
             out = model(
                 input_ids=ids.to(model.device), attention_mask=attn.to(model.device),

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 
+from entrolab.backends.base import require
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference.base import (
@@ -28,13 +29,7 @@ from entrolab.inference.base import (
     row_progress,
 )
 from entrolab.inference.cues import cot_prompt, cue_positions
-from entrolab.inference.hidden import (
-    CueMonitor,
-    LayerWatch,
-    greedy_continue,
-    hidden_at,
-    resolve_layer,
-)
+from entrolab.inference.hidden import CueMonitor, greedy_continue, hidden_at, resolve_layer
 
 __all__ = ["CueExitStrategy", "strategy_config"]
 
@@ -77,7 +72,7 @@ class CueExitStrategy:
 
     # subclasses ---------------------------------------------------------------------------
     def _layer(self, backend: Any) -> int:
-        return resolve_layer(backend.model, None)
+        return resolve_layer(backend, None, "learned exits")
 
     def _decide(
         self, ctx: dict[str, Any], rows: list[int], prefixes: list[list[int]], hidden: torch.Tensor
@@ -97,7 +92,7 @@ class CueExitStrategy:
         if not prefixes:
             return {}
         backend = ctx["backend"]
-        pre = backend.tokenizer(self.answer_prefix, add_special_tokens=False)["input_ids"]
+        pre = backend.encode(self.answer_prefix)
         rows = sorted(prefixes)
         conts = greedy_continue(
             backend, [ctx["prompt_ids"][r] + prefixes[r] + pre for r in rows], self.answer_tokens
@@ -132,9 +127,14 @@ class CueExitStrategy:
             return self._decide(ctx, rows, prefixes, hidden)
 
         if self.mode == "online":
-            with LayerWatch(backend.model, layer, watch_inputs=True) as watch:
+            require(backend, "step_hooks", "online learned exits")
+            with backend.watch_layer(layer, watch_inputs=True) as watch:
                 monitor = CueMonitor(
-                    watch, backend.tokenizer, self.cues, decide, min_position=self.min_position
+                    watch,
+                    lambda ids: backend.decode(ids, skip_special_tokens=False),
+                    self.cues,
+                    decide,
+                    min_position=self.min_position,
                 )
                 batch = backend.generate(
                     prompts, cfg, seeds=seeds, step_hook=monitor, on_progress=progress

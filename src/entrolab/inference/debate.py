@@ -171,7 +171,7 @@ class DebateStrategy:
     def _verbalize(self, backend, replies: list[dict]) -> None:
         from entrolab.tasks import extract_answer
 
-        ask = backend.tokenizer("\nConfidence (0-100):", add_special_tokens=False)["input_ids"]
+        ask = backend.encode("\nConfidence (0-100):")
         conts = greedy_continue(backend, [r["prompt_ids"] + r["ids"] + ask for r in replies], 4)
         for r, cont in zip(replies, conts, strict=True):
             r["tokens"] += len(cont)

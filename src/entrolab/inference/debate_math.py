@@ -13,7 +13,7 @@
   possible.
 * :func:`debate_confidence_metrics` (Prasad & Nguyen 2025, "When Two LLMs Debate, Both Think
   They'll Win", arXiv:2505.19184): overconfidence c̄ − 50, escalation c̄_last − c̄_first, the
-  mutual-overestimation rate P(c_A ≥ 75 ∧ c_B ≥ 75) and the sum-excess E[c_A + c_B − 100]. Two
+  mutual-overestimation rate P(c_A > 75 ∧ c_B > 75) and the sum-excess E[c_A + c_B − 100]. Two
   agents holding different answers cannot both be right, so rational confidences sum to ≤ 100.
 
 Pure tensor/Python code: no model or backend.
@@ -174,7 +174,9 @@ def debate_confidence_metrics(confidence: Any) -> dict[str, Any]:
     Returns:
         ``mean_by_round`` [R]; ``overconfidence`` = mean c − 50; ``escalation`` = mean of the
         last round − mean of the first; ``mutual_overestimation_rate`` = fraction of debates
-        where both sides say ≥ 75 in the last round (``…_by_round`` for every round);
+        where both sides say more than 75 in the last round (``…_by_round`` for every round;
+        strictly greater, as the official code: with > 75 the paper's 61.7% is reproduced on
+        its data, while the paper's text says ≥ 75);
         ``sum_excess`` = mean over debates and rounds of c_A + c_B − 100 (``…_by_round``).
     """
     c = torch.as_tensor(confidence, dtype=torch.float64)
@@ -183,7 +185,7 @@ def debate_confidence_metrics(confidence: Any) -> dict[str, Any]:
     if not torch.isfinite(c).all() or ((c < 0) | (c > 100)).any():
         raise EntrolabError("confidences must be finite percentages in [0, 100] (multiply by 100)")
     by_round = c.mean((0, 2))
-    mutual = (c >= 75).all(-1).double().mean(0)
+    mutual = (c > 75).all(-1).double().mean(0)
     excess = (c.sum(-1) - 100).mean(0)
     return {
         "debates": int(c.shape[0]),

@@ -87,9 +87,7 @@ class LynxExit:
 
     def check_backend(self, backend: Any) -> None:
         """Raise if the probe was trained for another model (name, hidden size)."""
-        self.probe.check_compatible(
-            model=backend.name, feature_size=int(backend.model.config.hidden_size)
-        )
+        self.probe.check_compatible(model=backend.name, feature_size=int(backend.hidden_size))
 
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """g(h) = P(ready | hidden state) for hidden [n, H] → float64 [n]."""
@@ -310,7 +308,7 @@ class ConciseStrategy(CueExitStrategy):
 
     def _decide(self, ctx, rows, prefixes, hidden):
         backend, task, items = ctx["backend"], ctx["task"], ctx["items"]
-        pre = backend.tokenizer(self.probe_prefix, add_special_tokens=False)["input_ids"]
+        pre = backend.encode(self.probe_prefix)
         conts = greedy_continue(
             backend,
             [ctx["prompt_ids"][r] + p + pre for r, p in zip(rows, prefixes, strict=True)],

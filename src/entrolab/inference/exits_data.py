@@ -25,7 +25,6 @@ from entrolab.inference.cues import (
 from entrolab.inference.hidden import (
     Continuation,
     CueMonitor,
-    LayerWatch,
     greedy_continue,
     hidden_at,
     resolve_layer,
@@ -37,7 +36,6 @@ __all__ = [
     "Continuation",
     "CueMonitor",
     "ExitData",
-    "LayerWatch",
     "collect_exit_data",
     "cot_prompt",
     "cue_hit",
@@ -125,7 +123,7 @@ def collect_exit_data(
     prompts = [cot_prompt(task, it, instructions) for it in items]
     kw = {} if on_progress is None else {"on_progress": lambda d, t, _tok: report(_SAMPLE, d, t)}
     batch = backend.generate(prompts, config, seeds=item_seeds(seed, items), **kw)
-    prefix_ids = backend.tokenizer(answer_prefix, add_special_tokens=False)["input_ids"]
+    prefix_ids = backend.encode(answer_prefix)
     seqs, cue_lists, rows = [], [], []
     for ti, tr in enumerate(batch):
         cp = cue_positions(tr.tokens, cues)[:max_cues]
@@ -168,7 +166,7 @@ def collect_exit_data(
         forced_tokens=torch.tensor([len(c) for c in forced], dtype=torch.int64),
         trace_tokens=torch.tensor([len(t) for t in batch], dtype=torch.int64),
         item_ids=tuple(it.id for it in items),
-        layer=resolve_layer(backend.model, layer),
+        layer=resolve_layer(backend, layer, "exit supervision"),
         meta={
             "cues": list(cues),
             "answer_prefix": answer_prefix,

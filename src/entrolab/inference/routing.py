@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from entrolab.backends.decode import pad_batch
+from entrolab.backends.base import require
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference.base import (
@@ -198,24 +198,15 @@ def prompt_features(
 
 def _first_token_entropy(backend: Any, ids: Sequence[list[int]], batch_size: int) -> torch.Tensor:
     """[N, 3]: entropy, varentropy, max log-prob of the next-token distribution after each
-    prompt (raw logits, float32)."""
-    from entrolab.signals import entropy_and_varentropy
-
-    model = backend.model
-    rows = []
-    for start in range(0, len(ids), batch_size):
-        x, m = pad_batch(ids[start : start + batch_size], backend.tokenizer.pad_token_id)
-        pos = (m.cumsum(-1) - 1).clamp(min=0)
-        logits = model(
-            input_ids=x.to(model.device),
-            attention_mask=m.to(model.device),
-            position_ids=pos.to(model.device),
-            logits_to_keep=1,
-        ).logits[:, -1]
-        logits = logits.float().cpu()
-        h, v = entropy_and_varentropy(logits)
-        rows.append(torch.stack([h, v, torch.log_softmax(logits, -1).amax(-1)], -1))
-    return torch.cat(rows)
+    prompt (raw logits, float32): the statistics of one greedy step through ``backend.generate``."""
+    require(backend, "full_logits", "DiffAdapt's entropy features")
+    cfg = GenerationConfig(
+        temperature=0.0, max_new_tokens=1, topk_logprobs=1, batch_size=batch_size
+    )
+    traces = backend.generate([list(s) for s in ids], cfg)
+    return torch.stack(
+        [torch.stack([t.entropy[0], t.varentropy[0], t.topk_logprobs[0, 0]]) for t in traces]
+    ).float()
 
 
 # ---------------------------------------------------------------------------------- router
@@ -228,7 +219,7 @@ class DiffAdaptRouter:
 
     def check_backend(self, backend: Any) -> None:
         """Raise if the probe was fitted for another model or feature size."""
-        f, hidden = self.probe.info.feature, int(backend.model.config.hidden_size)
+        f, hidden = self.probe.info.feature, int(backend.hidden_size)
         size = 3 if f == "entropy" else hidden + (3 if f == "hidden+entropy" else 0)
         self.probe.check_compatible(model=backend.name, feature_size=size)
 

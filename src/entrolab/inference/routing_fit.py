@@ -198,7 +198,9 @@ def collect_difficulty_data(
         acc[i] = sum(task.grade(items[i], t.text).correct for t in traces) / len(traces)
         means = [float(t.entropy.double().mean()) for t in traces if len(t)]
         ent[i] = sum(means) / len(means) if means else 0.0
-    used_layer = resolve_layer(backend.model, layer) if "hidden" in feature else None
+    used_layer = (
+        resolve_layer(backend, layer, "DiffAdapt routing features") if "hidden" in feature else None
+    )
     if on_progress is not None:
         on_progress("question features", 0, len(prompts))
     feats = prompt_features(backend, prompts, feature=feature, layer=used_layer)

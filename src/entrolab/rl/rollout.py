@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from entrolab.backends.decode import pad_batch
 from entrolab.backends.sampling import row_seed
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
@@ -155,13 +156,8 @@ def sample_rollout(
         for p in prompts
     ]
     rows = sorted(traces, key=lambda t: (t.prompt_index, t.sample_index))
-    width = max(len(t) for t in rows)
-    pad = int(backend.tokenizer.pad_token_id)
-    response = torch.full((len(rows), width), pad, dtype=torch.int64)
-    mask = torch.zeros(len(rows), width, dtype=torch.bool)
-    for r, t in enumerate(rows):
-        response[r, : len(t)] = t.token_ids
-        mask[r, : len(t)] = True
+    response, mask = pad_batch([t.token_ids.tolist() for t in rows], int(backend.pad_id), "right")
+    mask = mask.to(torch.bool)
     return Rollout(
         prompt_ids=[ids[t.prompt_index] for t in rows],
         response_ids=response,
@@ -189,15 +185,9 @@ class ForwardOutput:
 
 def _layout(batch: Rollout, pad_id: int) -> tuple[torch.Tensor, ...]:
     """input_ids, attention_mask, position_ids for [left-padded prompt | right-padded response]."""
-    p_max = max(len(p) for p in batch.prompt_ids)
-    n, t = batch.response_ids.shape
-    input_ids = torch.full((n, p_max + t), pad_id, dtype=torch.int64)
-    attention = torch.zeros(n, p_max + t, dtype=torch.int64)
-    for r, p in enumerate(batch.prompt_ids):
-        input_ids[r, p_max - len(p) : p_max] = torch.tensor(p, dtype=torch.int64)
-        attention[r, p_max - len(p) : p_max] = 1
-    input_ids[:, p_max:] = batch.response_ids
-    attention[:, p_max:] = batch.response_mask.to(torch.int64)
+    prompt_ids, prompt_mask = pad_batch(batch.prompt_ids, pad_id, side="left")
+    input_ids = torch.cat([prompt_ids, batch.response_ids], 1)
+    attention = torch.cat([prompt_mask, batch.response_mask.to(torch.int64)], 1)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     return input_ids, attention, positions
 
