@@ -1,0 +1,42 @@
+"""`entrolab eval` end-to-end on OpenAIBackend against a live `entrolab serve` (tiny random model
+on 127.0.0.1), compared with the same run on the in-process backend. (DeepConf online through a
+server runs on the embedded model in tests/test_serve_embedded.py: the tiny model's
+near-uniform confidences tie.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from entrolab.backends import OpenAIBackend
+from entrolab.estimators import EstimatorConfig, applicable_estimators
+from entrolab.evaluation import evaluate
+from entrolab.serve import ServeConfig, running
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def remote(tiny_backend):
+    with running(tiny_backend, ServeConfig(model_id="tiny", port=0)) as url:
+        yield OpenAIBackend(url, tokenizer=tiny_backend.tokenizer, token_ids=True)
+
+
+def test_eval_end_to_end_on_the_server_skips_full_logit_estimators(remote, tiny_backend):
+    ok, skipped = applicable_estimators(remote, EstimatorConfig(samples=2))
+    assert "self_certainty" in skipped and "full-logits" in skipped["self_certainty"]
+    assert "self_certainty" not in ok and {"deepconf_lowest", "semantic_entropy"} <= set(ok)
+    assert "self_certainty" in applicable_estimators(tiny_backend, EstimatorConfig(samples=2))[0]
+    names = ["perplexity", "msp", "deepconf_lowest", "mean_token_entropy", "answer_agreement"]
+    settings = dict(n=4, samples=2, max_new_tokens=8, chunk=4, estimators=names)
+    there = evaluate(remote, "arithmetic", **settings)
+    here = evaluate(tiny_backend, "arithmetic", **settings)
+    assert [r["response"] for r in there.rows] == [r["response"] for r in here.rows]
+    assert [r["samples"] for r in there.rows] == [r["samples"] for r in here.rows]
+    for name in ("perplexity", "msp", "answer_agreement"):  # need only chosen-token logprobs
+        assert there.uncertainty(name) == pytest.approx(here.uncertainty(name), abs=1e-4)
+    # perplexity u = −mean log p of the greedy answer's tokens, from the stored trace
+    row = there.rows[0]
+    assert row["u"]["perplexity"] == pytest.approx(-np.mean(row["trace"]["logprob"]), rel=1e-6)
+    # top-k (renormalised) token entropy ≤ … is not the full entropy: the runs differ
+    assert row["trace"]["provenance"]["vocab"] == "topk"
