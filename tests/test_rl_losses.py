@@ -485,7 +485,13 @@ def test_nan_in_padding_is_harmless(name: str) -> None:
         g = torch.Generator().manual_seed(0)
         base = torch.randn(*m.shape, 7, generator=g, dtype=F64)
         logits = torch.where(m[..., None], base + torch.where(m, lp, 0.0)[..., None], nan)
-    bad = PolicyLossInput(lp, old, inp.advantages, m, entropy=ent, logits=logits)
+    info = None
+    if name == "ares":  # needs the group structure
+        b = m.shape[0]
+        info = {"group": torch.arange(b) // 2, "correct": (torch.arange(b) % 2).double(),
+                "pass_rate": torch.full((b,), 0.5, dtype=F64)}  # fmt: skip
+    bad = PolicyLossInput(lp, old, inp.advantages, m, entropy=ent, logits=logits,
+                          sequence_info=info)  # fmt: skip
     out = POLICY_LOSSES.get(name)(bad)
     (g,) = torch.autograd.grad(out.loss, lp)
     assert math.isfinite(out.loss.item())

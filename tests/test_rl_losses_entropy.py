@@ -15,6 +15,7 @@ import torch
 from entrolab.errors import EntrolabError
 from entrolab.rl.losses import POLICY_LOSSES, prepare_selection
 from entrolab.rl.losses.aepo import aepo_arbitrary, tempered_log_weight
+from entrolab.rl.losses.ares import ares, ares_entropy_score, difficulty_buckets, window_entropy
 from entrolab.rl.losses.discriminator import clip_b, clip_v, discriminator_s, vocab_baseline_s
 from entrolab.rl.losses.siren import peak_entropy_mask, siren, top_p_entropy
 from entrolab.rl.losses.steer import steer, steer_omega, steer_weights
@@ -413,6 +414,92 @@ def test_tea_rl_and_entropy_sft_hand_computed() -> None:
     assert met["sft_entropy"] == pytest.approx(float(hh.mean()))
 
 
+# --- ARES ----------------------------------------------------------------------------------
+
+
+def _official_entropy_score(gen, target, accuracy, difficulty, alpha):
+    """shawn0728/ARES examples/reward_function/aepo.py ``compute_score`` (entropy part),
+    transcribed."""
+
+    def huber(x, kappa):
+        x = max(float(x), 0.0)
+        return 0.5 * x * x / kappa if x <= kappa else x - 0.5 * kappa
+
+    def sat(x, temp):
+        return 1.0 / (1.0 + math.exp(-x / max(float(temp), 1e-6)))
+
+    margin_frac = {"easy": 0.15, "medium": 0.25, "hard": 0.35}
+    kappa_d = {"easy": 2.0, "medium": 3.0, "hard": 4.0}
+    temp_d = {"easy": 2.0, "medium": 2.5, "hard": 3.0}
+    cap_d = {"easy": 1.0, "medium": 1.0, "hard": 1.2}
+    delta = gen - target
+    margin = max(1.0, margin_frac.get(difficulty, 0.2) * max(float(target), 1.0))
+    kappa, temp = kappa_d.get(difficulty, 2.0), temp_d.get(difficulty, 2.0)
+    cap = alpha * cap_d.get(difficulty, 1.0)
+    if difficulty in ("easy", "medium"):
+        if accuracy == 1.0:
+            if difficulty == "easy":
+                pen = huber(max(delta - margin, 0.0), kappa)
+            else:
+                pen = huber(max(abs(delta) - margin, 0.0), kappa)
+            return -min(cap, pen / (margin + kappa) * cap)
+        over = max(delta - margin, 0.0)
+        return sat(over, temp) * cap * (0.6 if difficulty == "easy" else 0.8)
+    if accuracy == 1.0:
+        if delta >= -margin:
+            return sat(delta - (-margin), temp) * cap
+        pen = huber((-delta) - margin, kappa)
+        return -min(cap, 0.5 * pen / (margin + kappa) * cap)
+    return sat(max(delta - margin, 0.0), temp) * cap
+
+
+def test_ares_entropy_score_matches_official() -> None:
+    names = ["easy", "medium", "hard"]
+    for n in (0, 1, 3, 7, 12, 30):
+        for target in (0, 2, 5, 20):
+            for correct in (True, False):
+                for b in range(3):
+                    for alpha in (0.5, 1.3):
+                        ours = ares_entropy_score(n, target, correct, b, alpha)
+                        ref = _official_entropy_score(n, target, 1.0 if correct else 0.0,
+                                                      names[b], alpha)  # fmt: skip
+                        assert ours == pytest.approx(ref, rel=1e-12, abs=1e-15)
+
+
+def test_ares_window_entropy_buckets_and_shaped_loss() -> None:
+    # H = [1, 2, 3, 4] (length 4), w = 2: windows t = 0, 1, 2 → [1.5, 2.5, 3.5]; t = 3 invalid
+    h = torch.tensor([[1.0, 2.0, 3.0, 4.0, 0.0]], dtype=F64)
+    m = torch.tensor([[True] * 4 + [False]])
+    w, valid = window_entropy(h, m, 2)
+    torch.testing.assert_close(w[0, :3], torch.tensor([1.5, 2.5, 3.5], dtype=F64))
+    assert valid.tolist() == [[True, True, True, False, False]]
+    assert difficulty_buckets(torch.tensor([1.0, 2 / 3, 0.5, 1 / 3, 0.0])).tolist() == [
+        0, 0, 1, 1, 2,
+    ]  # fmt: skip
+    # two sequences of one group (pass rate 0.5 → medium), on-policy, A = [1, −1]
+    _, lp, ent, _, _, mask = _case(2, b=2, t=9)
+    lp, ent = lp.detach(), ent.detach()
+    adv = torch.tensor([[1.0], [-1.0]], dtype=F64).expand(2, 9).clone()
+    info = {"group": torch.tensor([0, 0]), "correct": torch.tensor([1.0, 0.0], dtype=F64),
+            "pass_rate": torch.tensor([0.5, 0.5], dtype=F64)}  # fmt: skip
+    x = lp.clone().requires_grad_(True)
+    out = ares(PolicyLossInput(x, lp, adv, mask, entropy=ent, sequence_info=info), window=3,
+               percentile=0.5)  # fmt: skip
+    # reference: the same PPO loss with A + (s − mean s), s from the official score
+    wv, vv = window_entropy(ent, mask, 3)
+    tau = float(torch.stack([torch.quantile(wv[i][vv[i]], 0.5) for i in range(2)]).median())
+    n_hwe = ((wv >= tau) & vv).sum(-1).double()
+    target = float(n_hwe.mean())  # both medium
+    s = torch.tensor([_official_entropy_score(float(n_hwe[i]), target, [1.0, 0.0][i], "medium",
+                                              0.5) for i in range(2)], dtype=F64)  # fmt: skip
+    shaped = adv + (s - s.mean())[:, None]
+    ref = (_ppo_ref(x, lp, shaped, 0.2, 0.28, c=3.0, clamp=20.0) * mask).sum() / mask.sum()
+    torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-14)
+    assert out.metrics["hwe_mean"] == pytest.approx(float(n_hwe.mean()))
+    with pytest.raises(EntrolabError, match="sequence_info"):
+        ares(PolicyLossInput(x, lp, adv, mask, entropy=ent))
+
+
 # --- batch scope, registry, TRL form of forking tokens --------------------------------------
 
 _NEW = [
@@ -422,6 +509,7 @@ _NEW = [
     ("siren", {"entropy_coef": 0.5, "entropy_anchor": 0.4, "top_k": 8}),
     ("aepo_arbitrary", {"target_entropy": 5.0}),
     ("tea_rl", {}),
+    ("ares", {"window": 3, "percentile": 0.5}),
 ]
 
 
@@ -432,7 +520,11 @@ def test_batch_scope_independent_of_micro_batch_size(name: str, params: dict, ag
     lp, ent, logits = lp.detach(), ent.detach(), logits.detach()
     counts = {"global_tokens": int(mask.sum()), "global_sequences": 8, "max_response_length": 6}
     extra = {**params, "aggregation": agg, "selection_scope": "batch"}
-    full = PolicyLossInput(lp, old, adv, mask, entropy=ent, logits=logits, **counts)
+    info = {"group": torch.arange(8) // 4, "correct": (torch.arange(8) % 3 == 0).double(),
+            "pass_rate": torch.tensor([0.5] * 4 + [0.25] * 4, dtype=F64),
+            "row": torch.arange(8)}  # fmt: skip
+    full = PolicyLossInput(lp, old, adv, mask, entropy=ent, logits=logits, sequence_info=info,
+                           **counts)  # fmt: skip
     sel = prepare_selection(name, full, **extra)
     fn = POLICY_LOSSES.get(name)
     results = []
@@ -444,6 +536,7 @@ def test_batch_scope_independent_of_micro_batch_size(name: str, params: dict, ag
             hi = min(lo + size, 8)
             part = PolicyLossInput(x[lo:hi], old[lo:hi], adv[lo:hi], mask[lo:hi],
                                    entropy=ent[lo:hi], logits=z[lo:hi], selection=sel,
+                                   sequence_info={k: v[lo:hi] for k, v in info.items()},
                                    **counts)  # fmt: skip
             total = total + fn(part, **extra).loss
         gx, gz = torch.autograd.grad(total, (x, z), allow_unused=True)
@@ -471,6 +564,6 @@ def test_forking_tokens_trl_defaults_equal_trl_transcription() -> None:
 
 
 def test_new_losses_registered_with_papers() -> None:
-    for name in ("steer", "siren", "clip_b", "clip_v", "aepo_arbitrary", "tea_rl"):
+    for name in ("steer", "siren", "clip_b", "clip_v", "aepo_arbitrary", "tea_rl", "ares"):
         entry = POLICY_LOSSES.entry(name)
         assert "arXiv" in entry.paper and entry.summary

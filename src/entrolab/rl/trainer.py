@@ -404,6 +404,7 @@ class Trainer:
             max_grad_norm=cfg.optim.max_grad_norm,
             shuffle_seed=prompt_seeds(cfg.seed, step, 1, stream="shuffle")[0],
             step=step,
+            sequence_info=_sequence_info(rollout, scored.correct, scored.rewards, n, g),
         )
         grad_norms = upd.grad_norms
         release_memory()  # activations and logits of the updates
@@ -472,3 +473,14 @@ class Trainer:
         out = eval_metrics(self.task, items, traces, e.samples)
         out["time/eval_s"] = time.perf_counter() - t0
         return out
+
+
+def _sequence_info(rollout: Rollout, correct, rewards: torch.Tensor, n: int, g: int) -> dict:
+    """Per-row ``group`` (prompt id), ``correct`` and ``pass_rate`` (group accuracy) [N·G];
+    custom rewards without verdicts count a reward > 0 as correct."""
+    c = (rewards > 0 if correct is None else correct).reshape(n, g).float()
+    return {
+        "group": rollout.prompt_index.clone(),
+        "correct": c.reshape(-1),
+        "pass_rate": c.mean(1, keepdim=True).expand(n, g).reshape(-1),
+    }

@@ -31,6 +31,10 @@ class PolicyLossInput:
         max_response_length: the constant ``C`` of ``seq-mean-token-sum-norm``.
         selection: batch-scope selection statistics from
             :func:`entrolab.rl.losses.prepare_selection` (e.g. an entropy threshold).
+        sequence_info: optional ``[B]`` per-sequence tensors from the trainer: ``group``
+            (int64 prompt id), ``correct`` (0/1 float), ``pass_rate`` (the group's accuracy),
+            ``row`` (int64 position in the optimisation batch); used by losses that shape by
+            difficulty (ARES).
     """
 
     logprobs: Tensor
@@ -44,6 +48,7 @@ class PolicyLossInput:
     global_sequences: int | None = None
     max_response_length: int | None = None
     selection: dict[str, Tensor] | None = None
+    sequence_info: dict[str, Tensor] | None = None
 
 
 @dataclass

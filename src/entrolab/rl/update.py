@@ -165,6 +165,7 @@ class LossSetup:
         pad_id: int,
         temperature: float,
         seen: tuple[torch.Tensor, torch.Tensor] | None = None,
+        sequence_info: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, float]:
         """Backward the loss of one optimisation batch (``rows``), micro-batch by micro-batch.
 
@@ -183,6 +184,8 @@ class LossSetup:
             old / ref_logprobs: [R, T] behaviour / reference log-probs (None: old = the detached
                 training log-probs, i.e. on-policy; no KL term).
             seen: buffers [R, T] that receive the detached training log-probs and entropies.
+            sequence_info: [R] per-row tensors (``group``, ``correct``, ``pass_rate``) passed to
+                the loss sliced to its rows, plus ``row`` (position in this optimisation batch).
         Returns the step's loss metrics (:func:`combine_micro_metrics`).
         """
         from entrolab.rl.losses import prepare_selection
@@ -218,13 +221,14 @@ class LossSetup:
                 ref_logprobs=None if ref_logprobs is None else ref_logprobs[rows],
                 entropy=None if current.entropy is None else current.entropy[rows],
                 logits=self._batch_logits(model, rollout, rows, pad_id, temperature),
+                sequence_info=_seq_info(sequence_info, rows, 0),
                 **counts,
             )
             selection = prepare_selection(self.loss_name, full, **self.params)
         else:
             current = None
         parts = []
-        for micro in rows.split(self.micro_batch_size):
+        for i, micro in enumerate(rows.split(self.micro_batch_size)):
             sub = rollout.select(micro)
             w = sub.response_ids.shape[1]
             fo = policy_forward(
@@ -249,6 +253,7 @@ class LossSetup:
                 entropy=ent,
                 logits=fo.logits,
                 selection=selection,
+                sequence_info=_seq_info(sequence_info, micro, i * self.micro_batch_size),
                 **counts,
             )
             out = self.loss_fn(inp, aggregation=self.aggregation, **self.params)
@@ -273,6 +278,17 @@ class LossSetup:
                 if fo.entropy is not None:
                     seen[1][micro, :w] = fo.entropy.detach()
         return combine_micro_metrics(parts)
+
+
+def _seq_info(
+    info: dict[str, torch.Tensor] | None, rows: torch.Tensor, offset: int
+) -> dict[str, torch.Tensor] | None:
+    """``info`` at ``rows`` plus ``row``: positions ``offset …`` in the optimisation batch."""
+    if info is None:
+        return None
+    out = {k: v[rows] for k, v in info.items()}
+    out["row"] = torch.arange(offset, offset + len(rows))
+    return out
 
 
 def _scatter(fo: ForwardOutput, rows: torch.Tensor, shape: torch.Size) -> ForwardOutput:
@@ -341,6 +357,7 @@ def run_updates(
     max_grad_norm: float,
     shuffle_seed: int,
     step: int,
+    sequence_info: dict[str, torch.Tensor] | None = None,
 ) -> UpdateResult:
     """``ppo_epochs`` passes over ``rollout``, each split into ``mini_batches`` optimisation
     batches (rows shuffled with a generator seeded by ``shuffle_seed`` when there are several);
@@ -377,6 +394,7 @@ def run_updates(
                     pad_id=pad_id,
                     temperature=temperature,
                     seen=(seen_lp, seen_h) if first else None,
+                    sequence_info=sequence_info,
                 )
             )
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm)

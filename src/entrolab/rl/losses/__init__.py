@@ -3,7 +3,8 @@
 (kind ``"losses"``).
 
 Losses that select or weight tokens from batch statistics (``clip_cov``, ``kl_cov``,
-``forking_tokens*``, ``steer``, ``siren``, ``clip_b``, ``clip_v``, ``aepo_arbitrary``, ``tea_rl``) take
+``forking_tokens*``, ``steer``, ``siren``, ``clip_b``, ``clip_v``, ``aepo_arbitrary``, ``tea_rl``,
+``ares``) take
 ``selection_scope="micro_batch"|"batch"``. For ``"batch"``, call :func:`prepare_selection` once
 on the whole optimisation batch (no grad) and pass its result as ``inp.selection`` to every
 micro-batch: the selected set then does not depend on the micro-batch size.
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from entrolab.registry import Registry
 from entrolab.rl.losses.aepo import aepo_arbitrary, prepare_aepo
+from entrolab.rl.losses.ares import ares, prepare_ares
 from entrolab.rl.losses.core import kl_penalty
 from entrolab.rl.losses.cov import clip_cov, kl_cov, prepare_clip_cov, prepare_kl_cov
 from entrolab.rl.losses.discriminator import clip_b, clip_v, prepare_clip_b, prepare_clip_v
@@ -38,6 +40,7 @@ from entrolab.rl.types import PolicyLossInput, PolicyLossOutput
 __all__ = [
     "POLICY_LOSSES",
     "aepo_arbitrary",
+    "ares",
     "clip_b",
     "clip_cov",
     "clip_v",
@@ -67,6 +70,7 @@ _RFT_DYN = (
     "Wang et al. 2026, On the Entropy Dynamics in Reinforcement Fine-Tuning, arXiv:2602.03392"
 )
 _AEPO = "Wang et al. 2025, Arbitrary Entropy Policy Optimization (AEPO), arXiv:2510.08141"
+_ARES = "Chen et al. 2025, ARES: adaptive entropy policy optimization, arXiv:2510.08457"
 _LIGHT_IF = "Wang et al. 2025, Light-IF (Entropy-SFT + TEA-RL), arXiv:2508.03178"
 _KL = {"kl_coef": 0.0, "kl_type": "k3"}
 _CLIP = {"clip_low": 0.2, "clip_high": 0.2, "dual_clip": 3.0, "log_ratio_clamp": 20.0}
@@ -274,6 +278,25 @@ for _name, _fn, _summary, _paper, _defaults in [
         },
     ),
     (
+        "ares",
+        ares,
+        "PPO-clip on advantages shaped by a difficulty-aware high-window-entropy reward, "
+        "per-difficulty KL (ARES)",
+        _ARES,
+        {
+            "aggregation": "token-mean",
+            "window": 8,
+            "percentile": 0.98,
+            "alpha": 0.5,
+            "entropy_reward_coef": 1.0,
+            "kl_coefs": (0.002, 0.001, 0.0005),
+            "selection_scope": "micro_batch",
+            **_CLIP,
+            "clip_high": 0.28,
+            **_KL,
+        },
+    ),
+    (
         "tea_rl",
         tea_rl,
         "PPO-clip × clamp((H/H̄)^γ) token weights (Light-IF TEA-RL, spec form)",
@@ -304,6 +327,7 @@ _PREPARE: dict[str, tuple[Callable[..., dict[str, torch.Tensor]], dict[str, Any]
     "clip_v": (prepare_clip_v, {}),
     "aepo_arbitrary": (prepare_aepo, {}),
     "tea_rl": (prepare_tea_rl, {}),
+    "ares": (prepare_ares, {}),
 }
 
 
