@@ -132,6 +132,14 @@ def test_rgucb_resolves_bernoulli_game(ci):
         response_graph_ucb(game, delta=0)
 
 
+def test_round_robin_baseline_plays_profiles_in_turn():
+    game = BernoulliGame([np.array([[0.2, 0.8], [0.6, 0.3]]), np.array([[0.7, 0.1], [0.4, 0.9]])])
+    res = response_graph_ucb(game, delta=0.1, ci="hoeffding", exploration="round-robin", seed=0)
+    # every profile is played in turn, so the counts differ by at most one
+    assert res.counts.max() - res.counts.min() <= 1 and res.resolved == set(res.edges)
+    assert res.errors(game.means) == 0
+
+
 def test_rank_pairwise_orders_and_intervals():
     # strength 0 < 1 < 2: win rates 0.8 for the stronger side, 200 games per pair
     p = np.array([[0.5, 0.2, 0.2], [0.8, 0.5, 0.2], [0.8, 0.8, 0.5]])

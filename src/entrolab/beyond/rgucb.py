@@ -9,8 +9,10 @@ endpoint = the higher empirical mean). Intervals: ``"clopper-pearson"`` (exact, 
 outcomes; :func:`entrolab.calibration.intervals.clopper_pearson` at level 1 − δ) or
 ``"hoeffding"`` (radius √(log(2/δ) / 2n), payoffs in [0, 1]). Exploration: ``"uniform-exhaustive"``
 (edges in a random order, a random endpoint of the first unresolved one; OpenSpiel's default),
-``"uniform"`` (a random endpoint of a random unresolved edge) or ``"count-weighted"`` (the
-least-sampled profile that still has an unresolved edge). Every profile is played once first.
+``"uniform"`` (a random endpoint of a random unresolved edge), ``"count-weighted"`` (the
+least-sampled profile that still has an unresolved edge) or ``"round-robin"`` (every profile in
+turn, resolved or not: non-adaptive uniform sampling with the same stopping certificate, the
+baseline adaptive sampling is measured against). Every profile is played once first.
 
 :func:`rank_pairwise` turns a noisy win table between strategies (samplers, checkpoints, …)
 into an α-Rank ranking, with π intervals from posterior draws of the win rates.
@@ -122,7 +124,7 @@ def response_graph_ucb(
     *,
     delta: float = 0.1,
     ci: Literal["clopper-pearson", "hoeffding"] = "clopper-pearson",
-    exploration: Literal["uniform-exhaustive", "uniform", "count-weighted"] = (
+    exploration: Literal["uniform-exhaustive", "uniform", "count-weighted", "round-robin"] = (
         "uniform-exhaustive"
     ),
     budget: int = 50_000,
@@ -139,7 +141,7 @@ def response_graph_ucb(
         raise EntrolabError(f"delta must be in (0, 1), got {delta!r}")
     if ci not in ("clopper-pearson", "hoeffding"):
         raise EntrolabError(f"ci must be 'clopper-pearson' or 'hoeffding', got {ci!r}")
-    if exploration not in ("uniform-exhaustive", "uniform", "count-weighted"):
+    if exploration not in ("uniform-exhaustive", "uniform", "count-weighted", "round-robin"):
         raise EntrolabError(f"unknown exploration {exploration!r}")
     strategies = tuple(game.strategies)
     k_players, n_prof = len(strategies), math.prod(strategies)
@@ -169,8 +171,9 @@ def response_graph_ucb(
         )
         return hi[k][worse] < lo[k][better]
 
-    for p in np.ndindex(*strategies):
-        play(tuple(int(i) for i in p))
+    all_profiles = [tuple(int(i) for i in p) for p in np.ndindex(*strategies)]
+    for p in all_profiles:
+        play(p)
     open_edges = [e for e in edges if not resolved(e)]
     order = [open_edges[i] for i in rng.permutation(len(open_edges))]
     done = set(edges) - set(open_edges)
@@ -182,9 +185,11 @@ def response_graph_ucb(
         elif exploration == "uniform":
             e = order[int(rng.integers(len(order)))]
             p = e[int(rng.integers(2))]
-        else:
+        elif exploration == "count-weighted":
             cand = {q for e in order for q in e[:2]}
             p = min(cand, key=lambda q: (counts[q], q))
+        else:
+            p = all_profiles[n % n_prof]
         play(p)  # type: ignore[arg-type]
         n += 1
         newly = [e for e in order if p in e[:2] and resolved(e)]
