@@ -41,114 +41,28 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import replace
 from typing import Any
 
 import torch
 
 from entrolab.backends.base import Capabilities, ProgressFn, Prompt, prompt_text, require
-from entrolab.backends.decode import call_step_hook
+from entrolab.backends.openai_wire import (
+    Token,
+    finish_reason,
+    parse_logprobs,
+    replay_step_hook,
+    server_message,
+    topk_statistics,
+)
 from entrolab.backends.sampling import row_seed
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
-from entrolab.signals import (
-    TokenStatistics,
-    entropy_and_varentropy,
-    renormalized_topk_entropy,
-    topk_entropy_bounds,
-)
-from entrolab.signals.topk import topk_tail_mass
 from entrolab.types import Provenance, Trace, TraceBatch
 
 __all__ = ["OpenAIBackend", "parse_logprobs", "replay_step_hook", "topk_statistics"]
 
-#: One token as parsed from a response: (piece, id or -1, logprob, [(id, logprob), ...]).
-Token = tuple[str, int, float, list[tuple[int, float]]]
+#: HTTP statuses worth retrying (rate limits, overload, transient server errors).
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-
-
-def _token_id(token: str) -> int:
-    """``"token_id:123"`` (vLLM's ``return_tokens_as_token_ids`` form) → 123, else -1."""
-    if isinstance(token, str) and token.startswith("token_id:"):
-        try:
-            return int(token[9:])
-        except ValueError:
-            return -1
-    return -1
-
-
-def _pieces_from_bytes(chunks: Sequence[bytes]) -> list[str]:
-    """Text each token adds given each token's UTF-8 bytes (multi-byte characters split across
-    tokens go to the token that completes them); the pieces concatenate to the decoded text."""
-    pieces, prev, buf = [], "", b""
-    for chunk in chunks:
-        buf += chunk
-        stable = buf.decode("utf-8", errors="replace").rstrip("\ufffd")
-        pieces.append(stable[len(prev) :] if stable.startswith(prev) else "")
-        prev = stable if stable.startswith(prev) else prev
-    if pieces:
-        pieces[-1] += buf.decode("utf-8", errors="replace")[len(prev) :]
-    return pieces
-
-
-def parse_logprobs(choice: dict[str, Any], *, chat: bool, where: str) -> list[Token]:
-    """The per-token logprobs of one response ``choice`` (chat or completions format).
-
-    Raises:
-        EntrolabError: the choice has no logprobs (the server ignored ``logprobs``).
-    """
-    lp = choice.get("logprobs")
-    if chat:
-        entries = lp.get("content") if isinstance(lp, dict) else None
-        if entries is None:
-            _no_logprobs(where)
-        raw_bytes = [e.get("bytes") for e in entries]
-        if all(isinstance(b, list) for b in raw_bytes):
-            pieces = _pieces_from_bytes([bytes(b) for b in raw_bytes])
-        else:
-            pieces = [e.get("token", "") for e in entries]
-        out = []
-        for e, piece in zip(entries, pieces, strict=True):
-            alts = [
-                (_token_id(a.get("token", "")), _lp(a.get("logprob")))
-                for a in e.get("top_logprobs") or []
-            ]
-            out.append((piece, _token_id(e.get("token", "")), _lp(e.get("logprob")), alts))
-        return out
-    if not isinstance(lp, dict) or lp.get("token_logprobs") is None:
-        _no_logprobs(where)
-    tokens, lps = lp.get("tokens") or [], lp["token_logprobs"]
-    tops = lp.get("top_logprobs") or [None] * len(tokens)
-    offsets = lp.get("text_offset")
-    text = choice.get("text") or ""
-    if offsets and len(offsets) == len(tokens):
-        # offsets index the returned text (which includes the prompt when echoing)
-        ends = [*offsets[1:], offsets[0] + len(text)]
-        pieces = [text[a - offsets[0] : b - offsets[0]] for a, b in zip(offsets, ends, strict=True)]
-    else:
-        pieces = [t if _token_id(t) < 0 else "" for t in tokens]
-    out = []
-    for tok, piece, value, top in zip(tokens, pieces, lps, tops, strict=True):
-        alts = [(_token_id(t), _lp(v)) for t, v in (top or {}).items()]
-        out.append((piece, _token_id(tok), _lp(value), alts))
-    return out
-
-
-def _lp(value: Any) -> float:
-    """A logprob from JSON (None → -inf: the first prompt token of an echo has none)."""
-    if value is None:
-        return -math.inf
-    if isinstance(value, str):  # "-inf" spelled as a string by some servers
-        return float(value)
-    return float(value)
-
-
-def _no_logprobs(where: str) -> None:
-    raise EntrolabError(
-        f"the server at {where} returned no logprobs; OpenAIBackend needs a server that "
-        "honours `logprobs`/`top_logprobs` (vLLM, SGLang, llama.cpp's server, entrolab serve; "
-        "for vLLM raise --max-logprobs if top_logprobs is above it)"
-    )
 
 
 class OpenAIBackend:
@@ -238,7 +152,7 @@ class OpenAIBackend:
                     return json.loads(resp.read().decode("utf-8"))
             except urllib.error.HTTPError as err:
                 text = err.read().decode("utf-8", errors="replace")
-                last = f"HTTP {err.code}: {_server_message(text)}"
+                last = f"HTTP {err.code}: {server_message(text)}"
                 if err.code not in _RETRY_STATUS:
                     raise EntrolabError(f"{method} {url} failed with {last}") from None
                 retry_after = err.headers.get("Retry-After") if err.headers else None
@@ -398,7 +312,7 @@ class OpenAIBackend:
                     "server_finish_reason": choice.get("finish_reason"),
                     "prompt_tokens": prompt_tokens,
                 }
-                finish = _finish(choice, bool(config.stop))
+                finish = finish_reason(choice, bool(config.stop))
                 out.append(
                     self._trace(prompt_text(prompts[i]), text, tokens, k, finish, i, s, meta)
                 )
@@ -547,117 +461,3 @@ def _messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
     if system_prompt:
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
-
-
-def _finish(choice: dict[str, Any], stop_requested: bool) -> str:
-    reason = choice.get("finish_reason")
-    if reason == "length":
-        return "length"
-    if "stop_reason" in choice:  # vLLM: the stop string, a stop token id, or None for EOS
-        return "stop" if isinstance(choice["stop_reason"], str) else "eos"
-    return "stop" if stop_requested else "eos"
-
-
-def _server_message(text: str) -> str:
-    """The ``error.message`` of an OpenAI-style error body, else the body (shortened)."""
-    try:
-        err = json.loads(text).get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-    except (json.JSONDecodeError, AttributeError):
-        pass
-    return text[:300]
-
-
-def topk_statistics(topk_logprobs: torch.Tensor, vocab_size: int | None) -> dict[str, Any]:
-    """Per-token statistics from top-k logprobs [T, K] (nats): ``entropy`` and ``varentropy``
-    of the renormalised top-k distribution (tensors [T]); ``entropy_lower``/``entropy_upper``
-    (bounds on the full-vocabulary entropy, lists [T]; None without ``vocab_size`` or when the
-    top-k mass exceeds 1), ``tail_mass`` (list [T]) and ``entropy_kind``."""
-    n = topk_logprobs.shape[0]
-    out: dict[str, Any] = {"entropy_kind": "renormalized_topk"}
-    if n == 0:
-        out.update(entropy=torch.zeros(0), varentropy=torch.zeros(0))
-        out.update(entropy_lower=[], entropy_upper=[], tail_mass=[])
-        return out
-    out["entropy"] = renormalized_topk_entropy(topk_logprobs)
-    out["varentropy"] = entropy_and_varentropy(topk_logprobs.double())[1].float()
-    try:
-        out["tail_mass"] = topk_tail_mass(topk_logprobs).tolist()
-        if vocab_size is None:
-            raise EntrolabError("vocab_size unknown")
-        lower, upper = topk_entropy_bounds(topk_logprobs, vocab_size)
-        out["entropy_lower"], out["entropy_upper"] = lower.tolist(), upper.tolist()
-    except EntrolabError as err:
-        out.setdefault("tail_mass", None)
-        out.update(entropy_lower=None, entropy_upper=None, bounds_note=str(err))
-    return out
-
-
-def _step_stats(traces: list[Trace], rows: list[int], step: int) -> TokenStatistics:
-    """Token ``step``'s statistics of ``rows`` (NaN self-certainty, rank -1: unknown)."""
-
-    def pick(name: str) -> torch.Tensor:
-        return torch.stack([getattr(traces[r], name)[step] for r in rows])
-
-    return TokenStatistics(
-        logprob=pick("logprob"),
-        entropy=pick("entropy"),
-        varentropy=pick("varentropy"),
-        self_certainty=torch.full((len(rows),), math.nan),
-        rank=torch.full((len(rows),), -1, dtype=torch.int64),
-        topk_ids=pick("topk_ids"),
-        topk_logprobs=pick("topk_logprobs"),
-    )
-
-
-def replay_step_hook(traces: list[Trace], hook: Any) -> list[Trace]:
-    """Apply a decode-loop ``step_hook`` to finished traces, as the loop would have.
-
-    ``traces`` are one ``generate`` call's, ordered prompt-major (row r = call-global row id).
-    Step t passes the rows still running (not stopped, longer than t) with their token-t
-    statistics (``self_certainty`` NaN and ``rank`` -1: unknown from top-k); a row the hook
-    stops keeps t + 1 tokens and gets ``finish_reason="stopped"`` unless that token already
-    ended it (EOS), as in the in-process loop. Sampling is per-row seeded, so the kept tokens
-    are exactly those an in-loop stop would have produced.
-    """
-    lengths = [len(t) for t in traces]
-    stop_at: dict[int, int] = {}
-    for step in range(max(lengths, default=0)):
-        rows = [r for r, n in enumerate(lengths) if step < n and r not in stop_at]
-        if not rows:
-            break
-        stats = _step_stats(traces, rows, step)
-        flags = call_step_hook(hook, torch.tensor(rows, dtype=torch.int64), step, stats)
-        for r, stop in zip(rows, flags.tolist(), strict=True):
-            last = step == lengths[r] - 1
-            if stop and not (last and traces[r].finish_reason == "eos"):
-                stop_at[r] = step
-    out = []
-    for r, t in enumerate(traces):
-        if r not in stop_at:
-            out.append(t)
-            continue
-        n = stop_at[r] + 1
-        meta = {
-            key: (value[:n] if isinstance(value, list) and len(value) == lengths[r] else value)
-            for key, value in t.meta.items()
-        }
-        out.append(
-            replace(
-                t,
-                text="".join(t.tokens[:n]),
-                token_ids=t.token_ids[:n],
-                tokens=t.tokens[:n],
-                logprob=t.logprob[:n],
-                entropy=t.entropy[:n],
-                varentropy=t.varentropy[:n],
-                topk_ids=t.topk_ids[:n],
-                topk_logprobs=t.topk_logprobs[:n],
-                finish_reason="stopped",
-                meta={**meta, "replayed_stop": True},
-            )
-        )
-    return out
