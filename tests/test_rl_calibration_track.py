@@ -138,3 +138,14 @@ def test_plot_draws_the_calibration_figure(tmp_path) -> None:
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in plain))
     again = plot_run(tmp_path, out_dir=tmp_path / "p2", formats=("svg",))
     assert "calibration.svg" not in {p.name for p in again}
+
+
+def test_confident_wrong_uses_the_frozen_median_score() -> None:
+    tr = CalibrationTracker(CalibrationConfig(every=1), _Task(), [], {})
+    s0 = np.array([1.0, 2.0, 3.0, 4.0])  # median 2.5 at the first evaluation
+    y = np.array([1.0, 0.0, 1.0, 0.0])
+    tr._frozen_confidence("e", s0, y)
+    assert tr.maps["e"]["_threshold"] == 2.5
+    # later: wrong answers score 3.0 and 1.0 → one of two at or above 2.5
+    s1 = np.array([5.0, 3.0, 6.0, 1.0])
+    assert float((s1[y == 0] >= tr.maps["e"]["_threshold"]).mean()) == 0.5

@@ -10,8 +10,10 @@ of them) and calibration metrics (:mod:`entrolab.calibration`). Per estimator ``
   ``c = σ(a·(−u) + b)``: a Platt map **fitted once, at the first evaluation, and then frozen**
   (stored in checkpoints). A map refitted at every evaluation would hide exactly what this
   tracks: the same uncertainty meaning more (or less) confidence than it did before training.
-* ``calib/<e>/confident_wrong``: share of the wrong answers whose frozen confidence is
-  ≥ ``confident`` (over-confidence on errors; UCAS's "confident-wrong rate").
+* ``calib/<e>/confident_wrong``: share of the wrong answers whose score ``−u`` is at least the
+  median score of all answers at the first evaluation (also frozen): wrong answers the policy
+  is as sure of as a typical answer was before training (UCAS's "confident-wrong rate"; a
+  threshold on the Platt confidence would mostly measure the accuracy).
 
 With ``verbal: true`` (a recipe whose prompt asks for "Confidence: k/10"), the stated confidence
 parsed from each greedy answer (:func:`entrolab.estimators.reflexive.parse_confidence`) is
@@ -43,7 +45,7 @@ class CalibrationConfig:
         items: held-out items used (0 = all ``task.eval_items``).
         estimators: landed estimator names (sequence-level, from the greedy answer).
         verbal: also score a confidence stated in the answer ("Confidence: 8/10").
-        n_bins: ECE bins. confident: threshold of the confident-wrong share.
+        n_bins: ECE bins. confident: verbal-confidence threshold of the confident-wrong share.
         unparsed: confidence assumed when a reply states none (verbal only).
     """
 
@@ -143,6 +145,10 @@ class CalibrationTracker:
             score = -np.asarray(res.uncertainty[name], dtype=np.float64)
             conf = self._frozen_confidence(name, score, y)
             m = calibration_metrics(conf, y, n_bins=cfg.n_bins, confident=cfg.confident)
+            m.pop("confident_wrong", None)
+            if (y == 0).any():
+                threshold = self.maps[name]["_threshold"]
+                m["confident_wrong"] = float((score[y == 0] >= threshold).mean())
             if 0 < y.sum() < y.size:
                 from entrolab.calibration import auroc
 
@@ -160,8 +166,12 @@ class CalibrationTracker:
         from entrolab.calibration.calibrators import Calibrator, PlattScaling
 
         if name not in self.maps:
-            self.maps[name] = PlattScaling().fit(score, y).to_dict()
-        return Calibrator.from_dict(self.maps[name]).transform(score)
+            self.maps[name] = {
+                **PlattScaling().fit(score, y).to_dict(),
+                "_threshold": float(np.median(score)),
+            }
+        fitted = {k: v for k, v in self.maps[name].items() if k != "_threshold"}
+        return Calibrator.from_dict(fitted).transform(score)
 
     def state_dict(self) -> dict[str, Any]:
         return {"maps": self.maps}
