@@ -7,8 +7,10 @@ here for the backends.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -24,6 +26,7 @@ __all__ = [
     "decode_loop",
     "pad_batch",
     "preallocated_cache",
+    "replay_step_hook",
     "token_pieces",
 ]
 
@@ -143,6 +146,76 @@ def call_step_hook(
             f"active row), got {getattr(stop, 'shape', type(stop).__name__)}"
         )
     return stop.to(torch.bool).cpu()
+
+
+def replay_step_hook(
+    traces: Sequence[Any], hook: StepHook, num_samples: int, sample_offset: int = 0
+) -> list[Any]:
+    """Apply a per-step stopping rule after generation, for backends without step hooks.
+
+    Feeds each step's stored statistics to ``hook`` exactly as a decode loop would (rows still
+    active, call-global row ids ``prompt_index * num_samples + sample_index - sample_offset``)
+    and cuts every trace the rule stops right after that token, with
+    ``finish_reason="stopped"``. The traces (and so votes and confidences) are those an online
+    stop would give; no compute is saved. Rows are the traces of one ``generate`` call.
+
+    Args:
+        traces: R traces of one call, ordered by prompt then sample.
+        hook: the step hook (e.g. DeepConf's ``ConfidenceStopHook``).
+    Returns:
+        R traces, cut where the rule fired.
+    """
+    from dataclasses import replace
+
+    rows = torch.tensor(
+        [t.prompt_index * num_samples + t.sample_index - sample_offset for t in traces]
+    )
+    lengths = torch.tensor([len(t) for t in traces])
+    cut = lengths.clone()
+    active = torch.arange(len(traces))
+    step = 0
+    while active.numel():
+        cols = [traces[int(r)] for r in active]
+
+        def field(name: str, default: float = 0.0, cols=cols, step=step) -> torch.Tensor:
+            vals = [getattr(t, name) for t in cols]
+            if any(v is None for v in vals):
+                return torch.full((len(cols),), default)
+            return torch.stack([v[step] for v in vals])
+
+        stats = TokenStatistics(
+            field("logprob"),
+            field("entropy"),
+            field("varentropy"),
+            field("self_certainty", math.nan),
+            field("rank", -1).to(torch.int64),
+            torch.stack([t.topk_ids[step] for t in cols]),
+            torch.stack([t.topk_logprobs[step] for t in cols]),
+        )
+        stop = call_step_hook(hook, rows[active], step, stats)
+        ends = step + 1 >= lengths[active]
+        cut[active[stop & ~ends]] = step + 1
+        active = active[~(stop | ends)]
+        step += 1
+    out = []
+    for t, n in zip(traces, cut.tolist(), strict=True):
+        if n == len(t):
+            out.append(t)
+            continue
+        sl = {
+            f: getattr(t, f)[:n]
+            for f in (
+                "token_ids", "logprob", "entropy", "varentropy", "topk_ids", "topk_logprobs",
+                "self_certainty", "rank",
+            )
+            if getattr(t, f) is not None
+        }  # fmt: skip
+        out.append(
+            replace(
+                t, **sl, tokens=t.tokens[:n], text="".join(t.tokens[:n]), finish_reason="stopped"
+            )
+        )
+    return out
 
 
 def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:

@@ -353,7 +353,7 @@ class HFBackend:
     @torch.inference_mode()
     def score(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[Prompt],
         completions: Sequence[str | Sequence[int]],
         *,
         k: int = 20,
@@ -365,7 +365,7 @@ class HFBackend:
         """Teacher-forced statistics of given completions; the same Trace fields as generation.
 
         Args:
-            prompts: B prompts.
+            prompts: B prompts (text, templated per the arguments, or token ids used as they are).
             completions: B completions, as text (tokenized without special tokens) or token ids
                 (e.g. a generated trace's ``token_ids``, for an exact comparison).
             k: top-k alternatives stored per token.
@@ -382,7 +382,7 @@ class HFBackend:
         for start in range(0, len(prompts), batch_size):
             sl = slice(start, start + batch_size)
             p_ids = [
-                self.prompt_ids(p, chat_template=chat_template, system_prompt=system_prompt)
+                prompt_as_ids(self, p, chat_template=chat_template, system_prompt=system_prompt)
                 for p in prompts[sl]
             ]
             c_ids = [
@@ -393,7 +393,11 @@ class HFBackend:
             ]
             if any(len(c) == 0 for c in c_ids):
                 raise EntrolabError("a completion is empty; there is nothing to score")
-            traces += self._score_batch(prompts[sl], p_ids, c_ids, start, k, position_chunk)
+            texts = [
+                p if isinstance(p, str) else self.decode(i)
+                for p, i in zip(prompts[sl], p_ids, strict=True)
+            ]
+            traces += self._score_batch(texts, p_ids, c_ids, start, k, position_chunk)
         return TraceBatch(tuple(traces))
 
     def _score_batch(self, prompts, p_ids, c_ids, offset, k, position_chunk) -> list[Trace]:

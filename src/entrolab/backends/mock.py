@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from entrolab.backends.decode import StepHook, call_step_hook
+from entrolab.backends.base import Capabilities, ProgressFn
+from entrolab.backends.decode import StepHook, StopStrings, call_step_hook
 from entrolab.backends.sampling import process_logits, resolve_warper, sample_rows, seed_function
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
@@ -59,6 +60,72 @@ class MockBackend:
             )
         self.eos_id = eos_id
         self.name = name
+        self.capabilities = Capabilities(
+            full_logits=True, max_topk=self.vocab_size, step_hooks=True, token_prompts=False
+        )
+
+    # ------------------------------------------------------- protocol: tokens
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` by greedy longest match over the vocabulary strings."""
+        ids, i = [], 0
+        by_len = sorted(range(self.vocab_size), key=lambda t: -len(self.vocab[t]))
+        while i < len(text):
+            t = next(
+                (t for t in by_len if self.vocab[t] and text.startswith(self.vocab[t], i)), None
+            )
+            if t is None:
+                raise EntrolabError(
+                    f"text {text[i : i + 12]!r} cannot be spelled with the mock vocabulary"
+                )
+            ids.append(t)
+            i += len(self.vocab[t])
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The concatenated vocabulary strings (the EOS token removed)."""
+        return "".join(self.vocab[int(t)] for t in ids if int(t) != self.eos_id)
+
+    def token_pieces(self, ids: Sequence[int]) -> list[str]:
+        """Each token's vocabulary string."""
+        return [self.vocab[int(t)] for t in ids]
+
+    def prompt_ids(
+        self, prompt: str, *, chat_template: bool = True, system_prompt: str | None = None
+    ) -> list[int]:
+        """Scripts ignore the prompt's tokens; a mock prompt has no token ids."""
+        raise EntrolabError("MockBackend scripts logits per prompt index; it has no prompt ids")
+
+    def score(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str | Sequence[int]],
+        *,
+        k: int = 20,
+        chat_template: bool = True,
+        system_prompt: str | None = None,
+    ) -> TraceBatch:
+        """Teacher-forced statistics of given completions under the script (step t sees the
+        completion's first t tokens as its prefix)."""
+        if len(prompts) != len(completions):
+            raise EntrolabError(
+                f"got {len(prompts)} prompts but {len(completions)} completions; pair them 1:1"
+            )
+        cfg = GenerationConfig(topk_logprobs=min(k, self.vocab_size))
+        traces = []
+        for i, (prompt, c) in enumerate(zip(prompts, completions, strict=True)):
+            ids = self.encode(c) if isinstance(c, str) else [int(t) for t in c]
+            if not ids:
+                raise EntrolabError("a completion is empty; there is nothing to score")
+            stats = [
+                token_statistics(
+                    self._script(i, t, ids[:t]).float().reshape(1, -1),
+                    torch.tensor([ids[t]]),
+                    cfg.topk_logprobs,
+                )
+                for t in range(len(ids))
+            ]
+            traces.append(self._trace(prompt, ids, stats, "scored", i, 0, cfg, cfg.seed, {}))
+        return TraceBatch(tuple(traces))
 
     def generate(
         self,
@@ -66,6 +133,7 @@ class MockBackend:
         config: GenerationConfig | None = None,
         *,
         seeds: Sequence[int] | None = None,
+        on_progress: ProgressFn | None = None,
         step_hook: StepHook | None = None,
         sample_offset: int = 0,
     ) -> TraceBatch:
@@ -89,6 +157,9 @@ class MockBackend:
         warper = resolve_warper(config)
         steps = min(config.max_new_tokens, self._steps or config.max_new_tokens)
         traces = []
+        stop = StopStrings(
+            config.stop, config.stop_ignores_leading_whitespace, self.decode, self.decode
+        )
         for i, prompt in enumerate(prompts):
             for s in range(sample_offset, sample_offset + config.num_samples):
                 seed = base_seed_of(i, s)
@@ -116,6 +187,12 @@ class MockBackend:
                     if step_hook is not None and call_step_hook(step_hook, row, step, stats[-1]):
                         finish = "stopped"
                         break
+                    done = torch.zeros(1, dtype=torch.bool)
+                    if stop.hits(
+                        torch.zeros(1, dtype=torch.int64), done, torch.tensor([ids]), step
+                    ):
+                        finish = "stop"
+                        break
                 extra = {}
                 if not config.greedy:
                     m = (diag / max(len(ids), 1)).tolist()
@@ -124,12 +201,20 @@ class MockBackend:
                         "retained_mass_mean": m[1],
                         "entropy_after_mean": m[2],
                     }
-                traces.append(self._trace(prompt, ids, stats, finish, i, s, config, seed, extra))
+                traces.append(
+                    self._trace(prompt, ids, stats, finish, i, s, config, seed, extra, stop)
+                )
+                if on_progress is not None:
+                    on_progress(
+                        len(traces), len(prompts) * config.num_samples, sum(map(len, traces))
+                    )
         return TraceBatch(tuple(traces))
 
-    def _trace(self, prompt, ids, stats, finish, i, s, config, seed, extra) -> Trace:
+    def _trace(self, prompt, ids, stats, finish, i, s, config, seed, extra, stop=None) -> Trace:
         pieces = [self.vocab[t] for t in ids]
         text = "".join(p for t, p in zip(ids, pieces, strict=True) if t != self.eos_id)
+        if finish == "stop" and stop is not None:
+            text = stop.cut(text)
         cat = lambda name: torch.cat([getattr(x, name) for x in stats])  # noqa: E731
         return Trace(
             prompt=prompt,

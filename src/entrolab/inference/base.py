@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from entrolab.backends.base import has
+from entrolab.backends.decode import replay_step_hook
 from entrolab.errors import EntrolabError
 from entrolab.registry import Registry
 
@@ -238,18 +240,20 @@ def item_seeds(seed: int, items: Sequence[TaskItem]) -> list[int]:
 
 
 def check_backend(backend: Any, *, hooks: bool) -> None:
-    """Raise unless ``backend.generate`` exists (and takes ``step_hook``/``sample_offset``)."""
+    """Raise unless ``backend.generate`` exists (and, with ``hooks``, takes ``sample_offset``
+    for fresh sample waves). A backend without the ``step_hooks`` capability still runs online
+    stopping rules: they are replayed on the finished traces (same traces, no compute saved)."""
     gen = getattr(backend, "generate", None)
     if gen is None:
-        raise EntrolabError(f"backend {type(backend).__name__} has no generate(); use HFBackend")
-    if hooks:
-        params = inspect.signature(gen).parameters
-        missing = [p for p in ("step_hook", "sample_offset") if p not in params]
-        if missing:
-            raise EntrolabError(
-                f"backend {type(backend).__name__}.generate lacks {', '.join(missing)}, which "
-                "online stopping and adaptive waves need; use entrolab's HFBackend"
-            )
+        raise EntrolabError(
+            f"backend {type(backend).__name__} has no generate(); use an entrolab backend "
+            "(HFBackend, VLLMBackend, OpenAIBackend)"
+        )
+    if hooks and "sample_offset" not in inspect.signature(gen).parameters:
+        raise EntrolabError(
+            f"backend {type(backend).__name__}.generate lacks sample_offset, which adaptive "
+            "sample waves need; use an entrolab backend (HFBackend, VLLMBackend, OpenAIBackend)"
+        )
 
 
 def check_run(backend: Any, items: Sequence[TaskItem], *, hooks: bool = False) -> list[TaskItem]:
@@ -291,13 +295,16 @@ def draw_traces(
     """``count`` traces per item: samples ``offset`` … ``offset + count − 1`` of each item,
     seeded by ``seeds`` (one per item), in sample order; ``hook`` is a ``step_hook``."""
     kwargs: dict[str, Any] = {"seeds": list(seeds)}
-    if hook is not None:
+    online = hook is not None and has(backend, "step_hooks")
+    if online:
         kwargs["step_hook"] = hook
     if offset:
         kwargs["sample_offset"] = offset
     if on_rows is not None:
         kwargs["on_progress"] = on_rows
     batch = backend.generate([it.prompt for it in items], sampling.config(count), **kwargs)
+    if hook is not None and not online:  # no hooks inside decoding: replay the rule afterwards
+        batch = replay_step_hook(list(batch), hook, count, offset)
     groups: list[list[Trace]] = [[] for _ in items]
     for t in batch:
         groups[t.prompt_index].append(t)
