@@ -18,6 +18,13 @@ is skipped with a message otherwise). Compare under the same allocator (see
 specs/measured_facts.md: tcmalloc changes both sides a lot).
 
     .venv/bin/python bench/rl.py --compare-trl [--steps 2]
+
+Reasoning-length proxy (13 arms incl. STEER, SIREN, Clip_B/Clip_V, AEPO, ARES, TEA-RL and the
+target-band controller; bench/rl_reasoning.py) and the Policy Cliff measurement
+(bench/rl_cliff.py), reachable from here too:
+
+    .venv/bin/python bench/rl.py reasoning [--steps 80 --seeds 3 --arms …]
+    .venv/bin/python bench/rl.py cliff [--steps 40 --betas 0,0.001,0.01]
 """
 
 from __future__ import annotations
@@ -429,6 +436,13 @@ def compare_trl(args) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("reasoning", "cliff"):
+        mode = sys.argv.pop(1)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import importlib
+
+        importlib.import_module("rl_reasoning" if mode == "reasoning" else "rl_cliff").main()
+        return
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
