@@ -311,7 +311,8 @@ class VLLMBackend:
         for (i, s), out, param in zip(rows, outputs, params, strict=True):
             done = out.outputs[0]
             finish = _finish(done.finish_reason, done.stop_reason)
-            positions = list(zip(done.token_ids, done.logprobs or [], strict=True))
+            logprobs = done.logprobs if done.logprobs is not None else [None] * len(done.token_ids)
+            positions = list(zip(done.token_ids, logprobs, strict=True))
             row_meta = {
                 **meta,
                 "row_seed": param.seed,
