@@ -25,15 +25,23 @@ def remote(tiny_backend):
 def test_eval_end_to_end_on_the_server_skips_full_logit_estimators(remote, tiny_backend):
     ok, skipped = applicable_estimators(remote, EstimatorConfig(samples=2))
     assert "self_certainty" in skipped and "full-logits" in skipped["self_certainty"]
-    assert "self_certainty" not in ok and {"deepconf_lowest", "semantic_entropy"} <= set(ok)
+    assert "self_certainty" not in ok
+    assert {"deepconf_lowest", "semantic_entropy", "pmi", "ptrue", "pcc"} <= set(ok)  # echo scoring
     assert "self_certainty" in applicable_estimators(tiny_backend, EstimatorConfig(samples=2))[0]
-    names = ["perplexity", "msp", "deepconf_lowest", "mean_token_entropy", "answer_agreement"]
+    names = [
+        "perplexity",
+        "msp",
+        "deepconf_lowest",
+        "mean_token_entropy",
+        "answer_agreement",
+        "pmi",
+    ]
     settings = dict(n=4, samples=2, max_new_tokens=8, chunk=4, estimators=names)
     there = evaluate(remote, "arithmetic", **settings)
     here = evaluate(tiny_backend, "arithmetic", **settings)
     assert [r["response"] for r in there.rows] == [r["response"] for r in here.rows]
     assert [r["samples"] for r in there.rows] == [r["samples"] for r in here.rows]
-    for name in ("perplexity", "msp", "answer_agreement"):  # need only chosen-token logprobs
+    for name in ("perplexity", "msp", "answer_agreement", "pmi"):  # chosen-token logprobs only
         assert there.uncertainty(name) == pytest.approx(here.uncertainty(name), abs=1e-4)
     # perplexity u = −mean log p of the greedy answer's tokens, from the stored trace
     row = there.rows[0]

@@ -109,6 +109,29 @@ def test_openai_backend_conformance_against_the_live_server(url, tiny_backend):
     assert again[0].token_ids.tolist() == got[1].token_ids.tolist()
 
 
+def test_scoring_through_echo_equals_the_in_process_score(url, client, tiny_backend):
+    be = OpenAIBackend(url, tokenizer=tiny_backend.tokenizer, token_ids=True)
+    for chat in (True, False):
+        got = be.score(["hi", "what?"], ["abc", [65, 66]], k=5, chat_template=chat)
+        ref = tiny_backend.score(["hi", "what?"], ["abc", [65, 66]], k=5, chat_template=chat)
+        for g, h in zip(got, ref, strict=True):
+            assert g.finish_reason == "scored" and g.token_ids.tolist() == h.token_ids.tolist()
+            assert g.logprob.tolist() == pytest.approx(h.logprob.tolist(), abs=1e-5)
+            assert g.topk_ids.tolist() == h.topk_ids.tolist() and g.text == h.text
+    # no tokenizer on the client: the echo is split at the prompt's length in characters
+    (g,) = OpenAIBackend(url).score(["hi"], ["abc"], k=5, chat_template=False)
+    (h,) = tiny_backend.score(["hi"], ["abc"], k=5, chat_template=False)
+    assert g.tokens == h.tokens and g.logprob.tolist() == pytest.approx(
+        h.logprob.tolist(), abs=1e-5
+    )
+    # the official client: echoed prompt logprobs, the first token has none
+    r = client.completions.create(model=MODEL, prompt="hello", max_tokens=2, echo=True, logprobs=3)
+    lp = r.choices[0].logprobs
+    assert r.choices[0].text.startswith("hello") and lp.token_logprobs[0] is None
+    assert len(lp.tokens) == len(tiny_backend.prompt_ids("hello", chat_template=False)) + 2
+    assert lp.text_offset[:2] == [0, 1]
+
+
 def test_stop_strings_and_finish_reasons(url, client, tiny_backend):
     text = direct(tiny_backend, "stop test", 3, max_new_tokens=16)[0].text
     stop = text[3]  # a character the model emits at position 3

@@ -302,7 +302,9 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
             votes = [None] * len(prompts)
         echoes = None
         if req.echo:
-            if req.logprobs is None:
+            if req.logprobs is None and all(isinstance(p, str) for p in prompts):
+                echoes = list(prompts)
+            elif req.logprobs is None:
                 echoes = await run(Job(run=lambda b: [_echo_text(b, p) for p in prompts]))
             else:
                 k, as_ids = req.k(), req.return_tokens_as_token_ids
