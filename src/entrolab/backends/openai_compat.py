@@ -73,9 +73,9 @@ class OpenAIBackend:
             when missing).
         model: the model id to request (None: the first id ``/v1/models`` lists).
         api_key: bearer token (None: ``ENTROLAB_API_KEY``, else ``OPENAI_API_KEY``, else none).
-        tokenizer: a Hugging Face tokenizer (object, or name/path loaded offline) of the same
-            model; needed for ``prompt_ids``/``encode``/``decode`` and for scoring with a chat
-            template. Optional otherwise.
+        tokenizer: the served model's tokenizer: a transformers tokenizer, an embedded model
+            name (``smollm2-135m-instruct``) or a name/path loaded offline; needed for
+            ``prompt_ids``/``encode``/``decode`` and for scoring with a chat template.
         vocab_size: |V| for the entropy bounds (None: the tokenizer's, else the server's
             ``/v1/models`` entry if it says, else bounds are not computed).
         max_topk: the most top logprobs the server returns per token (OpenAI and vLLM: 20).
@@ -123,7 +123,11 @@ class OpenAIBackend:
         if isinstance(tokenizer, str):
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
+            from entrolab.models import EMBEDDED
+            from entrolab.models.embedded import ensure_converted
+
+            where = ensure_converted(tokenizer) if tokenizer in EMBEDDED else tokenizer
+            tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
         self.tokenizer = tokenizer
         card = self._model_card(model)
         self.model = model or card["id"]
