@@ -413,3 +413,33 @@ def test_server_settings_are_checked(tiny_backend):
     with running(tiny_backend, ServeConfig(port=0)):
         pass
     assert threading.active_count() <= threads + 1  # server and batcher threads end
+
+
+def test_serving_another_server_adds_topk_signals(url, tiny_backend):
+    # entrolab serve --upstream: the backend is an OpenAIBackend on the first server
+    upstream = OpenAIBackend(url, tokenizer=tiny_backend.tokenizer, token_ids=True)
+    with running(upstream, ServeConfig(model_id="proxy", port=0)) as proxy:
+        client = openai.OpenAI(base_url=proxy, api_key="x")
+        messages = [{"role": "user", "content": "relay"}]
+        r = client.chat.completions.create(
+            model="proxy", messages=messages, max_tokens=6, seed=4, logprobs=True, top_logprobs=2
+        )
+    ext = r.choices[0].model_extra["entrolab"]
+    ref = direct(tiny_backend, "relay", 4, max_new_tokens=6)[0]
+    assert r.choices[0].message.content == ref.text
+    assert ext["entropy_kind"] == "renormalized_topk" and len(ext["entropy_lower"]) == len(ref)
+    assert (np.array(ext["entropy_lower"]) <= ref.entropy.numpy() + 1e-4).all()
+
+
+def test_cli_serve_command():
+    from typer.testing import CliRunner
+
+    from entrolab.cli.main import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["serve", "--help"])
+    assert (
+        result.exit_code == 0 and "--calibrator" in result.output and "127.0.0.1" in result.output
+    )
+    bad = runner.invoke(app, ["serve", "--thresholds", "0.5"])
+    assert isinstance(bad.exception, EntrolabError) and "θ1,θ2" in str(bad.exception)
