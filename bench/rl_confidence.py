@@ -1,9 +1,9 @@
 """Confidence-shaped RL on the proxy task: advantage shapers, RiskPO, prompt selection, DPO/VPO.
 
-Every arm starts from ``recipes/proxy_grpo.yaml`` (a tiny model after SFT, 100 RL steps,
-held-out evaluation every 10 steps) with held-out calibration tracking on (self-certainty,
-mean token entropy, DeepConf lowest window, perplexity; frozen Platt map from step 0), 3 seeds
-per arm. After training, each run's final policy samples 8 replies per held-out item to measure
+Every arm starts from ``recipes/proxy_grpo.yaml`` (a tiny model after SFT; ``--steps`` RL
+steps, held-out evaluation every ``--eval-every`` steps) with held-out calibration tracking on
+(self-certainty, mean token entropy, DeepConf lowest window, perplexity; frozen Platt map from
+step 0), 3 seeds per arm. After training, each run's final policy samples 8 replies per held-out item to measure
 the spread of the correct answers' mean token log-probs (ProGRPO's target quantity).
 
 Writes the ``confidence`` section of docs/rl_results.md (figures in docs/figures/). Intervals:
@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 from rl import machine, replace_section  # noqa: E402  (bench/rl.py helpers)
 
 RECIPE = ROOT / "recipes" / "proxy_grpo.yaml"
-CALIB = ["calibration.every=10"]
 SMALL_POOL = ["task.train_items=256"]  # selection arms: a pool the run revisits (~6 epochs)
 ARMS: dict[str, list[str]] = {
     "GRPO": [],
@@ -100,7 +99,7 @@ def run_arm(arm: str, seed: int, args) -> tuple[list[dict], dict, float]:
         f"threads={args.threads}",
         "progress=false",
         "tensorboard=false",
-        *CALIB,
+        f"calibration.every={args.eval_every}",
         *ARMS[arm],
     ]
     t0 = time.perf_counter()
@@ -194,8 +193,8 @@ def markdown(args, runs, posts, walls, figs, md: Path) -> str:
         "",
         f"Command: `.venv/bin/python {cmd}` — {machine()} (machine shared with other jobs); "
         f"recipe `recipes/proxy_grpo.yaml`, {args.steps} RL steps, {n_seeds} seeds per arm, "
-        f"held-out pass@k every {args.eval_every} steps (128 items × 8 samples), held-out "
-        "calibration every 10 steps (greedy answers, frozen Platt map fitted at step 0). Cells: "
+        f"held-out pass@k and calibration every {args.eval_every} steps (128 items × 8 "
+        "samples; greedy answers, frozen Platt map fitted at step 0). Cells: "
         "mean over seeds ± half-width of the 95% t-interval (n = seeds); Δ vs GRPO: paired by "
         "seed, 'significant' only when the interval excludes 0.",
         "",
