@@ -81,6 +81,10 @@ def run_arm(arm: str, seed: int, args) -> tuple[list[dict], float]:
     overrides = [f"seed={seed}", f"steps={args.steps}", f"eval.every={args.eval_every}",
                  "progress=false", "tensorboard=false", *ARMS[arm]]  # fmt: skip
     run_dir = Path(args.runs) / re.sub(r"[^A-Za-z0-9]+", "-", arm).strip("-") / f"seed{seed}"
+    done = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    if any(r.get("step") == args.steps and "eval/pass@1" in r for r in done):
+        wall = sum(r.get("time/step_s", 0.0) + r.get("time/eval_s", 0.0) for r in done)
+        return done, wall  # finished earlier: summarise without loading the model
     t0 = time.perf_counter()
     Trainer(load_config(RECIPE, overrides), run_dir).train()
     return read_metrics(run_dir), time.perf_counter() - t0
@@ -145,7 +149,11 @@ def claims(runs: dict[str, list[list[dict]]]) -> list[str]:
         elif arm == "STEER" and g:
             seen = f"sd of per-step ΔH {fmt([dh_sd(x) for x in r])} vs GRPO {fmt([dh_sd(x) for x in g])}"
         elif arm == "band controller":
-            seen = f"share of steps in band after 5 warm-up steps {fmt([in_band(x, 0.18, 0.30) for x in r])}"
+            seen = (
+                f"share of steps in band after 5 warm-up steps {fmt([in_band(x, 0.18, 0.30) for x in r])}"
+                f" vs GRPO (no controller) {fmt([in_band(x, 0.18, 0.30) for x in g] if g else [])}; "
+                f"final β {fmt(vals(r, 'ctl/value'))}"
+            )
         elif arm == "ARES":
             seen += f"; HWE windows per reply {fmt(vals(r, 'loss/hwe_mean'))}"
         elif arm == "SIREN":
