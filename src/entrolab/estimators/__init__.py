@@ -13,7 +13,15 @@ Entry point: :func:`run_estimators`; ``entrolab list estimators`` shows the regi
 
 from __future__ import annotations
 
-from entrolab.estimators import fused, reflexive, sampling, similarity, whitebox  # registrations
+from entrolab.estimators import (  # registrations
+    fused,
+    learned,
+    option_sets,
+    reflexive,
+    sampling,
+    similarity,
+    whitebox,
+)
 from entrolab.estimators.base import ESTIMATORS, Estimator, as_uncertainty, get_estimators, register
 from entrolab.estimators.fused import pcc_certainty, pcc_route, pcc_score
 from entrolab.estimators.runner import EstimatorResults, applicable_estimators, run_estimators
@@ -42,6 +50,8 @@ __all__ = [
     "fused",
     "get_estimators",
     "item_seed",
+    "learned",
+    "option_sets",
     "pcc_certainty",
     "pcc_route",
     "pcc_score",

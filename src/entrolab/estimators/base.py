@@ -40,6 +40,8 @@ class Estimator:
         defaults: default keyword parameters of ``fn`` (the same mapping as the registry entry's).
         requires: backend capabilities it needs beyond generation (``Capabilities`` field
             names, e.g. ``"full_logits"``); backends declaring less skip it.
+        fitted: parameters that must be given because they hold a fitted artefact (a probe,
+            a conformal q̂); estimators with any are run by name only, never auto-selected.
     """
 
     name: str
@@ -49,6 +51,7 @@ class Estimator:
     higher_is_uncertain: bool = True
     defaults: Mapping[str, Any] | None = None
     requires: frozenset[str] = frozenset()
+    fitted: frozenset[str] = frozenset()
 
     def __call__(self, stats: Mapping[str, Any], **params: Any) -> np.ndarray:
         """u float64 [N] from ``stats`` (must hold every name in ``needs``); ``params`` override
@@ -100,6 +103,7 @@ def register(
     higher_is_uncertain: bool = True,
     aliases: tuple[str, ...] = (),
     requires: Iterable[str] = (),
+    fitted: Iterable[str] = (),
 ) -> Callable[[EstimatorFn], EstimatorFn]:
     """Decorator registering ``fn(stats, **params) -> u [N]`` as an :class:`Estimator`.
 
@@ -118,6 +122,7 @@ def register(
             higher_is_uncertain,
             frozen_defaults,
             frozenset(requires),
+            frozenset(fitted),
         )
         ESTIMATORS.register(
             name, summary=summary, paper=paper, defaults=frozen_defaults, aliases=aliases

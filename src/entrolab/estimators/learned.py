@@ -1,0 +1,107 @@
+"""Learned estimators: fitted heads on the model's hidden states (FineCE, SDM) and the
+conformal set size over answer options (C-IP's uncertainty).
+
+The fitted artefacts live in :mod:`entrolab.inference` (``fince.py``, ``sdm.py``), a layer above
+this one, so an estimator here takes the fitted object as a parameter — any object with
+``layer`` (int), ``check_backend(backend)`` and ``confidence(hidden [n, H]) -> float [n]`` —
+e.g. ``run_estimators(backend, items, ["fince"], params={"fince": {"scorer":
+load_fince(path)}})``. Without one the estimator says how to make one.
+
+Statistic ``greedy_hidden`` (needs the backend's ``hidden_states`` capability): a reader of the
+hidden states of the greedy answer's last token (prompt as generated + answer tokens), read once
+per layer on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from entrolab.backends.base import require
+from entrolab.errors import EntrolabError
+from entrolab.estimators.base import register
+from entrolab.estimators.stats import StatContext, statistic
+
+__all__ = ["GreedyHidden", "fince_uncertainty", "sdm_uncertainty"]
+
+_FINCE = "Han et al. 2025, FineCE, arXiv:2508.12040"
+_SDM = "Schmaltz 2025, Similarity-Distance-Magnitude universal verification, arXiv:2502.20167"
+
+
+class GreedyHidden:
+    """Hidden states at the last token of each greedy answer (prompt ids + answer ids), read
+    through ``backend.hidden_states`` once per layer: :meth:`last` → float32 [N, H]."""
+
+    def __init__(self, backend: Any, seqs: list[list[int]]) -> None:
+        self.backend, self.seqs = backend, seqs
+        self._cache: dict[int, Any] = {}
+
+    def last(self, layer: int) -> Any:
+        import torch
+
+        if layer not in self._cache:
+            pos = [[len(s) - 1] for s in self.seqs]
+            self._cache[layer] = torch.cat(self.backend.hidden_states(self.seqs, pos, layer))
+        return self._cache[layer]
+
+
+@statistic(
+    "greedy_hidden",
+    deps={"greedy"},
+    summary="reader of the greedy answers' last-token hidden states (per layer, on demand)",
+    backend_methods=("hidden_states",),
+)
+def _greedy_hidden(ctx: StatContext, stats: Mapping[str, Any]) -> GreedyHidden:
+    require(ctx.backend, "hidden_states", "learned hidden-state estimators (fince, sdm)")
+    kw = ctx.score_kwargs()
+    seqs = []
+    for t in stats["greedy"]:
+        p = ctx.backend.prompt_ids(t.prompt, **kw)
+        seqs.append(p + t.token_ids.tolist())
+    return GreedyHidden(ctx.backend, seqs)
+
+
+def _scored(stats: Mapping[str, Any], scorer: Any, name: str, how: str) -> np.ndarray:
+    if scorer is None:
+        raise EntrolabError(
+            f"estimator {name!r} needs a fitted scorer: {how}, then pass it as "
+            f"params={{'{name}': {{'scorer': OBJECT}}}}"
+        )
+    reader = stats["greedy_hidden"]
+    scorer.check_backend(reader.backend)
+    c = np.asarray(scorer.confidence(reader.last(int(scorer.layer))), dtype=np.float64)
+    return 1.0 - c
+
+
+@register(
+    "fince",
+    level="sequence",
+    needs={"greedy_hidden"},
+    requires={"hidden_states"},
+    summary="FineCE: 1 − probe-predicted fraction of correct continuations at the answer's end",
+    paper=_FINCE,
+    defaults={"scorer": None},
+    fitted={"scorer"},
+)
+def fince_uncertainty(stats: Mapping[str, Any], scorer: Any = None) -> np.ndarray:
+    """u = 1 − ĉ, ĉ the FineCE probe's confidence at the last token of the greedy answer
+    (``scorer``: :func:`entrolab.inference.fince.load_fince`)."""
+    return _scored(stats, scorer, "fince", "`entrolab fit fince --out P`, load_fince(P)")
+
+
+@register(
+    "sdm",
+    level="sequence",
+    needs={"greedy_hidden"},
+    requires={"hidden_states"},
+    summary="SDM verifier: 1 − index-conditional lower estimate of P(answer correct) (0 when OOD)",
+    paper=_SDM,
+    defaults={"scorer": None},
+    fitted={"scorer"},
+)
+def sdm_uncertainty(stats: Mapping[str, Any], scorer: Any = None) -> np.ndarray:
+    """u = 1 − p̂_lower(correct | x) of an SDM verifier on the greedy answer's last-token hidden
+    state (``scorer``: :func:`entrolab.inference.sdm.load_sdm`); OOD answers get u = 1."""
+    return _scored(stats, scorer, "sdm", "`entrolab fit sdm --out P`, load_sdm(P)")
