@@ -197,10 +197,16 @@ def main() -> None:
             )
             verdict = check(results, args.clients, args.requests)
             conc = [r for v in results.values() for r in v if r["status"] == 200]
-            keys = [(c, 0) for c in range(args.sequential)]  # same (prompt, seed) as concurrent
+            # a spread subset of the concurrent requests (same prompt and seed), sent one by one
+            keys = [
+                (i * args.clients // args.sequential, i % args.requests)
+                for i in range(args.sequential)
+            ]
             t0 = time.perf_counter()
             seq = [
-                request(base, prompt_of(*key), 1000 * key[0], args.max_tokens, args.timeout)
+                request(
+                    base, prompt_of(*key), 1000 * key[0] + key[1], args.max_tokens, args.timeout
+                )
                 for key in keys
             ]
             seq_wall = time.perf_counter() - t0
@@ -214,10 +220,14 @@ def main() -> None:
                 "concurrent_requests": len(conc),
                 "concurrent_wall_s": wall,
                 "concurrent_tokens_per_s": sum(map(tokens, conc)) / wall,
+                "concurrent_requests_per_s": len(conc) / wall,
+                "concurrent_mean_tokens": sum(map(tokens, conc)) / max(len(conc), 1),
                 "concurrent_latency": [r["latency"] for r in conc],
                 "sequential_requests": len(seq),
                 "sequential_wall_s": seq_wall,
                 "sequential_tokens_per_s": sum(map(tokens, seq)) / seq_wall,
+                "sequential_requests_per_s": len(seq) / seq_wall,
+                "sequential_mean_tokens": sum(map(tokens, seq)) / max(len(seq), 1),
                 "sequential_latency": [r["latency"] for r in seq],
                 "sequential_equal_to_concurrent": same,
             }
@@ -243,6 +253,9 @@ def report(args, runs, health, load) -> None:
     ctps = t_interval([r["concurrent_tokens_per_s"] for r in runs])
     stps = t_interval([r["sequential_tokens_per_s"] for r in runs])
     ratio = t_interval([r["concurrent_tokens_per_s"] / r["sequential_tokens_per_s"] for r in runs])
+    req_ratio = t_interval(
+        [r["concurrent_requests_per_s"] / r["sequential_requests_per_s"] for r in runs]
+    )
     summary = {
         "settings": vars(args),
         "load_average_at_start": load,
@@ -259,6 +272,11 @@ def report(args, runs, health, load) -> None:
         "concurrent_tokens_per_s": ctps,
         "sequential_tokens_per_s": stps,
         "throughput_ratio": ratio,
+        "requests_per_s_ratio": req_ratio,
+        "mean_tokens_per_answer": [
+            float(np.mean([r["concurrent_mean_tokens"] for r in runs])),
+            float(np.mean([r["sequential_mean_tokens"] for r in runs])),
+        ],
         "n_concurrent_requests": int(conc_lat.size),
         "n_sequential_requests": int(seq_lat.size),
         "batching": health.get("batching"),
@@ -275,6 +293,8 @@ def report(args, runs, health, load) -> None:
     )
     print(f"| tokens/s | {f(ctps)} | {f(stps)} |")
     print(f"\nthroughput ratio concurrent/sequential {f(ratio)} (t 95% over {len(runs)} repeats)")
+    print(f"requests/s ratio concurrent/sequential {f(req_ratio)}")
+    print(f"mean tokens per answer (concurrent, sequential): {summary['mean_tokens_per_answer']}")
     print(
         f"requests: {summary['n_concurrent_requests']} concurrent, "
         f"{summary['n_sequential_requests']} sequential; lost {summary['lost']}, duplicated "

@@ -140,6 +140,7 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
                 system_prompt=system,
                 sampler=req.sampler,
                 sampler_params=dict(req.sampler_params),
+                batch_size=config.max_batch_rows,
             )
             resolve_warper(cfg)  # unknown sampler / parameters → 400 before queueing
         except EntrolabError as err:
