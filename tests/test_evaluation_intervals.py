@@ -120,3 +120,15 @@ def test_cell_format_and_terminal_and_html_show_intervals():
     js = res.to_json()
     assert js["accuracy_interval"]["method"] == "clopper-pearson"
     assert "auroc_low" in js["table"][0]
+
+
+def test_exclude_leaves_estimators_out_and_rejects_unknown_names(tiny_backend):
+    from entrolab.errors import UnknownNameError
+    from entrolab.evaluation import evaluate
+
+    slow = ["ptrue", "verbalized_1stage", "verbalized_2stage", "linguistic_1stage"]
+    res = evaluate(tiny_backend, n=2, samples=2, max_new_tokens=3, exclude=slow)
+    ran = res.config["estimators_run"]
+    assert not set(slow) & set(ran) and "msp" in ran
+    with pytest.raises(UnknownNameError, match="not_an_estimator"):
+        evaluate(tiny_backend, n=2, samples=2, max_new_tokens=3, exclude=["not_an_estimator"])

@@ -30,6 +30,10 @@ def eval_command(
     estimators: Annotated[
         str | None, typer.Option(help="comma-separated names [default: all that apply]")
     ] = None,
+    exclude: Annotated[
+        str | None,
+        typer.Option(help="comma-separated estimators to leave out of 'all that apply'"),
+    ] = None,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="token budget per reply")] = 64,
     seed: Annotated[int, typer.Option(help="base seed")] = 0,
@@ -61,6 +65,7 @@ def eval_command(
             n=n,
             samples=samples,
             estimators=names,
+            exclude=[s.strip() for s in exclude.split(",") if s.strip()] if exclude else (),
             out=run_dir,
             overwrite=overwrite,
             task_settings=parse_params(task_setting, option="--task-setting", example="level=2"),

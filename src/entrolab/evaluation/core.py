@@ -265,6 +265,7 @@ def evaluate(
     n: int = 40,
     samples: int = 5,
     estimators: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
     out: str | Path | None = None,
     overwrite: bool = False,
     on_progress: ProgressFn | None = None,
@@ -277,6 +278,8 @@ def evaluate(
             backend object (``HFBackend``) to reuse.
         task: task spec (see :func:`entrolab.tasks.load_task`).
         n, samples, estimators: items, samples per item, estimator names (None = all that apply).
+        exclude: estimator names to leave out of "all that apply" (e.g. the slow reflexive
+            ones); recorded in the run's ``estimators_run``.
         out: run directory (results are appended there and a killed run resumes); None keeps
             everything in memory.
         overwrite: discard an existing run in ``out`` with other settings.
@@ -316,6 +319,13 @@ def evaluate(
         if cfg.estimators is not None
         else (applicable_estimators(backend, est_cfg)[0])
     )
+    if exclude:
+        from entrolab.estimators import ESTIMATORS
+
+        drop = {ESTIMATORS.entry(e).name for e in exclude}  # unknown names fail, listing known
+        names = [n for n in names if n not in drop]
+        if not names:
+            raise EntrolabError("--exclude left no estimator to run; exclude fewer")
     stored = {**cfg.to_dict(), "estimators_run": names, "items": len(items)}
     run = RunDir(out).open(stored, overwrite=overwrite) if out is not None else None
     rows = run.rows() if run is not None else []
