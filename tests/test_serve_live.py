@@ -132,6 +132,13 @@ def test_scoring_through_echo_equals_the_in_process_score(url, client, tiny_back
     assert lp.text_offset[:2] == [0, 1]
 
 
+def test_openai_backend_passes_the_shared_conformance_set(url, tiny_backend):
+    from test_backend_conformance import check_contract  # tests/ is on sys.path under pytest
+
+    be = OpenAIBackend(url, tokenizer=tiny_backend.tokenizer, token_ids=True)
+    check_contract(be, ["Say abc.", "What is 2 + 2?"])
+
+
 def test_stop_strings_and_finish_reasons(url, client, tiny_backend):
     text = direct(tiny_backend, "stop test", 3, max_new_tokens=16)[0].text
     stop = text[3]  # a character the model emits at position 3

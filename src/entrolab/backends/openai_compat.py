@@ -41,16 +41,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from entrolab.backends.base import Capabilities, ProgressFn, Prompt, prompt_text, require
+from entrolab.backends.decode import replay_step_hook
 from entrolab.backends.openai_wire import (
     Token,
     finish_reason,
     parse_logprobs,
-    replay_step_hook,
     server_message,
     topk_statistics,
 )
@@ -59,7 +60,7 @@ from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.types import Provenance, Trace, TraceBatch
 
-__all__ = ["OpenAIBackend", "parse_logprobs", "replay_step_hook", "topk_statistics"]
+__all__ = ["OpenAIBackend", "parse_logprobs", "topk_statistics"]
 
 #: HTTP statuses worth retrying (rate limits, overload, transient server errors).
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -271,8 +272,8 @@ class OpenAIBackend:
         ``seeds`` (one per prompt) and ``sample_offset`` as in
         :meth:`HFBackend.generate <entrolab.backends.hf.HFBackend.generate>`. A ``step_hook``
         (e.g. DeepConf's online stop) is replayed on the finished traces by
-        :func:`replay_step_hook`: the same traces stop at the same tokens as inside a decode
-        loop (``finish_reason="stopped"``, ``meta["replayed_stop"]``), but the server has
+        :func:`~entrolab.backends.decode.replay_step_hook`: the same traces stop at the same
+        tokens as inside a decode loop (``finish_reason="stopped"``), but the server has
         already generated the rest, so no compute is saved (``capabilities.step_hooks`` is
         False).
         """
@@ -325,7 +326,8 @@ class OpenAIBackend:
         groups = self._run(len(prompts), one, on_progress, rows_each=config.num_samples)
         traces = [t for g in groups for t in g]
         if step_hook is not None:
-            traces = replay_step_hook(traces, step_hook)
+            cut = replay_step_hook(traces, step_hook, config.num_samples, sample_offset)
+            traces = [_cut_meta(a, b) for a, b in zip(traces, cut, strict=True)]
         return TraceBatch(tuple(traces))
 
     def _run(
@@ -465,3 +467,14 @@ def _messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
     if system_prompt:
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
+
+
+def _cut_meta(before: Trace, after: Trace) -> Trace:
+    """``after`` (a cut copy of ``before``) with its per-token meta lists cut to match."""
+    n, full = len(after), len(before)
+    if n == full:
+        return after
+    meta = {
+        k: v[:n] if isinstance(v, list) and len(v) == full else v for k, v in after.meta.items()
+    }
+    return replace(after, meta={**meta, "replayed_stop": True})

@@ -1,33 +1,28 @@
 """Wire-format helpers of :class:`~entrolab.backends.openai_compat.OpenAIBackend`: parsing the
 ``logprobs`` of OpenAI chat/completions responses, top-k statistics of a trace, finish reasons,
-error bodies, and replaying a decode-loop ``step_hook`` on finished traces."""
+and error bodies."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
 
-from entrolab.backends.decode import call_step_hook
 from entrolab.errors import EntrolabError
 from entrolab.signals import (
-    TokenStatistics,
     entropy_and_varentropy,
     renormalized_topk_entropy,
     topk_entropy_bounds,
 )
 from entrolab.signals.topk import topk_tail_mass
-from entrolab.types import Trace
 
 __all__ = [
     "Token",
     "finish_reason",
     "parse_logprobs",
-    "replay_step_hook",
     "server_message",
     "topk_statistics",
 ]
@@ -165,71 +160,4 @@ def topk_statistics(topk_logprobs: torch.Tensor, vocab_size: int | None) -> dict
     except EntrolabError as err:
         out.setdefault("tail_mass", None)
         out.update(entropy_lower=None, entropy_upper=None, bounds_note=str(err))
-    return out
-
-
-def _step_stats(traces: list[Trace], rows: list[int], step: int) -> TokenStatistics:
-    """Token ``step``'s statistics of ``rows`` (NaN self-certainty, rank -1: unknown)."""
-
-    def pick(name: str) -> torch.Tensor:
-        return torch.stack([getattr(traces[r], name)[step] for r in rows])
-
-    return TokenStatistics(
-        logprob=pick("logprob"),
-        entropy=pick("entropy"),
-        varentropy=pick("varentropy"),
-        self_certainty=torch.full((len(rows),), math.nan),
-        rank=torch.full((len(rows),), -1, dtype=torch.int64),
-        topk_ids=pick("topk_ids"),
-        topk_logprobs=pick("topk_logprobs"),
-    )
-
-
-def replay_step_hook(traces: list[Trace], hook: Any) -> list[Trace]:
-    """Apply a decode-loop ``step_hook`` to finished traces, as the loop would have.
-
-    ``traces`` are one ``generate`` call's, ordered prompt-major (row r = call-global row id).
-    Step t passes the rows still running (not stopped, longer than t) with their token-t
-    statistics (``self_certainty`` NaN and ``rank`` -1: unknown from top-k); a row the hook
-    stops keeps t + 1 tokens and gets ``finish_reason="stopped"`` unless that token already
-    ended it (EOS), as in the in-process loop. Sampling is per-row seeded, so the kept tokens
-    are exactly those an in-loop stop would have produced.
-    """
-    lengths = [len(t) for t in traces]
-    stop_at: dict[int, int] = {}
-    for step in range(max(lengths, default=0)):
-        rows = [r for r, n in enumerate(lengths) if step < n and r not in stop_at]
-        if not rows:
-            break
-        stats = _step_stats(traces, rows, step)
-        flags = call_step_hook(hook, torch.tensor(rows, dtype=torch.int64), step, stats)
-        for r, stop in zip(rows, flags.tolist(), strict=True):
-            last = step == lengths[r] - 1
-            if stop and not (last and traces[r].finish_reason == "eos"):
-                stop_at[r] = step
-    out = []
-    for r, t in enumerate(traces):
-        if r not in stop_at:
-            out.append(t)
-            continue
-        n = stop_at[r] + 1
-        meta = {
-            key: (value[:n] if isinstance(value, list) and len(value) == lengths[r] else value)
-            for key, value in t.meta.items()
-        }
-        out.append(
-            replace(
-                t,
-                text="".join(t.tokens[:n]),
-                token_ids=t.token_ids[:n],
-                tokens=t.tokens[:n],
-                logprob=t.logprob[:n],
-                entropy=t.entropy[:n],
-                varentropy=t.varentropy[:n],
-                topk_ids=t.topk_ids[:n],
-                topk_logprobs=t.topk_logprobs[:n],
-                finish_reason="stopped",
-                meta={**meta, "replayed_stop": True},
-            )
-        )
     return out
