@@ -431,6 +431,28 @@ def test_serving_another_server_adds_topk_signals(url, tiny_backend):
         r = client.chat.completions.create(
             model="proxy", messages=messages, max_tokens=6, seed=4, logprobs=True, top_logprobs=2
         )
+        # DeepConf through the proxy: the stop rule is replayed on the upstream's traces
+        opts = {"deepconf": {"warmup": 2, "window": 4, "variant": "low"}, "answer_kind": "text"}
+        dc = client.chat.completions.create(
+            model="proxy",
+            messages=messages,
+            max_tokens=12,
+            n=5,
+            seed=8,
+            extra_body={"entrolab": opts},
+        )
+    cfg = GenerationConfig(num_samples=5, max_new_tokens=12, topk_logprobs=20)
+    traces, ref_vote = deepconf(
+        tiny_backend, "relay", cfg, 8, warmup=2, variant="low", window=4, answer_kind="text"
+    )
+    vote = dc.model_extra["entrolab"]["vote"]
+    # (a replayed cut joins token pieces: an incomplete UTF-8 character at the cut is dropped,
+    # where the in-loop text decodes it to U+FFFD)
+    strip = lambda x: x.rstrip("\ufffd")  # noqa: E731
+    assert [strip(c.message.content) for c in dc.choices] == [strip(t.text) for t in traces]
+    for key in ("answer", "threshold", "stopped", "num_votes", "lowest_window", "generated_tokens"):
+        assert vote[key] == pytest.approx(ref_vote[key], abs=1e-6), key
+    assert vote["stop_replayed"] and not ref_vote["stop_replayed"]
     ext = r.choices[0].model_extra["entrolab"]
     ref = direct(tiny_backend, "relay", 4, max_new_tokens=6)[0]
     assert r.choices[0].message.content == ref.text

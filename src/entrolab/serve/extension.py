@@ -16,6 +16,7 @@ calibrated probability of being correct, and a PCC-style route; plus DeepConf ov
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any
@@ -223,16 +224,16 @@ def deepconf(
 
     Warm-up samples fit s = :func:`~entrolab.inference.fit_threshold` of their lowest-window
     confidences; the rest run under :class:`~entrolab.inference.ConfidenceStopHook` (inside the
-    decode loop when the backend has step hooks, else replayed on the finished traces with
-    :func:`~entrolab.inference.first_stop_index`, which stops the same traces but saves no
-    compute). Vote: :func:`~entrolab.inference.weighted_vote` of the samples not stopped whose
+    decode loop when the backend has step hooks, else replayed on the finished traces by
+    :func:`~entrolab.backends.decode.replay_step_hook`: the same stops, no compute saved). Vote: :func:`~entrolab.inference.weighted_vote` of the samples not stopped whose
     lowest-window confidence is ≥ s, weighted by it (DeepConf's released rule).
     """
     from dataclasses import replace
 
     from entrolab.backends.base import has
-    from entrolab.inference.stopping import ConfidenceStopHook, first_stop_index, fit_threshold
-    from entrolab.inference.voting import token_confidences, trace_scores, weighted_vote
+    from entrolab.backends.decode import replay_step_hook
+    from entrolab.inference.stopping import ConfidenceStopHook, fit_threshold
+    from entrolab.inference.voting import trace_scores, weighted_vote
 
     n, k = config.num_samples, config.topk_logprobs
     warmup = min(warmup, n)
@@ -240,23 +241,17 @@ def deepconf(
     warm_scores = trace_scores(warm, "lowest_window", k=k, window=window).tolist()
     s = fit_threshold(warm_scores, variant)  # type: ignore[arg-type]
     rest: list[Trace] = []
-    replayed = False
+    replayed = not has(backend, "step_hooks")
     if n > warmup:
         cfg = replace(config, num_samples=n - warmup)
-        if has(backend, "step_hooks") or getattr(backend, "capabilities", None) is None:
-            hook = ConfidenceStopHook(s, window, k)
-            rest = list(
-                backend.generate([prompt], cfg, seeds=[seed], sample_offset=warmup, step_hook=hook)
+        hook = ConfidenceStopHook(s, window, k)
+        kw = {"seeds": [seed], "sample_offset": warmup}
+        if "step_hook" in inspect.signature(backend.generate).parameters:
+            rest = list(backend.generate([prompt], cfg, step_hook=hook, **kw))
+        else:  # a backend that takes no hook: the same stops, replayed on finished traces
+            rest = replay_step_hook(
+                list(backend.generate([prompt], cfg, **kw)), hook, n - warmup, warmup
             )
-        else:
-            replayed = True
-            rest = list(backend.generate([prompt], cfg, seeds=[seed], sample_offset=warmup))
-            conf, mask = token_confidences(rest, k)
-            stops = first_stop_index(conf, mask, s, window).tolist()
-            rest = [
-                replace(t, finish_reason="stopped") if i >= 0 else t
-                for t, i in zip(rest, stops, strict=True)
-            ]
     traces = warm + rest
     scores = warm_scores + (
         trace_scores(rest, "lowest_window", k=k, window=window).tolist() if rest else []
