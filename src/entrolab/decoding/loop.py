@@ -12,6 +12,7 @@ continuations are all ``step_fn``s; the backends (:class:`~entrolab.backends.HFB
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -19,7 +20,16 @@ import torch
 from entrolab.decoding.base import cache_kwarg
 from entrolab.errors import EntrolabError
 
-__all__ = ["StepFn", "decode_loop", "pad_batch", "preallocated_cache"]
+__all__ = [
+    "DecodeState",
+    "StepFn",
+    "decode_loop",
+    "fork",
+    "pad_batch",
+    "preallocated_cache",
+    "prefill",
+    "run_steps",
+]
 
 #: step_fn(active [A] int64, step, logits [A, V] float32 on CPU) -> (chosen [A] int64,
 #: finished [A] bool). ``active`` are the row indices (into the ``rows`` of :func:`decode_loop`)
@@ -104,6 +114,159 @@ def preallocated_cache(config, capacity: int):
     return cache
 
 
+@dataclass
+class DecodeState:
+    """A batch's KV cache between decode calls, so continuations can branch off it.
+
+    Attributes:
+        cache: the transformers cache (rows in the order of ``attention``).
+        attention: int64 [R, L], 1 = a cache slot the row attends to (L = slots so far).
+        next_pos: int64 [R], the position id of each row's next fed token.
+        prompt_width: the left-padded prompt width (slots ``0 .. prompt_width − 1``); slot
+            ``prompt_width + j`` holds the row's generated token j (fed at step j + 1).
+    """
+
+    cache: Any
+    attention: torch.Tensor
+    next_pos: torch.Tensor
+    prompt_width: int
+
+
+def _forward(model: Any, state: DecodeState, input_ids: torch.Tensor, positions: torch.Tensor):
+    device = model.device
+    return model(
+        input_ids=input_ids.to(device),
+        attention_mask=state.attention.to(device),
+        position_ids=positions.to(device),
+        **{cache_kwarg(model): state.cache},
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]
+
+
+def _check_steps(max_new_tokens: Any) -> None:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 1
+    ):
+        raise EntrolabError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+
+
+@torch.inference_mode()
+def prefill(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    capacity: int,
+    row_prompt: Sequence[int] | None = None,
+) -> tuple[DecodeState, torch.Tensor]:
+    """Prefill P distinct prompts once each and expand to R rows; returns the state and the
+    rows' next-token logits [R, V] (on the model's device)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise EntrolabError("every prompt needs at least one token")
+    rows = list(range(len(prompts))) if row_prompt is None else [int(i) for i in row_prompt]
+    if not rows or any(not 0 <= i < len(prompts) for i in rows):
+        raise EntrolabError(f"row_prompt must index the {len(prompts)} prompts")
+    input_ids, attention = pad_batch(prompts, pad_id)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    cache = preallocated_cache(model.config, input_ids.shape[1] + capacity)
+    state = DecodeState(cache, attention, positions[:, -1] + 1, input_ids.shape[1])
+    logits = _forward(model, state, input_ids, positions)
+    expand = torch.tensor(rows, dtype=torch.int64)
+    if not torch.equal(expand, torch.arange(len(prompts))):
+        cache.reorder_cache(expand.to(model.device))
+        logits = logits[expand.to(model.device)]
+    state.attention, state.next_pos = attention[expand], state.next_pos[expand]
+    return state, logits
+
+
+@torch.inference_mode()
+def run_steps(
+    model: Any,
+    state: DecodeState,
+    logits: torch.Tensor,
+    step_fn: StepFn,
+    *,
+    max_new_tokens: int,
+    pad_id: int,
+    compact: bool = True,
+) -> int:
+    """The decode steps: ``step_fn`` on the active rows' logits, then feed the chosen tokens.
+
+    With ``compact`` (default) finished rows leave the batch and the cache; without it they
+    stay (fed ``pad_id`` at masked slots) so that ``state`` afterwards holds every row's cache
+    for :func:`fork`. Returns the number of steps run."""
+    _check_steps(max_new_tokens)
+    n = state.attention.shape[0]
+    active = torch.arange(n)  # rows still decoding
+    in_cache = torch.arange(n)  # rows the cache holds, in cache order
+    steps = 0
+    for step in range(max_new_tokens):
+        where = torch.searchsorted(in_cache, active)
+        chosen, finished = step_fn(active, step, logits[where.to(logits.device)].float().cpu())
+        if chosen.shape != active.shape or finished.shape != active.shape:
+            raise EntrolabError(
+                f"step_fn must return chosen and finished of shape {tuple(active.shape)}"
+            )
+        steps = step + 1
+        keep = (~finished.to(torch.bool)).nonzero().flatten()
+        if step == max_new_tokens - 1 or keep.numel() == 0:
+            break
+        feed = torch.full((len(in_cache),), int(pad_id), dtype=torch.int64)
+        feed[where] = chosen.to(torch.int64)
+        real = torch.zeros(len(in_cache), dtype=torch.int64)
+        real[where[keep]] = 1
+        active = active[keep]
+        if compact and keep.numel() < len(in_cache):  # finished rows leave the batch and cache
+            sel = torch.searchsorted(in_cache, active)
+            state.cache.reorder_cache(sel.to(model.device))
+            state.attention, state.next_pos = state.attention[sel], state.next_pos[sel]
+            feed, real, in_cache = feed[sel], real[sel], active
+        state.attention = torch.cat([state.attention, real[:, None]], 1)
+        logits = _forward(model, state, feed[:, None], state.next_pos[:, None])
+        state.next_pos = state.next_pos + 1
+    return steps
+
+
+@torch.inference_mode()
+def fork(
+    model: Any,
+    state: DecodeState,
+    rows: Sequence[int],
+    keep_slots: Sequence[int],
+    refeed: Sequence[int],
+    positions: Sequence[int],
+) -> tuple[DecodeState, torch.Tensor]:
+    """Branch new rows off a kept cache without re-running the shared prefix.
+
+    New row b copies row ``rows[b]``'s cache, attends only to its first ``keep_slots[b]``
+    slots (the prompt and the shared prefix), and is fed token ``refeed[b]`` (the prefix's last
+    token) at position ``positions[b]``: one token's forward per new row gives the logits of
+    the first branched token. ``state`` is consumed (its cache is reordered in place).
+
+    Returns:
+        the new rows' state and their next-token logits [B, V].
+    """
+    if not (len(rows) == len(keep_slots) == len(refeed) == len(positions)) or not rows:
+        raise EntrolabError("fork needs one keep_slots, refeed and position entry per new row")
+    idx = torch.tensor(list(rows), dtype=torch.int64)
+    state.cache.reorder_cache(idx.to(model.device))
+    attention = state.attention[idx].clone()
+    cols = torch.arange(attention.shape[1])[None, :]
+    attention[cols >= torch.tensor(list(keep_slots))[:, None]] = 0
+    new = DecodeState(state.cache, torch.cat([attention, torch.ones(len(idx), 1, dtype=torch.int64)], 1),
+                      torch.tensor(list(positions), dtype=torch.int64) + 1, state.prompt_width)  # fmt: skip
+    logits = _forward(
+        model,
+        new,
+        torch.tensor(list(refeed), dtype=torch.int64)[:, None],
+        torch.tensor(list(positions), dtype=torch.int64)[:, None],
+    )
+    return new, logits
+
+
 @torch.inference_mode()
 def decode_loop(
     model: Any,
@@ -113,8 +276,10 @@ def decode_loop(
     max_new_tokens: int,
     pad_id: int,
     row_prompt: Sequence[int] | None = None,
-) -> int:
-    """Decode up to ``max_new_tokens`` tokens for every row; returns the number of steps run.
+    keep_state: bool = False,
+) -> int | tuple[int, DecodeState]:
+    """Decode up to ``max_new_tokens`` tokens for every row; returns the number of steps run
+    (and, with ``keep_state``, the uncompacted :class:`DecodeState` to :func:`fork` from).
 
     Args:
         model: a transformers causal LM (any device; logits are moved to the CPU for ``step_fn``).
@@ -123,58 +288,14 @@ def decode_loop(
         step_fn: see :data:`StepFn`; called once per step with the active rows' logits.
         row_prompt: R prompt indices, one per row (default: one row per prompt); rows sharing a
             prompt share its prefill (G samples of a prompt cost one prefill, not G).
+        keep_state: keep finished rows in the cache (no compaction) and return the state.
     """
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise EntrolabError("every prompt needs at least one token")
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or max_new_tokens < 1
-    ):
-        raise EntrolabError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    rows = list(range(len(prompts))) if row_prompt is None else [int(i) for i in row_prompt]
-    if not rows or any(not 0 <= i < len(prompts) for i in rows):
-        raise EntrolabError(f"row_prompt must index the {len(prompts)} prompts")
-    device, kw = model.device, cache_kwarg(model)
-    input_ids, attention = pad_batch(prompts, pad_id)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    cache = preallocated_cache(model.config, input_ids.shape[1] + max_new_tokens)
-    logits = model(
-        input_ids=input_ids.to(device),
-        attention_mask=attention.to(device),
-        position_ids=positions.to(device),
-        **{kw: cache},
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits[:, -1]
-    expand = torch.tensor(rows, dtype=torch.int64)
-    if not torch.equal(expand, torch.arange(len(prompts))):
-        cache.reorder_cache(expand.to(device))
-        logits = logits[expand.to(device)]
-    attention, next_pos = attention[expand], positions[expand, -1] + 1
-    active = torch.arange(len(rows))
-    steps = 0
-    for step in range(max_new_tokens):
-        chosen, finished = step_fn(active, step, logits.float().cpu())
-        if chosen.shape != active.shape or finished.shape != active.shape:
-            raise EntrolabError(
-                f"step_fn must return chosen and finished of shape {tuple(active.shape)}"
-            )
-        steps = step + 1
-        keep = (~finished.to(torch.bool)).nonzero().flatten()
-        if step == max_new_tokens - 1 or keep.numel() == 0:
-            break
-        if keep.numel() < active.numel():  # finished rows leave the batch and the cache
-            cache.reorder_cache(keep.to(device))
-            attention, chosen, next_pos = attention[keep], chosen[keep], next_pos[keep]
-            active = active[keep]
-        attention = torch.cat([attention, torch.ones(len(active), 1, dtype=torch.int64)], 1)
-        logits = model(
-            input_ids=chosen.to(torch.int64)[:, None].to(device),
-            attention_mask=attention.to(device),
-            position_ids=next_pos[:, None].to(device),
-            **{kw: cache},
-            use_cache=True,
-        ).logits[:, -1]
-        next_pos = next_pos + 1
-    return steps
+    _check_steps(max_new_tokens)
+    state, logits = prefill(
+        model, prompts, pad_id=pad_id, capacity=max_new_tokens, row_prompt=row_prompt
+    )
+    steps = run_steps(
+        model, state, logits, step_fn, max_new_tokens=max_new_tokens, pad_id=pad_id,
+        compact=not keep_state,
+    )  # fmt: skip
+    return (steps, state) if keep_state else steps

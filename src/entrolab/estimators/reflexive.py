@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from entrolab.backends.base import Backend
 from entrolab.estimators.base import register
 from entrolab.estimators.stats import StatContext, statistic
 
@@ -288,7 +289,7 @@ def _linguistic_1stage(ctx: StatContext, stats: Mapping[str, Any]) -> dict:
     return _reply_stat(ctx, "linguistic_1stage", texts, [linguistic_confidence(t) for t in texts])
 
 
-def _token_text(backend: Any, token_id: int) -> str | None:
+def _token_text(backend: Backend, token_id: int) -> str | None:
     tok = getattr(backend, "tokenizer", None)
     if tok is not None:
         return tok.decode([token_id])

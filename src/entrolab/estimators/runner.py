@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from entrolab.backends.base import Backend
 from entrolab.errors import EntrolabError
 from entrolab.estimators.base import ESTIMATORS, Estimator, get_estimators
 from entrolab.estimators.stats import (
@@ -94,7 +95,7 @@ class EstimatorResults:
         return out
 
 
-def _missing(est: Estimator, config: EstimatorConfig, backend: Any, embed: bool) -> str | None:
+def _missing(est: Estimator, config: EstimatorConfig, backend: Backend, embed: bool) -> str | None:
     """Why ``est`` cannot run here, or None."""
     if est.level == "set" and config.samples < 2:
         return f"set-level estimator needs samples >= 2 (got {config.samples})"
@@ -116,7 +117,7 @@ def _missing(est: Estimator, config: EstimatorConfig, backend: Any, embed: bool)
 
 
 def applicable_estimators(
-    backend: Any, config: EstimatorConfig | None = None, *, embed_fn: Any = None
+    backend: Backend, config: EstimatorConfig | None = None, *, embed_fn: Any = None
 ) -> tuple[list[str], dict[str, str]]:
     """(names of the estimators that can run with ``backend`` and ``config``, {name: reason}
     for the others)."""
@@ -124,6 +125,8 @@ def applicable_estimators(
     ok, skipped = [], {}
     for entry in ESTIMATORS:
         reason = _missing(entry.obj, config, backend, embed_fn is not None)
+        if reason is None and entry.obj.fitted:  # a fitted artefact: run by name with params
+            reason = f"needs fitted {', '.join(sorted(entry.obj.fitted))}; run it by name"
         if reason is None:
             ok.append(entry.name)
         else:
@@ -140,7 +143,7 @@ def _grade(grade_fn: GradeFn, items: Sequence[Any], texts: Sequence[str]) -> np.
 
 
 def run_estimators(
-    backend: Any,
+    backend: Backend,
     items: Sequence[Any],
     names: Sequence[str] | None = None,
     *,

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from entrolab.backends.base import Backend
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.types import TraceBatch
@@ -151,7 +152,7 @@ class StatContext:
         meta: JSON-serialisable run details (e.g. unparsed confidence counts).
     """
 
-    backend: Any
+    backend: Backend
     prompts: list[str]
     items: list[Any]
     config: EstimatorConfig

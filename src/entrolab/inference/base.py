@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from entrolab.backends.base import has
+from entrolab.backends.base import Backend, has
 from entrolab.backends.decode import replay_step_hook
 from entrolab.errors import EntrolabError
 from entrolab.registry import Registry
@@ -129,7 +129,7 @@ class Strategy(Protocol):
 
     def run(
         self,
-        backend: Any,
+        backend: Backend,
         task: Task,
         items: Sequence[TaskItem],
         *,
@@ -149,6 +149,7 @@ STRATEGY_MODULES: tuple[str, ...] = (
     "entrolab.inference.exits",
     "entrolab.inference.routing",
     "entrolab.inference.debate",
+    "entrolab.inference.fince",
 )
 _loaded: set[str] = set()
 
@@ -239,7 +240,7 @@ def item_seeds(seed: int, items: Sequence[TaskItem]) -> list[int]:
     return [item_seed(seed, it.id) for it in items]
 
 
-def check_backend(backend: Any, *, hooks: bool) -> None:
+def check_backend(backend: Backend, *, hooks: bool) -> None:
     """Raise unless ``backend.generate`` exists (and, with ``hooks``, takes ``sample_offset``
     for fresh sample waves). A backend without the ``step_hooks`` capability still runs online
     stopping rules: they are replayed on the finished traces (same traces, no compute saved)."""
@@ -256,7 +257,9 @@ def check_backend(backend: Any, *, hooks: bool) -> None:
         )
 
 
-def check_run(backend: Any, items: Sequence[TaskItem], *, hooks: bool = False) -> list[TaskItem]:
+def check_run(
+    backend: Backend, items: Sequence[TaskItem], *, hooks: bool = False
+) -> list[TaskItem]:
     """The checks opening every ``Strategy.run``: :func:`check_backend`, then ``items`` as a
     list. Raises :class:`EntrolabError` on a backend without ``generate`` (or hooks) or no items."""
     check_backend(backend, hooks=hooks)
@@ -283,7 +286,7 @@ def report_done(on_progress: ProgressFn | None, num_items: int) -> None:
 
 
 def draw_traces(
-    backend: Any,
+    backend: Backend,
     items: Sequence[TaskItem],
     seeds: Sequence[int],
     sampling: Sampling,
@@ -312,7 +315,7 @@ def draw_traces(
 
 
 def subset_drawer(
-    backend: Any,
+    backend: Backend,
     items: Sequence[TaskItem],
     seeds: Sequence[int],
     sampling: Sampling,

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import torch
 
-from entrolab.backends.base import require
+from entrolab.backends.base import Backend, require
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference.base import (
@@ -71,7 +71,7 @@ class CueExitStrategy:
         self.min_position, self.force_on_length = int(min_position), bool(force_on_length)
 
     # subclasses ---------------------------------------------------------------------------
-    def _layer(self, backend: Any) -> int:
+    def _layer(self, backend: Backend) -> int:
         return resolve_layer(backend, None, "learned exits")
 
     def _decide(
@@ -101,7 +101,7 @@ class CueExitStrategy:
 
     def run(
         self,
-        backend: Any,
+        backend: Backend,
         task: Any,
         items: Sequence[Any],
         *,
@@ -191,7 +191,7 @@ class CueExitStrategy:
         report_done(on_progress, len(items))
         return out
 
-    def _prepare(self, backend: Any) -> None:
+    def _prepare(self, backend: Backend) -> None:
         if self.mode == "online" and "step_hook" not in _params(backend.generate):
             raise EntrolabError("this backend's generate() has no step_hook; use mode='replay'")
 

@@ -30,6 +30,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from entrolab.backends.base import Backend
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.estimators.stats import item_seed
@@ -198,7 +199,7 @@ class DebateStrategy:
     # --------------------------------------------------------------------------------- run
     def run(
         self,
-        backend: Any,
+        backend: Backend,
         task: Any,
         items: Sequence[Any],
         *,

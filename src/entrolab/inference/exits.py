@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import torch
 
+from entrolab.backends.base import Backend
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference.base import STRATEGIES
@@ -85,7 +86,7 @@ class LynxExit:
             raise EntrolabError("the LYNX probe does not record its layer; refit it with fit_lynx")
         return self.probe.info.layer
 
-    def check_backend(self, backend: Any) -> None:
+    def check_backend(self, backend: Backend) -> None:
         """Raise if the probe was trained for another model (name, hidden size)."""
         self.probe.check_compatible(model=backend.name, feature_size=int(backend.hidden_size))
 
@@ -107,7 +108,7 @@ def save_lynx(exit_: LynxExit, path: str | Path) -> Path:
     return save_probe(exit_.probe.with_extra(lynx=settings), path)
 
 
-def load_lynx(path: str | Path, backend: Any = None) -> LynxExit:
+def load_lynx(path: str | Path, backend: Backend = None) -> LynxExit:
     """Load a LYNX exit saved by :func:`save_lynx`; with ``backend``, check it matches."""
     probe = load_probe(path)
     cfg = probe.info.extra.get("lynx")
@@ -196,7 +197,7 @@ def fit_lynx_on(
 
 
 def fit_lynx(
-    backend: Any,
+    backend: Backend,
     task: Any,
     items: Sequence[Any],
     *,
@@ -260,11 +261,11 @@ class LynxStrategy(CueExitStrategy):
             force_on_length=force_on_length,
         )
 
-    def _prepare(self, backend: Any) -> None:
+    def _prepare(self, backend: Backend) -> None:
         super()._prepare(backend)
         self.exit.check_backend(backend)
 
-    def _layer(self, backend: Any) -> int:
+    def _layer(self, backend: Backend) -> int:
         return self.exit.layer
 
     def _decide(self, ctx, rows, prefixes, hidden):

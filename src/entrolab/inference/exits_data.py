@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from entrolab.backends.base import Backend
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference.base import item_seeds
@@ -85,7 +86,7 @@ class ExitData:
 
 
 def collect_exit_data(
-    backend: Any,
+    backend: Backend,
     task: Any,
     items: Sequence[Any],
     *,

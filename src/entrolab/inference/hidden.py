@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from entrolab.backends.base import require
+from entrolab.backends.base import Backend, require
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference.cues import cue_hit, cue_positions
@@ -35,7 +35,9 @@ __all__ = [
 ]
 
 
-def resolve_layer(backend: Any, layer: int | None, purpose: str = "hidden-state features") -> int:
+def resolve_layer(
+    backend: Backend, layer: int | None, purpose: str = "hidden-state features"
+) -> int:
     """``layer`` as a 0-based decoder block index of ``backend``'s model (negative counts from
     the end; None: the block two thirds of the way up, ``(2 * n) // 3``)."""
     require(backend, "hidden_states", purpose)
@@ -43,7 +45,7 @@ def resolve_layer(backend: Any, layer: int | None, purpose: str = "hidden-state 
 
 
 def hidden_at(
-    backend: Any,
+    backend: Backend,
     seqs: Sequence[Sequence[int]],
     positions: Sequence[Sequence[int]],
     layer: int,
@@ -151,7 +153,7 @@ class Continuation:
 
 
 def greedy_continue(
-    backend: Any,
+    backend: Backend,
     seqs: Sequence[Sequence[int]],
     max_new_tokens: int,
     *,

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from entrolab.backends.base import Backend
 from entrolab.calibration import clopper_pearson
 from entrolab.errors import EntrolabError
 from entrolab.inference.base import ItemOutcome, make_strategy, summarize_outcomes
@@ -80,7 +81,7 @@ def _canon(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_pareto(
-    backend: Any,
+    backend: Backend,
     task: Task,
     items: Sequence[TaskItem],
     strategies: Sequence[str],

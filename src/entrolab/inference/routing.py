@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from entrolab.backends.base import require
+from entrolab.backends.base import Backend, require
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference.base import (
@@ -167,7 +167,7 @@ class RoutingConfig:
 # ---------------------------------------------------------------------------------- features
 @torch.inference_mode()
 def prompt_features(
-    backend: Any,
+    backend: Backend,
     prompts: Sequence[str],
     *,
     feature: Feature = "hidden",
@@ -196,7 +196,9 @@ def prompt_features(
     return torch.cat(parts, -1).float()
 
 
-def _first_token_entropy(backend: Any, ids: Sequence[list[int]], batch_size: int) -> torch.Tensor:
+def _first_token_entropy(
+    backend: Backend, ids: Sequence[list[int]], batch_size: int
+) -> torch.Tensor:
     """[N, 3]: entropy, varentropy, max log-prob of the next-token distribution after each
     prompt (raw logits, float32): the statistics of one greedy step through ``backend.generate``."""
     require(backend, "full_logits", "DiffAdapt's entropy features")
@@ -217,13 +219,13 @@ class DiffAdaptRouter:
     probe: Probe
     routes: RoutingConfig = field(default_factory=RoutingConfig)
 
-    def check_backend(self, backend: Any) -> None:
+    def check_backend(self, backend: Backend) -> None:
         """Raise if the probe was fitted for another model or feature size."""
         f, hidden = self.probe.info.feature, int(backend.hidden_size)
         size = 3 if f == "entropy" else hidden + (3 if f == "hidden+entropy" else 0)
         self.probe.check_compatible(model=backend.name, feature_size=size)
 
-    def classify(self, backend: Any, prompts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+    def classify(self, backend: Backend, prompts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
         """(class name per prompt, probabilities float64 [N, 3])."""
         info = self.probe.info
         x = prompt_features(backend, prompts, feature=info.feature, layer=info.layer)  # type: ignore[arg-type]
@@ -236,7 +238,7 @@ def save_router(router: DiffAdaptRouter, path: str | Path) -> Path:
     return save_probe(router.probe.with_extra(diffadapt={"routes": router.routes.to_dict()}), path)
 
 
-def load_router(path: str | Path, backend: Any = None) -> DiffAdaptRouter:
+def load_router(path: str | Path, backend: Backend = None) -> DiffAdaptRouter:
     """Load a router saved by :func:`save_router`; with ``backend``, check it matches."""
     probe = load_probe(path)
     cfg = probe.info.extra.get("diffadapt")
@@ -287,7 +289,7 @@ class DiffAdaptStrategy:
 
     def run(
         self,
-        backend: Any,
+        backend: Backend,
         task: Any,
         items: Sequence[Any],
         *,

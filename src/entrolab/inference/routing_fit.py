@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import torch
 
+from entrolab.backends.base import Backend
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference.base import item_seeds
@@ -165,7 +166,7 @@ class DifficultyData:
 
 
 def collect_difficulty_data(
-    backend: Any,
+    backend: Backend,
     task: Any,
     items: Sequence[Any],
     *,
@@ -249,7 +250,7 @@ def fit_router(
 
 
 def fit_diffadapt(
-    backend: Any,
+    backend: Backend,
     task: Any,
     items: Sequence[Any],
     *,

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
+from entrolab.backends.base import Backend
 from entrolab.errors import EntrolabError
 from entrolab.inference.adaptive import ConsensusStop, run_waves, wave_schedule
 from entrolab.inference.base import (
@@ -123,7 +124,7 @@ class MajorityStrategy:
 
     def run(
         self,
-        backend: Any,
+        backend: Backend,
         task: Task,
         items: Sequence[TaskItem],
         *,
@@ -198,7 +199,7 @@ class DeepConfOnlineStrategy:
 
     def run(
         self,
-        backend: Any,
+        backend: Backend,
         task: Task,
         items: Sequence[TaskItem],
         *,
@@ -287,7 +288,7 @@ class AdaptiveStrategy:
 
     def run(
         self,
-        backend: Any,
+        backend: Backend,
         task: Task,
         items: Sequence[TaskItem],
         *,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from entrolab.backends.base import Backend
 from entrolab.backends.decode import pad_batch
 from entrolab.backends.sampling import row_seed
 from entrolab.config import GenerationConfig
@@ -131,7 +132,7 @@ def prompt_seeds(seed: int, step: int, n: int, stream: str = "train") -> list[in
 
 
 def sample_rollout(
-    backend,
+    backend: Backend,
     prompts: Sequence[str],
     config: GenerationConfig,
     seeds: Sequence[int],
