@@ -4,9 +4,11 @@ Per seed (environment + sampler seed): 40 demonstrations, every 4th phase along 
 forecast rollouts of H = 16 steps, β = 1e-6. We score the four mechanisms once per phase and
 report, for several effort prices λ (λ = 0 is the reference code's α-order-only behaviour),
 the per-segment-type recall of the argmax mechanism (the reference code's confusion-matrix
-metric) with 95% t-intervals over seeds, and a trajectory plot for seed 0.
+metric) with 95% t-intervals over seeds, and a trajectory plot for seed 0. ``--variant exact``
+gives the discrete bump one fixed amplitude (0.05), so its two modes are exact.
 
     .venv/bin/python bench/beyond_realm.py --seeds 3
+    .venv/bin/python bench/beyond_realm.py --seeds 3 --variant exact
 """
 
 from __future__ import annotations
@@ -36,23 +38,34 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=4)
     ap.add_argument("--runs", default="runs/beyond_realm")
     ap.add_argument("--figures", default="docs/figures/beyond")
+    ap.add_argument("--variant", choices=("reference", "exact"), default="reference")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    rows = Rows(Path(args.runs) / "rows.jsonl")
+    amp = (0.02, 0.07) if args.variant == "reference" else (0.05, 0.05)
+    name = "" if args.variant == "reference" else "_exact"
+    rows = Rows(Path(args.runs) / f"rows{name}.jsonl")
     t0 = time.time()
     for seed in range(args.seeds):
         if rows.get({"seed": seed}):
             continue
-        env = make_env(seed=seed)
+        env = make_env(seed=seed, discrete_amp=amp)
         rng = np.random.default_rng(seed)
         steps = []
         for i in range(0, env.demos.shape[1] - env.horizon - 1, args.stride):
             c = realm_choose(forecast(env, i, rng=rng), env.low, env.high, seed=i)
             steps.append({"phase": i, "label": env.label(i), "scores": c.scores})
-        rows.add({"seed": seed, "horizon": env.horizon, "segments": env.segments, "steps": steps})
+        rows.add(
+            {
+                "seed": seed,
+                "horizon": env.horizon,
+                "segments": env.segments,
+                "steps": steps,
+                "discrete_amp": list(amp),
+            }
+        )
         print(f"seed {seed}: {len(steps)} phases, {time.time() - t0:.0f} s", flush=True)
     print(summary(rows))
-    plot(rows.get({"seed": 0}), Path(args.figures) / "realm_trajectory.png", 0.05)
+    plot(rows.get({"seed": 0}), Path(args.figures) / f"realm_trajectory{name}.png", 0.05)
 
 
 def choices(row: dict, lam: float) -> list[tuple[str, str]]:
@@ -92,7 +105,7 @@ def plot(row: dict, path: Path, lam: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    env = make_env(seed=row["seed"])
+    env = make_env(seed=row["seed"], discrete_amp=tuple(row.get("discrete_amp", (0.02, 0.07))))
     ch = choices(row, lam)
     colors = dict(zip(MECHANISMS, ("lightgray", "C3", "C0", "C2"), strict=True))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))

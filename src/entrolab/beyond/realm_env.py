@@ -66,9 +66,13 @@ def make_env(
     seg_len: int = 60,
     horizon: int = 16,
     noise: float = 0.001,
+    discrete_amp: tuple[float, float] = (0.02, 0.07),
     seed: int = 0,
 ) -> PathEnv:
-    """Build the path, its three perturbed segments and ``n_demos`` demonstrations."""
+    """Build the path, its three perturbed segments and ``n_demos`` demonstrations.
+
+    ``discrete_amp``: the range of the discrete bump's amplitude (the reference code's
+    U[0.02, 0.07]; equal ends make the two modes exact, so picking the mode is all that is left)."""
     if n_points < 4 * seg_len:
         raise EntrolabError(f"n_points must be >= 4 * seg_len = {4 * seg_len}")
     rng = np.random.default_rng(seed)
@@ -87,7 +91,8 @@ def make_env(
     for _ in range(n_demos):
         off = np.zeros(n_points)
         a, b = segments["discrete"]
-        off[a:b] = rng.choice([-1.0, 1.0]) * rng.uniform(0.02, 0.07) * np.sin(np.pi * u)
+        amp = rng.uniform(*discrete_amp)
+        off[a:b] = rng.choice([-1.0, 1.0]) * amp * np.sin(np.pi * u)
         a, b = segments["corrections"]
         amp, ph = rng.uniform(0.0, 0.05), rng.uniform(0, 2 * np.pi)
         off[a:b] = amp * np.sin(np.pi * u) * np.sin(2 * np.pi * u + ph)
