@@ -15,25 +15,20 @@ import torch
 
 from entrolab.backends.base import Capabilities, ProgressFn, Prompt, prompt_as_ids
 from entrolab.backends.decode import (
-    StepBuffers,
     StepHook,
-    StopStrings,
-    call_step_hook,
     decode_loop,
     token_pieces,
 )
+from entrolab.backends.hf_rows import RowDecoder
 from entrolab.backends.hf_scoring import TeacherForcedScoring
 from entrolab.backends.sampling import (
     Warper,
-    process_logits,
     resolve_warper,
-    sample_rows,
     seed_function,
 )
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
-from entrolab.signals import token_statistics, truncation_statistics
-from entrolab.types import Provenance, Trace, TraceBatch
+from entrolab.types import Trace, TraceBatch
 
 
 class HFBackend(TeacherForcedScoring):
@@ -232,119 +227,34 @@ class HFBackend(TeacherForcedScoring):
         step_hook: StepHook | None = None,
         sample_offset: int = 0,
     ) -> list[Trace]:
-        n_rows, k = len(rows), config.topk_logprobs
         unique = sorted({i for i, _ in rows})
-        generators = [torch.Generator().manual_seed(seed_of(i, s)) for i, s in rows]
-        buf = StepBuffers.empty(n_rows, config.max_new_tokens, k)
-        lengths = torch.zeros(n_rows, dtype=torch.int64)
-        global_row = torch.tensor([i * config.num_samples + s for i, s in rows])
-        diag = torch.zeros(3, n_rows, dtype=torch.float64)  # kept, retained mass, entropy after
-        finish = ["length"] * n_rows
-        stop_check = StopStrings(
-            config.stop,
-            config.stop_ignores_leading_whitespace,
-            lambda ids: self.decode(ids, skip_special_tokens=False),
-            self.decode,
+        dec = RowDecoder(
+            self,
+            config,
+            [seed_of(i, s) for i, s in rows],
+            hook_rows=torch.tensor([i * config.num_samples + s for i, s in rows]),
+            warper=warper,
+            step_hook=step_hook,
+            progress=progress,
         )
-
-        def step_fn(active: torch.Tensor, step: int, raw: torch.Tensor):
-            processed = process_logits(raw, config, warper)
-            if config.greedy:
-                chosen = raw.argmax(-1)
-            else:
-                chosen = sample_rows(processed, [generators[r] for r in active.tolist()])
-                kept = truncation_statistics(raw / config.temperature, processed)
-                diag[:, active] += torch.stack([x.double() for x in kept])
-            source = raw if config.signals_from == "raw" else processed
-            stats = token_statistics(source, chosen, k)
-            buf.write(active, step, chosen, stats)
-            lengths[active] += 1
-            finished = torch.isin(chosen, self.eos_ids)
-            for j in finished.nonzero().flatten().tolist():
-                finish[int(active[j])] = "eos"
-            if step_hook is not None:
-                stop = call_step_hook(step_hook, global_row[active], step, stats) & ~finished
-                for j in stop.nonzero().flatten().tolist():
-                    finish[int(active[j])] = "stopped"
-                finished = finished | stop
-            for j in stop_check.hits(active, finished, buf.token_ids, step):
-                finished[j] = True
-                finish[int(active[j])] = "stop"
-            progress(n_rows - int((~finished).sum()), int(lengths.sum()))
-            return chosen, finished
-
         decode_loop(
             self.model,
             [prompt_ids[i] for i in unique],
-            step_fn,
+            dec,
             max_new_tokens=config.max_new_tokens,
             pad_id=self.pad_id,
             row_prompt=[unique.index(i) for i, _ in rows],
         )
-        progress(n_rows, int(lengths.sum()))
-        meta = {"generation": config.to_dict()}
-        means = (diag / lengths.clamp(min=1)).tolist()
-        sampler_meta = [
-            {}
-            if config.greedy
-            else {"kept_mean": m0, "retained_mass_mean": m1, "entropy_after_mean": m2}
-            for m0, m1, m2 in zip(*means, strict=True)
-        ]
+        progress(len(rows), int(dec.lengths.sum()))
         return [
-            self._trace(
-                prompts[i],
-                buf,
-                r,
-                int(lengths[r]),
-                finish[r],
-                prompt_index=i,
-                sample_index=s + sample_offset,
-                provenance=Provenance(logits=config.signals_from, vocab="full"),
-                stop=stop_check,
-                meta={
-                    **meta,
-                    "row_seed": seed_of(i, s),
-                    "prompt_tokens": len(prompt_ids[i]),
-                    **sampler_meta[r],
-                },
-            )
+            dec.trace(r, prompts[i], i, s + sample_offset, {"prompt_tokens": len(prompt_ids[i])})
             for r, (i, s) in enumerate(rows)
         ]
 
-    def _trace(
-        self,
-        prompt: str,
-        buf: StepBuffers,
-        r: int,
-        n: int,
-        finish: str,
-        *,
-        prompt_index: int,
-        sample_index: int,
-        provenance: Provenance,
-        stop: StopStrings | None = None,
-        meta: dict | None = None,
-    ) -> Trace:
-        ids = buf.token_ids[r, :n]
-        text = self.decode(ids)
-        if finish == "stop" and stop is not None:
-            text = stop.cut(text)
-        return Trace(
-            prompt=prompt,
-            text=text,
-            token_ids=ids,
-            tokens=tuple(self.token_pieces(ids.tolist())),
-            logprob=buf.logprob[r, :n],
-            entropy=buf.entropy[r, :n],
-            varentropy=buf.varentropy[r, :n],
-            self_certainty=buf.self_certainty[r, :n],
-            rank=buf.rank[r, :n],
-            topk_ids=buf.topk_ids[r, :n],
-            topk_logprobs=buf.topk_logprobs[r, :n],
-            provenance=provenance,
-            finish_reason=finish,  # type: ignore[arg-type]
-            prompt_index=prompt_index,
-            sample_index=sample_index,
-            model=self.name,
-            meta=meta or {},
-        )
+    def generate_tree(self, prompts: Sequence[Prompt], config: GenerationConfig, **kwargs):
+        """Tree rollouts sharing each prefix's KV cache; see
+        :func:`~entrolab.backends.tree.generate_tree` (``rule``, ``points``, ``branches``,
+        ``seeds``)."""
+        from entrolab.backends.tree import generate_tree
+
+        return generate_tree(self, prompts, config, **kwargs)

@@ -9,6 +9,7 @@ import torch
 
 from entrolab.backends.base import Prompt, prompt_as_ids
 from entrolab.backends.decode import StepBuffers, pad_batch
+from entrolab.backends.hf_rows import buffer_trace
 from entrolab.errors import EntrolabError
 from entrolab.signals import token_statistics
 from entrolab.types import Provenance, Trace, TraceBatch
@@ -16,7 +17,7 @@ from entrolab.types import Provenance, Trace, TraceBatch
 
 class TeacherForcedScoring:
     """``score`` for a backend holding ``model`` (a transformers causal LM), ``tokenizer``,
-    ``vocab_size``, ``decode`` and ``_trace`` (mixed into :class:`HFBackend`)."""
+    ``vocab_size``, ``decode`` and ``token_pieces`` (mixed into :class:`HFBackend`)."""
 
     # ------------------------------------------------------------------ scoring
     @torch.inference_mode()
@@ -94,12 +95,13 @@ class TeacherForcedScoring:
             stats = token_statistics(logits.reshape(-1, logits.shape[-1]), targets[rows, cols], k)
             buf.write(rows, cols, targets[rows, cols], stats)
         return [
-            self._trace(
-                prompts[r],
+            buffer_trace(
+                self,
                 buf,
                 r,
                 int(lengths[r]),
-                "scored",
+                prompt=prompts[r],
+                finish="scored",
                 prompt_index=offset + r,
                 sample_index=0,
                 provenance=Provenance(logits="raw", vocab="full"),
