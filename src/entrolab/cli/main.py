@@ -69,14 +69,39 @@ def list_entries(
             table.add_row(m.name, m.summary)
         console.print(table)
         return
-    from entrolab.registry import get_registry
+    from entrolab.registry import KINDS, get_registry
 
-    registry = get_registry(kind)
-    table = Table("name", "summary", "paper", "defaults", title=f"{kind} ({len(registry)})")
-    for e in registry:
-        defaults = ", ".join(f"{k}={v!r}" for k, v in e.defaults.items())
-        table.add_row(e.name, e.summary, e.paper or "-", defaults or "-")
-    console.print(table)
+    kinds = sorted(KINDS) if kind == "all" else [kind]
+    registries = [(k, get_registry(k)) for k in kinds]  # an unknown kind fails before printing
+    for name, registry in registries:
+        _print_registry(name, registry)
+
+
+def _print_registry(kind: str, registry) -> None:
+    """A table when the terminal is wide enough to show every name in full; otherwise a list
+    (name on its own line, description wrapped at word boundaries), so names are never cut."""
+    rows = [
+        (e.name, e.summary, e.paper or "-", ", ".join(f"{k}={v!r}" for k, v in e.defaults.items()))
+        for e in registry
+    ]
+    title = f"{kind} ({len(registry)})"
+    if console.width >= 120:
+        table = Table(title=title)
+        table.add_column("name", no_wrap=True, style="bold")
+        for col in ("summary", "paper", "defaults"):
+            table.add_column(col, overflow="fold")
+        for name, summary, paper, defaults in rows:
+            table.add_row(name, summary, paper, defaults or "-")
+        console.print(table)
+        return
+    from rich.padding import Padding
+
+    console.print(Text(title, style="bold underline"))
+    for name, summary, paper, defaults in rows:
+        console.print(Text(name, style="bold"))
+        detail = f"{summary}\npaper: {paper}" + (f"\ndefaults: {defaults}" if defaults else "")
+        console.print(Padding(Text(detail), (0, 0, 0, 4)))
+    console.print()
 
 
 @app.command()
