@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python bench/serve_load.py                   # 64 clients × 4 requests, 3 repeats
       .venv/bin/python bench/serve_load.py --tiny            # smoke (random model, seconds)
+      .venv/bin/python bench/serve_load.py --url http://127.0.0.1:8001/v1 --model M   # any server
 
 Starts `entrolab serve` (the embedded model, or the tiny random model with --tiny) in a
 subprocess on 127.0.0.1 (loopback only), then per repeat: (a) C client threads each send R
@@ -49,6 +50,9 @@ serve(backend, config, log_level="warning")
 """
 
 
+MODEL = ["bench"]  # the model id requests name (--model with --url)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,7 +61,7 @@ def free_port() -> int:
 
 def request(base: str, prompt: str, seed: int, max_tokens: int, timeout: float) -> dict:
     body = {
-        "model": "bench",
+        "model": MODEL[0],
         "prompt": prompt,
         "max_tokens": max_tokens,
         "temperature": 0.8,
@@ -157,13 +161,16 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=1800.0, help="whole run (s)")
     ap.add_argument("--tiny", action="store_true", help="tiny random model (smoke)")
     ap.add_argument("--out", default="runs/bench-serve-load.json")
+    ap.add_argument("--url", default=None, help="load an already running server (its /v1 URL)")
+    ap.add_argument("--model", default="bench", help="model id to request (with --url)")
     args = ap.parse_args()
     load = os.getloadavg()[0]
     print(f"load average {load:.2f} on {os.cpu_count()} CPUs; server torch threads {args.threads}")
     if load > 1.5:
         print("warning: the machine is busy (shared); latencies and tokens/s are inflated")
     port = free_port()
-    base = f"http://127.0.0.1:{port}/v1"
+    base = args.url.rstrip("/") if args.url else f"http://127.0.0.1:{port}/v1"
+    MODEL[0] = args.model if args.url else "bench"
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     cmd = [
         sys.executable,
@@ -175,7 +182,7 @@ def main() -> None:
         str(args.window_ms / 1000),
         str(args.max_batch_rows),
     ]
-    server = subprocess.Popen(cmd, env=env)
+    server = None if args.url else subprocess.Popen(cmd, env=env)
     start = time.monotonic()
     try:
         while True:
@@ -183,7 +190,7 @@ def main() -> None:
                 with urllib.request.urlopen(base.removesuffix("/v1") + "/health", timeout=2):
                     break
             except (urllib.error.URLError, ConnectionError):
-                if server.poll() is not None or time.monotonic() - start > 300:
+                if (server and server.poll() is not None) or time.monotonic() - start > 300:
                     raise SystemExit("the server did not start") from None
                 time.sleep(0.5)
         request(base, "warm-up", 0, args.max_tokens, args.timeout)
@@ -239,11 +246,15 @@ def main() -> None:
                 f"{verdict['wrong_prompt']}; sequential {run['sequential_tokens_per_s']:.1f} "
                 f"tok/s; {same}/{len(seq)} sequential answers equal the concurrent ones"
             )
-        with urllib.request.urlopen(base.removesuffix("/v1") + "/health") as resp:
-            health = json.loads(resp.read())
+        try:
+            with urllib.request.urlopen(base.removesuffix("/v1") + "/health") as resp:
+                health = json.loads(resp.read() or b"{}")
+        except (urllib.error.URLError, json.JSONDecodeError):
+            health = {}
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=60)
     report(args, runs, health, load)
 
 
