@@ -69,13 +69,15 @@ def main() -> None:
                 from entrolab.tta.stream import StreamResult
 
                 rs = [
-                    StreamResult(**{f: r[f] for f in StreamResult.__dataclass_fields__})
+                    StreamResult(**{f: r.get(f) for f in StreamResult.__dataclass_fields__})
                     for r in results
                 ]
                 slug = name.replace(" / ", "_").replace(" ", "").replace("=", "").replace(".", "")
                 stream_plot(rs, Path(args.figures) / f"tta_{slug}.png", title=f"{name}, seed 0")
     print(f"wall {time.time() - t0:.0f} s (1 thread, shared machine)")
-    print(summary(rows, args.seeds))
+    text = summary(rows, args.seeds)
+    print(text)
+    (Path(args.runs) / "summary.md").write_text(text)
 
 
 def summary(rows: Rows, seeds: int) -> str:
@@ -84,14 +86,21 @@ def summary(rows: Rows, seeds: int) -> str:
         out.append(f"\n**{name}** (severity 5, n = {seeds} seeds, mean [95% t-interval])\n")
         out.append(
             "| method | accuracy (known) | "
-            + ("open-set AUROC | " if open_set else "")
+            + ("open-set AUROC | FPR@95TPR | OSCR | " if open_set else "")
             + "selected |"
         )
-        out.append("|---|---|" + ("---|" if open_set else "") + "---|")
+        out.append("|---|---|" + ("---|---|---|" if open_set else "") + "---|")
         for m in METHODS:
             rs = [r for r in rows.rows if r["setting"] == name and r["method"] == m]
             acc = fmt(seed_interval(r["accuracy"] for r in rs))
-            au = fmt(seed_interval(r["auroc"] for r in rs)) + " | " if open_set else ""
+            au = (
+                " | ".join(
+                    fmt(seed_interval(r.get(k) for r in rs)) for k in ("auroc", "fpr95", "oscr")
+                )
+                + " | "
+                if open_set
+                else ""
+            )
             sel = fmt(seed_interval(r["selected_fraction"] for r in rs), 2)
             out.append(f"| {m} | {acc} | {au}{sel} |")
         for a, b in (("woc", "tent"), ("deyo", "tent"), ("tent", "norm")):

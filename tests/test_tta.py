@@ -282,3 +282,18 @@ def test_filters_keep_what_tent_loses_on_a_long_open_set_stream(seed, digits, tm
     for m in ("woc", "deyo"):
         assert res[m].accuracy > res["tent"].accuracy + 0.1
         assert res[m].auroc > res["tent"].auroc + 0.1
+
+
+def test_open_set_metrics_hand_computed():
+    from entrolab.tta.stream import fpr_at_tpr, oscr
+
+    known = np.array([0.9, 0.8, 0.7, 0.6])
+    unknown = np.array([0.85, 0.5])
+    # TPR ≥ 0.95 of 4 knowns → threshold 0.6 (all knowns kept); unknowns ≥ 0.6: 1 of 2
+    assert fpr_at_tpr(known, unknown) == 0.5
+    # all knowns correct: thresholds 0.9, 0.85, 0.8, 0.7, 0.6, 0.5 give (FPR, CCR) =
+    # (0, .25), (.5, .25), (.5, .5), (.5, .75), (.5, 1), (1, 1); trapezoids from (0, 0):
+    # FPR 0 → 0.5 at CCR .25: .125; FPR .5 → 1 at CCR 1: .5; total .625
+    assert oscr(known, np.ones(4, bool), unknown) == pytest.approx(0.625)
+    # perfect separation and classification → 1
+    assert oscr(known, np.ones(4, bool), np.array([0.1, 0.2])) == pytest.approx(1.0)

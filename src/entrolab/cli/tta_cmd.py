@@ -91,10 +91,10 @@ def tta_command(
         f"{corruption} s{severity}, {stream} stream ({len(s.y)} images), "
         f"{'open' if open_set else 'closed'} set, {optimizer} lr {lr:g}"
     )
-    table = Table("method", "accuracy", "AUROC", "selected", title=title)
+    table = Table("method", "accuracy", "AUROC", "FPR@95TPR", "OSCR", "selected", title=title)
     for r in results:
-        au = "-" if r.auroc is None else f"{r.auroc:.3f}"
-        table.add_row(r.method, f"{r.accuracy:.3f}", au, f"{r.selected_fraction:.2f}")
+        open_cols = ["-" if v is None else f"{v:.3f}" for v in (r.auroc, r.fpr95, r.oscr)]
+        table.add_row(r.method, f"{r.accuracy:.3f}", *open_cols, f"{r.selected_fraction:.2f}")
     console.print(table)
     out.mkdir(parents=True, exist_ok=True)
     payload = {

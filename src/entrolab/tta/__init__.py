@@ -14,6 +14,7 @@ from entrolab.registry import Registry
 from entrolab.tta.adapt import METHODS, EntropyMinTTA, StepInfo, configure_model, norm_affine_params
 from entrolab.tta.objectives import (
     deyo_selection,
+    frozen_selection,
     patch_shuffle,
     pixel_shuffle,
     selected_loss,
@@ -28,6 +29,7 @@ __all__ = [
     "StepInfo",
     "configure_model",
     "deyo_selection",
+    "frozen_selection",
     "norm_affine_params",
     "patch_shuffle",
     "pixel_shuffle",
@@ -40,12 +42,12 @@ __all__ = [
 TTA_METHODS: Registry[object] = Registry("tta_methods")
 TTA_METHODS.register(
     "source", summary="no adaptation: the source model with running BN statistics"
-)(None)
+)(frozen_selection)
 TTA_METHODS.register(
     "norm",
     summary="test-batch BatchNorm statistics, no gradient step",
     paper="Schneider et al. 2020, Improving robustness against common corruptions",
-)(None)
+)(frozen_selection)
 TTA_METHODS.register(
     "tent",
     summary="minimise the mean prediction entropy (nats) over norm affine parameters",

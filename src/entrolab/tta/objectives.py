@@ -32,6 +32,7 @@ from entrolab.signals import (
 
 __all__ = [
     "deyo_selection",
+    "frozen_selection",
     "patch_shuffle",
     "pixel_shuffle",
     "selected_loss",
@@ -45,6 +46,12 @@ def tent_selection(logits: torch.Tensor) -> tuple[torch.Tensor, Selection]:
     h = token_entropy(logits)
     ones = torch.ones(h.shape, dtype=torch.float32)
     return h, Selection(torch.ones(h.shape, dtype=torch.bool), ones)
+
+
+def frozen_selection(logits: torch.Tensor) -> tuple[torch.Tensor, Selection]:
+    """``source`` / ``norm``: H [B] and an empty selection (no gradient step)."""
+    h = token_entropy(logits.detach())
+    return h, Selection(torch.zeros(h.shape, dtype=torch.bool), torch.ones(h.shape))
 
 
 def woc_selection(

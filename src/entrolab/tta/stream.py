@@ -1,5 +1,11 @@
 """Run a TTA method over a test stream and measure it: accuracy over the stream (on known
-classes), open-set AUROC of max-softmax (known vs unknown), selected-sample fraction.
+classes), open-set separation by max-softmax (AUROC, FPR at 95% TPR, OSCR), selected-sample
+fraction.
+
+Open-set metrics (known = positive; score = max-softmax; scope: the whole stream):
+:func:`fpr_at_tpr` = the fraction of unknowns scored at or above the threshold that keeps 95%
+of the knowns; :func:`oscr` = area under (false-positive rate on unknowns, correct
+classification rate on knowns) as the threshold sweeps (Dhamija et al. 2018), 1 = perfect.
 
 Results are plain dataclasses with ``to_dict`` (JSON); :func:`stream_plot` draws accuracy over
 the stream (running accuracy per batch) for several methods into one PNG.
@@ -20,7 +26,28 @@ from entrolab.errors import EntrolabError
 from entrolab.tta.adapt import EntropyMinTTA
 from entrolab.tta.data import Stream
 
-__all__ = ["StreamResult", "run_stream", "stream_plot"]
+__all__ = ["StreamResult", "fpr_at_tpr", "oscr", "run_stream", "stream_plot"]
+
+
+def fpr_at_tpr(score_known: np.ndarray, score_unknown: np.ndarray, tpr: float = 0.95) -> float:
+    """FPR on unknowns at the largest threshold that accepts ≥ ``tpr`` of the knowns."""
+    k, u = np.sort(np.asarray(score_known, float)), np.asarray(score_unknown, float)
+    if k.size == 0 or u.size == 0:
+        raise EntrolabError("fpr_at_tpr needs known and unknown scores")
+    t = k[int(np.floor((1.0 - tpr) * k.size))]  # ≥ tpr of the knowns are ≥ t
+    return float((u >= t).mean())
+
+
+def oscr(score_known: np.ndarray, correct_known: np.ndarray, score_unknown: np.ndarray) -> float:
+    """Open-set classification rate: ∫ CCR d FPR over thresholds (ties counted jointly)."""
+    sk, ck = np.asarray(score_known, float), np.asarray(correct_known, bool)
+    su = np.asarray(score_unknown, float)
+    if sk.size == 0 or su.size == 0 or sk.shape != ck.shape:
+        raise EntrolabError("oscr needs known scores + correctness of one shape and unknown scores")
+    thr = np.unique(np.concatenate([sk, su]))[::-1]
+    ccr = np.array([0.0] + [(ck & (sk >= t)).sum() / sk.size for t in thr])
+    fpr = np.array([0.0] + [(su >= t).mean() for t in thr])
+    return float(np.sum(np.diff(fpr) * (ccr[1:] + ccr[:-1]) / 2))
 
 
 @dataclass
@@ -30,6 +57,8 @@ class StreamResult:
     Attributes:
         method: method name. accuracy: fraction of known-class samples predicted correctly.
         auroc: max-softmax AUROC for known (1) vs unknown (0); None on a closed-set stream.
+        fpr95: FPR on unknowns at 95% TPR on knowns; oscr: open-set classification rate
+            (both None on a closed-set stream).
         selected_fraction: samples that entered the loss / samples seen (0 for source/norm).
         batch_accuracy: per-batch accuracy on known samples (NaN for a batch with none).
         n: stream length. n_known: known samples.
@@ -42,6 +71,8 @@ class StreamResult:
     n: int
     n_known: int
     batch_accuracy: list[float] = field(default_factory=list)
+    fpr95: float | None = None
+    oscr: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,15 +95,17 @@ def run_stream(tta: EntropyMinTTA, stream: Stream, batch_size: int = 64) -> Stre
         selected += info.selected
     c, ok = torch.cat(conf).numpy(), torch.cat(correct).numpy()
     n_known = int(known.sum())
-    au = auroc(c, known.astype(int)) if 0 < n_known < len(y) else None
+    open_set = 0 < n_known < len(y)
     return StreamResult(
         tta.method,
         float(ok.sum() / max(n_known, 1)),
-        au,
+        auroc(c, known.astype(int)) if open_set else None,
         selected / len(y),
         len(y),
         n_known,
         batch_acc,
+        fpr_at_tpr(c[known], c[~known]) if open_set else None,
+        oscr(c[known], ok[known], c[~known]) if open_set else None,
     )
 
 
