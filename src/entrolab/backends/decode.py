@@ -23,6 +23,7 @@ __all__ = [
     "StepHook",
     "StopStrings",
     "call_step_hook",
+    "chat_prompt_ids",
     "decode_loop",
     "pad_batch",
     "preallocated_cache",
@@ -216,6 +217,24 @@ def replay_step_hook(
             )
         )
     return out
+
+
+def chat_prompt_ids(
+    tokenizer: Any, prompt: str, *, chat_template: bool = True, system_prompt: str | None = None
+) -> list[int]:
+    """Token ids of ``prompt`` as a transformers tokenizer's model sees it: a user message (after
+    an optional system message) in the chat template with the generation prompt added, or the
+    plain text (with the tokenizer's special tokens) when there is no template or
+    ``chat_template`` is False."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise EntrolabError("prompt is empty; give the model some text to respond to")
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(prompt)["input_ids"])
 
 
 def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:

@@ -16,6 +16,7 @@ import torch
 from entrolab.backends.base import Capabilities, ProgressFn, Prompt, prompt_as_ids
 from entrolab.backends.decode import (
     StepHook,
+    chat_prompt_ids,
     decode_loop,
     token_pieces,
 )
@@ -130,17 +131,9 @@ class HFBackend(TeacherForcedScoring):
         self, prompt: str, *, chat_template: bool = True, system_prompt: str | None = None
     ) -> list[int]:
         """Token ids of ``prompt`` as the model sees it (chat-formatted, generation prompt added)."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise EntrolabError("prompt is empty; give the model some text to respond to")
-        if chat_template and self.tokenizer.chat_template:
-            messages = [{"role": "user", "content": prompt}]
-            if system_prompt:
-                messages.insert(0, {"role": "system", "content": system_prompt})
-            text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self.tokenizer(prompt)["input_ids"]
+        return chat_prompt_ids(
+            self.tokenizer, prompt, chat_template=chat_template, system_prompt=system_prompt
+        )
 
     # --------------------------------------------------------------- generation
     @torch.inference_mode()

@@ -200,14 +200,14 @@ class OpenAIBackend:
         self, prompt: str, *, chat_template: bool = True, system_prompt: str | None = None
     ) -> list[int]:
         """Token ids of ``prompt`` as the model sees it (needs ``tokenizer``)."""
-        tok = self._tok("prompt_ids")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise EntrolabError("prompt is empty; give the model some text to respond to")
-        if chat_template and getattr(tok, "chat_template", None):
-            messages = _messages(prompt, system_prompt)
-            text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return list(tok(text, add_special_tokens=False)["input_ids"])
-        return list(tok(prompt)["input_ids"])
+        from entrolab.backends.decode import chat_prompt_ids
+
+        return chat_prompt_ids(
+            self._tok("prompt_ids"),
+            prompt,
+            chat_template=chat_template,
+            system_prompt=system_prompt,
+        )
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok("encode")(text, add_special_tokens=False)["input_ids"])

@@ -38,8 +38,15 @@ from typing import Any
 
 import torch
 
-from entrolab.backends.base import Capabilities, ProgressFn, Prompt, prompt_text, require
-from entrolab.backends.decode import token_pieces
+from entrolab.backends.base import (
+    Capabilities,
+    ProgressFn,
+    Prompt,
+    prompt_as_ids,
+    prompt_text,
+    require,
+)
+from entrolab.backends.decode import chat_prompt_ids, token_pieces
 from entrolab.backends.openai_compat import topk_statistics
 from entrolab.backends.sampling import seed_function
 from entrolab.config import GenerationConfig
@@ -198,29 +205,14 @@ class VLLMBackend:
         self, prompt: str, *, chat_template: bool = True, system_prompt: str | None = None
     ) -> list[int]:
         """Token ids of ``prompt`` as the model sees it (chat-formatted, generation prompt added)."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise EntrolabError("prompt is empty; give the model some text to respond to")
-        if chat_template and getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": prompt}]
-            if system_prompt:
-                messages.insert(0, {"role": "system", "content": system_prompt})
-            text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return list(self.tokenizer(prompt)["input_ids"])
+        return chat_prompt_ids(
+            self.tokenizer, prompt, chat_template=chat_template, system_prompt=system_prompt
+        )
 
     def _ids(self, prompt: Prompt, config: GenerationConfig) -> list[int]:
-        if isinstance(prompt, str):
-            return self.prompt_ids(
-                prompt, chat_template=config.chat_template, system_prompt=config.system_prompt
-            )
-        ids = [int(t) for t in prompt]
-        if not ids:
-            raise EntrolabError("a token-id prompt is empty; give at least one token")
-        if any(not 0 <= t < self.vocab_size for t in ids):
-            raise EntrolabError(f"a token-id prompt has ids outside [0, {self.vocab_size})")
-        return ids
+        return prompt_as_ids(
+            self, prompt, chat_template=config.chat_template, system_prompt=config.system_prompt
+        )
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as a continuation (no special tokens, no template)."""
