@@ -141,7 +141,7 @@ class Annotator:
                     "route": route,
                     "thresholds": list(thresholds),
                     "finish_reason": trace.finish_reason,
-                    "seed": trace.meta.get("row_seed"),
+                    "seed": trace.meta.get("row_seed", trace.meta.get("request_seed")),
                 }
             )
         return out
