@@ -124,6 +124,11 @@ def test_scoring_through_echo_equals_the_in_process_score(url, client, tiny_back
     assert g.tokens == h.tokens and g.logprob.tolist() == pytest.approx(
         h.logprob.tolist(), abs=1e-5
     )
+    # token ids need no tokenizer at all
+    ids = tiny_backend.prompt_ids("what?")
+    (g,) = OpenAIBackend(url).score([ids], [[65, 66]], k=5)
+    (h,) = tiny_backend.score([ids], [[65, 66]], k=5)
+    assert g.logprob.tolist() == pytest.approx(h.logprob.tolist(), abs=1e-5)
     # the official client: echoed prompt logprobs, the first token has none
     r = client.completions.create(model=MODEL, prompt="hello", max_tokens=2, echo=True, logprobs=3)
     lp = r.choices[0].logprobs

@@ -386,7 +386,7 @@ class OpenAIBackend:
     # --------------------------------------------------------------------------- scoring
     def score(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[Prompt],
         completions: Sequence[str | Sequence[int]],
         *,
         k: int = 20,
@@ -395,10 +395,11 @@ class OpenAIBackend:
     ) -> TraceBatch:
         """Teacher-forced statistics of ``completions`` via ``echo`` + prompt logprobs.
 
-        With a ``tokenizer`` the prompt (chat-formatted per ``chat_template``) and completion are
-        sent as token ids and the completion's tokens are exactly the last ones echoed; without
-        one only ``chat_template=False`` with text completions works (split at the prompt's
-        length in characters).
+        Prompt and completion are sent as token ids (text is tokenized with ``tokenizer``, the
+        prompt chat-formatted per ``chat_template``) and the completion's tokens are exactly the
+        last ones echoed. Without a tokenizer, text prompts and completions with
+        ``chat_template=False`` are sent as text and the echo is split at the prompt's length in
+        characters.
         """
         require(self, "scoring", f"teacher-forced scoring on {self.base_url}")
         if len(prompts) != len(completions):
@@ -409,18 +410,20 @@ class OpenAIBackend:
             raise EntrolabError(f"k={k}: the server returns 1...{self.capabilities.max_topk}")
         jobs = []
         for p, c in zip(prompts, completions, strict=True):
-            if self.tokenizer is not None:
+            if isinstance(c, str) and not c:
+                raise EntrolabError("a completion is empty; there is nothing to score")
+            texts = isinstance(p, str) and isinstance(c, str)
+            if self.tokenizer is None and texts and not chat_template:
+                jobs.append((p + c, None, None, len(p)))  # split the echo by characters
+                continue
+            if isinstance(p, str):
                 p_ids = self.prompt_ids(p, chat_template=chat_template, system_prompt=system_prompt)
-                c_ids = self.encode(c) if isinstance(c, str) else [int(t) for t in c]
-                if not c_ids:
-                    raise EntrolabError("a completion is empty; there is nothing to score")
-                jobs.append((p_ids + c_ids, len(p_ids), len(c_ids), None))
-            elif chat_template or not isinstance(c, str):
-                self._tok("scoring with a chat template or token-id completions")
             else:
-                if not c:
-                    raise EntrolabError("a completion is empty; there is nothing to score")
-                jobs.append((p + c, None, None, len(p)))
+                p_ids = [int(t) for t in p]
+            c_ids = self.encode(c) if isinstance(c, str) else [int(t) for t in c]
+            if not p_ids or not c_ids:
+                raise EntrolabError("a prompt or completion is empty; there is nothing to score")
+            jobs.append((p_ids + c_ids, len(p_ids), len(c_ids), None))
 
         def one(r: int) -> Trace:
             prompt, start, count, chars = jobs[r]
@@ -457,7 +460,7 @@ class OpenAIBackend:
                 tokens = [tk for tk, o in zip(tokens, rel, strict=True) if chars <= o < len(prompt)]
             text = "".join(tk[0] for tk in tokens)
             meta = {"prompt_tokens": start}
-            return self._trace(prompts[r], text, tokens, k, "scored", r, 0, meta)
+            return self._trace(prompt_text(prompts[r]), text, tokens, k, "scored", r, 0, meta)
 
         return TraceBatch(tuple(self._run(len(jobs), one, None)))
 
