@@ -70,6 +70,11 @@ def test_unknown_models_and_bad_paths_get_clear_errors(tmp_path, monkeypatch):
     (tmp_path / "weights.bin").write_bytes(b"x")
     with pytest.raises(EntrolabError, match="is a file; pass the directory"):
         load_model(tmp_path / "weights.bin")
+    # a path that does not exist is not sent to the hub (no --allow-download hint)
+    for missing in (tmp_path / "no-such-dir", "./no-such-dir", "a/b/c"):
+        with pytest.raises(EntrolabError, match="no such model directory") as info:
+            load_model(missing)
+        assert "allow" not in str(info.value)
     with pytest.raises(EntrolabError, match="model name is empty"):
         load_model(" ")
     with pytest.raises(EntrolabError, match="unknown dtype 'float8'"):

@@ -35,7 +35,7 @@ def test_unknown_name_lists_known_names_and_suggests_the_closest():
     with pytest.raises(UnknownNameError) as info:
         reg.get("alpah")
     msg = str(info.value)
-    assert "unknown widgets name 'alpah'" in msg
+    assert "'alpah' is not among the registered widgets." in msg
     assert "Did you mean 'alpha'?" in msg
     assert "Known widgets: alpha, beta" in msg
     assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)

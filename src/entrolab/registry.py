@@ -121,7 +121,8 @@ class Registry(Generic[T]):
             close = difflib.get_close_matches(name, [*known, *self._aliases], n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UnknownNameError(
-                f"unknown {self.kind} name {name!r}.{hint} Known {self.kind}: {', '.join(known)}"
+                f"{name!r} is not among the registered {self.kind}.{hint} "
+                f"Known {self.kind}: {', '.join(known)}"
             ) from None
 
     def get(self, name: str) -> T:

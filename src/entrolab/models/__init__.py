@@ -6,6 +6,7 @@ from the network unless ``allow_download=True``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +94,12 @@ def load_model(
         source, local_only = Path(name).expanduser(), True
     elif Path(name).expanduser().exists():
         raise EntrolabError(f"{name!r} is a file; pass the directory holding config.json")
+    elif name.startswith((".", "~", os.sep)) or name.count("/") > 1:
+        # a path, not a hub id (a hub id has at most one "/": org/name)
+        raise EntrolabError(
+            f"no such model directory: {name!r}; pass an existing directory holding config.json, "
+            f"an embedded model ({', '.join(EMBEDDED)}) or a Hugging Face id such as org/name"
+        )
     else:
         source, local_only = name, not allow_download
     try:
