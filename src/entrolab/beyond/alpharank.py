@@ -34,7 +34,7 @@ from scipy.special import logsumexp
 
 from entrolab.errors import EntrolabError
 
-__all__ = ["AlphaRank", "alpharank", "check_payoff_tables", "fixation_probability"]
+__all__ = ["AlphaRank", "alpharank", "check_payoff_tables", "fixation_probability", "sweep_alpha"]
 
 
 def check_payoff_tables(payoff_tables: Sequence[Any]) -> list[np.ndarray]:
@@ -147,7 +147,7 @@ def _stationary(c: np.ndarray) -> np.ndarray:
             "alpha=inf with eps > 0"
         )
     pi = _gth(c)
-    if pi is not None:
+    if pi is not None and np.isfinite(pi).all():
         return pi
     a = np.vstack([c.T - np.eye(n), np.ones((1, n))])
     b = np.zeros(n + 1)
@@ -164,15 +164,16 @@ def _gth(c: np.ndarray) -> np.ndarray | None:
     n = p.shape[0]
     for k in range(n - 1, 0, -1):
         s = p[k, :k].sum()
-        if not s > 0:
+        if not s > 1e-290:  # 0 or so small that the division overflows: use least squares
             return None
         p[:k, k] /= s
         p[:k, :k] += np.outer(p[:k, k], p[k, :k])
     pi = np.zeros(n)
     pi[0] = 1.0
-    for k in range(1, n):
-        pi[k] = pi[:k] @ p[:k, k]
-    return pi / pi.sum()
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(1, n):
+            pi[k] = pi[:k] @ p[:k, k]
+        return pi / pi.sum()
 
 
 def alpharank(
@@ -231,3 +232,32 @@ def alpharank(
                     c[i, j] = eta * math.exp(float(_log_rho_closed(np.array(alpha * gain), m)))
         c[i, i] = 1.0 - c[i].sum()
     return AlphaRank(_stationary(c), profiles, c, strategies)
+
+
+def sweep_alpha(
+    payoff_tables: Sequence[Any],
+    *,
+    m: int = 50,
+    alpha0: float = 1e-4,
+    factor: float = 2.0,
+    rtol: float = 1e-5,
+    atol: float = 1e-8,
+    max_iter: int = 200,
+) -> tuple[AlphaRank, float]:
+    """Double α from ``alpha0`` until π stops changing (``np.allclose(π_α, π_{α/2}, rtol,
+    atol)``), as OpenSpiel's ``sweep_pi_vs_alpha``; returns (result, α). If the chain stops
+    having a unique stationary distribution first, the last unique one is returned."""
+    if not alpha0 > 0 or not factor > 1:
+        raise EntrolabError(f"need alpha0 > 0 and factor > 1, got {alpha0}, {factor}")
+    alpha, prev = float(alpha0), None
+    for _ in range(max_iter):
+        try:
+            res = alpharank(payoff_tables, alpha=alpha, m=m)
+        except EntrolabError:
+            if prev is None:
+                raise
+            return prev, alpha / factor
+        if prev is not None and np.allclose(res.pi, prev.pi, rtol, atol):
+            return res, alpha
+        prev, alpha = res, alpha * factor
+    raise EntrolabError(f"π did not converge within {max_iter} doublings of alpha")
