@@ -207,6 +207,14 @@ def test_completions_several_prompts_token_prompts_and_echo(client, tiny_backend
     assert tok.choices[0].text == txt.choices[0].text
     echo = client.completions.create(model=MODEL, prompt="xyz", max_tokens=5, seed=4, echo=True)
     assert echo.choices[0].text == "xyz" + txt.choices[0].text
+    kw = dict(model=MODEL, prompt="xyz", max_tokens=5, seed=4, echo=True, logprobs=1)
+    whole = client.completions.create(**kw)
+    chunks = list(client.completions.create(**kw, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    streamed = [
+        x for c in chunks if c.choices[0].logprobs for x in c.choices[0].logprobs.token_logprobs
+    ]
+    assert streamed == whole.choices[0].logprobs.token_logprobs  # prompt logprobs first
 
 
 def test_micro_batching_gives_each_request_its_own_answer(url, tiny_backend):
@@ -320,6 +328,8 @@ def test_validation_errors_are_openai_style_and_the_server_keeps_serving(url, cl
             None,
         ),
         ({**ok, "top_logprobs": 21, "logprobs": True}, 400, None),
+        ({**ok, "presence_penalty": 0.5}, 400, None),  # never silently ignored
+        ({**ok, "tools": [{"type": "function"}]}, 400, None),
     ]
     for body, status, code in cases:
         got, data = post(url, "/chat/completions", body)

@@ -207,6 +207,9 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
                 model=config.model_id,
                 usage=usage if req.include_usage() else None,
                 extra=extra,
+                echoes=None
+                if echoes is None
+                else [echoes[i // req.n] for i in range(len(rendered))],
             )
             return StreamingResponse(lines, media_type="text/event-stream")
         n = req.n

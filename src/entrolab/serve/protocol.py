@@ -107,6 +107,33 @@ class _Common(BaseModel):
     sampler_params: dict[str, Any] = Field(default_factory=dict)
     return_tokens_as_token_ids: bool = False
     entrolab: EntrolabOptions | None = None
+    # accepted only at their neutral values (answered 400 otherwise, never silently ignored)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_penalty(cls, v: float) -> float:
+        if v != 0:
+            raise ValueError("repetition penalties are not supported; leave them at 0")
+        return v
+
+    @field_validator("logit_bias", "tools")
+    @classmethod
+    def _unsupported(cls, v: Any) -> Any:
+        if v:
+            raise ValueError("not supported by entrolab serve")
+        return v
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, v: Any) -> Any:
+        if v and v.get("type", "text") != "text":
+            raise ValueError("only text responses are supported")
+        return v
 
     @field_validator("stop")
     @classmethod

@@ -157,9 +157,11 @@ def stream_chunks(
     model: str,
     usage: dict | None,
     extra: dict[str, Any],
+    echoes: list[Rendered | str] | None = None,
 ) -> Iterator[str]:
     """SSE lines: per choice one chunk per token, then a final chunk with ``finish_reason``
-    and the ``entrolab`` object; then a usage chunk (when asked) and ``[DONE]``."""
+    and the ``entrolab`` object; then a usage chunk (when asked) and ``[DONE]``.
+    ``echoes`` (completions): the prompt of each choice, sent first (with its logprobs)."""
     kind = "chat.completion.chunk" if chat else "text_completion"
     rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -182,6 +184,14 @@ def stream_chunks(
                 ]
             )
         offset = 0
+        if echoes is not None:
+            echo = echoes[index]
+            head = echo.text if isinstance(echo, Rendered) else echo
+            lp = None
+            if logprobs and isinstance(echo, Rendered):
+                lp = echo.completion_logprobs(0, len(echo.trace), 0)
+            yield chunk([{"index": index, "text": head, "logprobs": lp, "finish_reason": None}])
+            offset = len(head)
         for t in range(len(r.trace)):
             c: dict[str, Any] = {"index": index, "finish_reason": None}
             if chat:
