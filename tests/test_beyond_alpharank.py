@@ -12,6 +12,7 @@ from entrolab.beyond.alpharank import alpharank, fixation_probability, sweep_alp
 from entrolab.beyond.rgucb import (
     BernoulliGame,
     edge_orientation,
+    pairwise_from_correctness,
     rank_pairwise,
     response_graph_edges,
     response_graph_ucb,
@@ -169,3 +170,16 @@ def test_rank_pairwise_orders_and_intervals():
     with pytest.raises(EntrolabError, match="pair \\(0, 1\\) has no games"):
         rank_pairwise(np.minimum(wins, g2), g2)
     assert edge_orientation([np.array([[0.3, 0.6]])], ((0, 0), (0, 1), 0)) == (0, 1)
+
+
+def test_pairwise_from_correctness_hand_case():
+    # items: A = 1 1 0 1, B = 1 0 0 0. A beats B on items 1, 3; draws on 0, 2 → A wins 2 + 1 = 3
+    wins, games = pairwise_from_correctness([[1, 1, 0, 1], [1, 0, 0, 0]])
+    assert wins.tolist() == [[0.0, 3.0], [1.0, 0.0]] and games.tolist() == [[0, 4], [4, 0]]
+    # three strategies of increasing accuracy on 200 items → ranked best first
+    rng = np.random.default_rng(0)
+    correct = rng.random((3, 200)) < np.array([[0.3], [0.5], [0.8]])
+    out = rank_pairwise(*pairwise_from_correctness(correct), ["weak", "mid", "strong"], draws=20)
+    assert out.order[0] == "strong"
+    with pytest.raises(EntrolabError, match="0/1"):
+        pairwise_from_correctness([[0.5, 1.0]])

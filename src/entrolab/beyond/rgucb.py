@@ -36,6 +36,7 @@ __all__ = [
     "PairwiseRanking",
     "RGUCBResult",
     "edge_orientation",
+    "pairwise_from_correctness",
     "rank_pairwise",
     "response_graph_edges",
     "response_graph_ucb",
@@ -215,6 +216,26 @@ class PairwiseRanking:
     pi_low: np.ndarray
     pi_high: np.ndarray
     order: list[str]
+
+
+def pairwise_from_correctness(correct: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Head-to-head tables from per-item correctness of S strategies on the same N items.
+
+    On each item, strategy i beats j when i is right and j wrong; equal outcomes are draws
+    (½ each). ``correct``: [S, N] bool/0-1 (e.g. ``[[o.correct for o in outcomes] for each
+    entrolab strategy, sampler or checkpoint]``). Returns (wins [S, S], games [S, S])."""
+    c = np.asarray(correct, dtype=float)
+    if c.ndim != 2 or c.shape[1] == 0:
+        raise EntrolabError(f"correct must be [S strategies, N items], got shape {c.shape}")
+    if np.isnan(c).any() or not np.isin(c, (0.0, 1.0)).all():
+        raise EntrolabError("correct must hold 0/1 (or bool) outcomes, no missing entries")
+    n = c.shape[1]
+    beats = c @ (1 - c).T  # items where i is right and j is wrong
+    wins = beats + (n - beats - beats.T) / 2.0
+    np.fill_diagonal(wins, 0.0)
+    games = np.full(wins.shape, float(n))
+    np.fill_diagonal(games, 0.0)
+    return wins, games
 
 
 def rank_pairwise(
