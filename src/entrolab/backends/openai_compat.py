@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from entrolab.backends.base import Capabilities, ProgressFn, Prompt, prompt_text, require
-from entrolab.backends.decode import replay_step_hook
+from entrolab.backends.decode import chat_prompt_ids, replay_step_hook, token_pieces
 from entrolab.backends.openai_wire import (
     Token,
     finish_reason,
@@ -200,8 +200,6 @@ class OpenAIBackend:
         self, prompt: str, *, chat_template: bool = True, system_prompt: str | None = None
     ) -> list[int]:
         """Token ids of ``prompt`` as the model sees it (needs ``tokenizer``)."""
-        from entrolab.backends.decode import chat_prompt_ids
-
         return chat_prompt_ids(
             self._tok("prompt_ids"),
             prompt,
@@ -216,8 +214,6 @@ class OpenAIBackend:
         return self._tok("decode").decode(list(ids), skip_special_tokens=True)
 
     def token_pieces(self, ids: Sequence[int]) -> list[str]:
-        from entrolab.backends.decode import token_pieces
-
         return token_pieces(self._tok("token_pieces"), list(ids))
 
     # ------------------------------------------------------------------------ generation
