@@ -85,7 +85,7 @@ class EDTLogitsProcessor(WarperProcessor):
 
     def __init__(self, theta: float = 1.0, base: float = 0.8, t0: float = 1.0) -> None:
         super().__init__()
-        self.theta, self.base, self.t0 = _check(theta, base, t0, "EDTLogitsProcessor")
+        self.theta, self.base, self.t0 = _check(theta, base, t0, "sampler edt")
         self.params = {"theta": self.theta, "base": self.base, "t0": self.t0}
 
     def warp(self, logits: torch.Tensor) -> torch.Tensor:

@@ -180,7 +180,7 @@ class TopHLogitsProcessor(WarperProcessor):
 
     def __init__(self, alpha: float = 0.4, mode: TopHMode = "released", top_n: int = 100) -> None:
         super().__init__()
-        self.alpha, self.mode, self.top_n = _check_args(alpha, mode, top_n, "TopHLogitsProcessor")
+        self.alpha, self.mode, self.top_n = _check_args(alpha, mode, top_n, "sampler top_h")
         self.params = {"alpha": self.alpha, "mode": self.mode, "top_n": self.top_n}
 
     def warp(self, logits: torch.Tensor) -> torch.Tensor:
