@@ -425,12 +425,18 @@ def test_models_and_health(url, tiny_backend):
     assert health["estimator"] == "perplexity"
 
 
-def test_server_settings_are_checked(tiny_backend):
+def test_server_settings_are_checked(url, tiny_backend):
     with pytest.raises(EntrolabError, match="needs more than the answer's own trace"):
         with running(tiny_backend, ServeConfig(port=0, estimator="semantic_entropy")):
             pass
     with pytest.raises(EntrolabError, match="max_tokens_limit"):
         ServeConfig(max_tokens_limit=0)
+    from entrolab.serve.extension import Annotator
+
+    remote = OpenAIBackend(url, tokenizer=tiny_backend.tokenizer)  # top-k logprobs only
+    with pytest.raises(EntrolabError, match="needs full_logits"):
+        Annotator(remote, "self_certainty")
+    assert Annotator(tiny_backend, "self_certainty").estimator == "self_certainty"
     threads = threading.active_count()
     with running(tiny_backend, ServeConfig(port=0)):
         pass
