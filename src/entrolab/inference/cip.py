@@ -34,6 +34,7 @@ from entrolab.estimators.option_sets import conformal_qhat, option_probs, set_si
 __all__ = [
     "GameResult",
     "Query",
+    "bayes_label_probs",
     "calibrate_qhat",
     "entropy_nats",
     "llm_label_probs",
@@ -187,5 +188,20 @@ def llm_label_probs(backend: Backend, k: int) -> LabelProbs:
         if key not in cache:
             cache[key] = option_probs(backend, [number_prompt(k, history)], [opts])[0]
         return cache[key]
+
+    return probs
+
+
+def bayes_label_probs(prior: Any, queries: Sequence[Query], labels: Sequence[int]) -> LabelProbs:
+    """p̂(y | h) ∝ prior(y) · 1[y agrees with every answer in h]: the model's prior (e.g. its
+    p̂(y | ∅)) updated exactly by the deterministic answers; uniform over the labels if no label
+    agrees (cannot happen with truthful answers)."""
+    prior = np.asarray(prior, dtype=np.float64)
+    by_text = {q.text: q for q in queries}
+
+    def probs(history: list[tuple[str, str]]) -> np.ndarray:
+        ok = np.array([all(by_text[q].answer(y) == a for q, a in history) for y in labels])
+        w = prior * ok
+        return w / w.sum() if w.sum() > 0 else np.full(len(labels), 1.0 / len(labels))
 
     return probs
