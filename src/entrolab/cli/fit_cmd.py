@@ -7,8 +7,13 @@ it with ``entrolab think``.
 * ``diffadapt``: a DiffAdapt difficulty router (:func:`~entrolab.inference.routing_fit.
   fit_diffadapt`, saved by :func:`~entrolab.inference.routing.save_router`) for
   ``think --strategy diffadapt --param router=PATH``.
+* ``fince``: a FineCE prefix-confidence probe (:func:`~entrolab.inference.fince.fit_fince`;
+  Monte-Carlo labels in ``OUT.labels.jsonl``, so a stopped fit resumes) for
+  ``think --strategy fince --param probe=PATH`` and the ``fince`` estimator.
+* ``sdm``: an SDM verifier (:func:`~entrolab.inference.sdm.fit_sdm_on_task`; also
+  ``OUT.support.safetensors``) for the ``sdm`` estimator.
 
-Both are saved as ``OUT.json`` + ``OUT.safetensors``.
+All are saved as ``OUT.json`` + ``OUT.safetensors``.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from entrolab.errors import EntrolabError
 
 console = Console()
 
-KINDS = ("lynx", "diffadapt")
+KINDS = ("lynx", "diffadapt", "fince", "sdm")
 #: The options that belong to one kind only (CLI flag → kind).
 _OWN = {
     **dict.fromkeys(("--delta", "--cues", "--scope"), "lynx"),
     **dict.fromkeys(("--k", "--feature", "--routes"), "diffadapt"),
+    **dict.fromkeys(("--continuations", "--rule"), "fince"),
 }
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
@@ -111,9 +117,48 @@ def _fit_diffadapt(
     return router, f"DiffAdapt router: questions labelled {counts} (k = {extra['k']} samples each)"
 
 
+def _fit_fince(
+    backend: Any, task_obj: Any, items: list, common: dict[str, Any], *, continuations: int | None,
+    rule: str | None, labels_path: Path,
+) -> tuple[Any, str]:  # fmt: skip
+    from entrolab.inference.fince import fit_fince
+    from entrolab.inference.fince_data import TRACE_CONFIG
+
+    fitted = fit_fince(
+        backend, task_obj, items, seed=common["seed"], layer=common["layer"],
+        config=_with_budget(TRACE_CONFIG, common["max_new_tokens"]), rule=rule or "steps",
+        num_continuations=4 if continuations is None else continuations, path=labels_path,
+        continuation_tokens=common["max_new_tokens"] or TRACE_CONFIG.max_new_tokens,
+        on_progress=common["report"],
+    )  # fmt: skip
+    s = fitted.settings
+    line = (
+        f"FineCE probe at layer {fitted.layer}: {s['train_rows']} prefixes of "
+        f"{s['train_items']} items ({s['rule']} positions, {s['num_continuations']} "
+        f"continuations each); labels in {labels_path}"
+    )
+    return fitted, line
+
+
+def _fit_sdm(backend: Any, task_obj: Any, items: list, common: dict[str, Any]) -> tuple[Any, str]:
+    from entrolab.inference.sdm import fit_sdm_on_task
+
+    v = fit_sdm_on_task(
+        backend, task_obj, items, layer=common["layer"], seed=common["seed"],
+        max_new_tokens=common["max_new_tokens"] or 32,
+    )  # fmt: skip
+    n, correct = len(v.train_labels), int(v.train_labels.sum())
+    cal = sum(len(c) for c in v.qbin_cdfs)
+    line = (
+        f"SDM verifier at layer {v.layer}: {n} training answers ({correct} correct), {cal} "
+        "calibration answers"
+    )
+    return v, line
+
+
 def _check_values(
     max_new_tokens: int | None, delta: float | None, scope: str | None, k: int | None,
-    feature: str | None,
+    feature: str | None, continuations: int | None = None, rule: str | None = None,
 ) -> None:  # fmt: skip
     """Bad values fail before the model loads (the fits would only notice after sampling)."""
     if max_new_tokens is not None and max_new_tokens < 1:
@@ -126,6 +171,10 @@ def _check_values(
         raise EntrolabError(f"--k (samples per question) must be >= 1, got {k}")
     if feature is not None and feature not in ("hidden", "entropy", "hidden+entropy"):
         raise EntrolabError(f"--feature must be hidden, entropy or hidden+entropy, got {feature!r}")
+    if continuations is not None and continuations < 1:
+        raise EntrolabError(f"--continuations must be >= 1, got {continuations}")
+    if rule is not None and rule not in ("steps", "interval", "stable"):
+        raise EntrolabError(f"--rule must be steps, interval or stable, got {rule!r}")
 
 
 def _load_routes(path: Path | None) -> Any:
@@ -141,7 +190,7 @@ def _load_routes(path: Path | None) -> Any:
 def think_line(kind: str, path: Path, task: str, settings, model, dtype: str, seed: int) -> str:
     """The ``entrolab think`` command that uses the artefact saved at ``path`` (its stem), on
     items drawn with another seed than the fit's."""
-    param = "exit" if kind == "lynx" else "router"
+    param = {"lynx": "exit", "diffadapt": "router", "fince": "probe"}[kind]
     args = ["entrolab", "think", "--strategy", kind, "--param", f"{param}={path}"]
     args += ["--task", task]
     for s in settings or []:
@@ -156,7 +205,11 @@ def think_line(kind: str, path: Path, task: str, settings, model, dtype: str, se
 
 def fit_command(
     kind: Annotated[
-        str, typer.Argument(help="lynx (a LYNX exit) or diffadapt (a difficulty router)")
+        str,
+        typer.Argument(
+            help="lynx (a LYNX exit), diffadapt (a difficulty router), fince (a prefix "
+            "confidence probe) or sdm (an SDM verifier)"
+        ),
     ],
     task: Annotated[
         str, typer.Option(help="arithmetic | rg:<dataset> | jsonl:<path>")
@@ -199,14 +252,22 @@ def fit_command(
     routes: Annotated[
         Path | None, typer.Option(help="diffadapt: routes YAML [default: built-in routes]")
     ] = None,
+    continuations: Annotated[
+        int | None, typer.Option(help="fince: continuations per prefix [default: 4]")
+    ] = None,
+    rule: Annotated[
+        str | None, typer.Option(help="fince: steps, interval or stable [default: steps]")
+    ] = None,
 ) -> None:
-    """Fit a LYNX exit or a DiffAdapt router on a task and save it for `entrolab think`."""
+    """Fit a LYNX exit, a DiffAdapt router, a FineCE probe or an SDM verifier on a task."""
     _check_options(kind, {"--delta": delta, "--cues": cues, "--scope": scope, "--k": k,
-                          "--feature": feature, "--routes": routes})  # fmt: skip
-    _check_values(max_new_tokens, delta, scope, k, feature)
+                          "--feature": feature, "--routes": routes,
+                          "--continuations": continuations, "--rule": rule})  # fmt: skip
+    _check_values(max_new_tokens, delta, scope, k, feature, continuations, rule)
     cue_list = None if cues is None else parse_cues(cues)
     route_cfg = _load_routes(routes)
     task_obj, items = task_and_items(task, task_setting, n, seed)
+    target = out or Path("runs") / f"{kind}-{task.replace(':', '-').replace('/', '_')}"
     backend = load_backend(console, model, dtype)
     with stage_progress(console, f"fit {kind}") as update:
 
@@ -218,17 +279,33 @@ def fit_command(
             fitted, summary = _fit_lynx(
                 backend, task_obj, items, common, delta=delta, cues=cue_list, scope=scope
             )
+        elif kind == "fince":
+            labels_path = target.with_name(target.name + ".labels.jsonl")
+            fitted, summary = _fit_fince(backend, task_obj, items, common,
+                                         continuations=continuations, rule=rule,
+                                         labels_path=labels_path)  # fmt: skip
+        elif kind == "sdm":
+            fitted, summary = _fit_sdm(backend, task_obj, items, common)
         else:
             fitted, summary = _fit_diffadapt(
                 backend, task_obj, items, common, k=k, feature=feature, routes=route_cfg
             )
     from entrolab.inference.exits import save_lynx
+    from entrolab.inference.fince import save_fince
     from entrolab.inference.routing import save_router
+    from entrolab.inference.sdm import save_sdm
 
-    target = out or Path("runs") / f"{kind}-{task.replace(':', '-').replace('/', '_')}"
-    saved = (save_lynx if kind == "lynx" else save_router)(fitted, target)
+    save = {"lynx": save_lynx, "diffadapt": save_router, "fince": save_fince, "sdm": save_sdm}
+    saved = save[kind](fitted, target)
     stem = saved.with_suffix("")
     console.print(summary)
     console.print(Text.assemble("saved to ", (f"{stem}.json", "bold"), " + .safetensors"))
+    if kind == "sdm":
+        console.print("use it as the 'sdm' estimator (Python):")
+        typer.echo(
+            f"run_estimators(backend, items, ['sdm'], params={{'sdm': {{'scorer': "
+            f"load_sdm({str(stem)!r}, backend)}}}})"
+        )
+        return
     console.print("use it with (another --seed, so generated tasks draw new items):")
     typer.echo(think_line(kind, stem, task, task_setting, model, dtype, seed))

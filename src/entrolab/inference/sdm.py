@@ -338,6 +338,7 @@ def fit_sdm_on_task(
     calibration_fraction: float = 0.5,
     layer: int | None = None,
     samples: int = 2,
+    max_new_tokens: int = 32,
     seed: int = 0,
     **fit: Any,
 ) -> SdmVerifier:
@@ -345,7 +346,8 @@ def fit_sdm_on_task(
     calibration, and :func:`fit_sdm` (``fit``: its keywords ``l2``, ``max_q``, ``alpha``)."""
     if not 0 < calibration_fraction < 1 or len(items) < 2:
         raise EntrolabError("need >= 2 items and calibration_fraction in (0, 1)")
-    x, y, item, layer = verifier_data(backend, task, items, layer=layer, samples=samples, seed=seed)
+    x, y, item, layer = verifier_data(backend, task, items, layer=layer, samples=samples,
+                                      max_new_tokens=max_new_tokens, seed=seed)  # fmt: skip
     perm = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))
     n_cal = min(len(items) - 1, max(1, round(len(items) * calibration_fraction)))
     cal = torch.isin(item, perm[:n_cal])

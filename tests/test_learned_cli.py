@@ -1,0 +1,106 @@
+"""`entrolab fit fince|sdm` end to end on a tiny model rigged to always say "7" (labels known
+by hand), the printed `think` command run as given, and bad options failing before loading."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from entrolab.cli.fit_cmd import fit_command
+from entrolab.cli.think_cmd import think_command
+from entrolab.models import tiny_model
+
+runner = CliRunner()
+app = typer.Typer()
+app.command("fit")(fit_command)
+app.command("think")(think_command)
+N_ITEMS, TOKENS = 6, 4
+SEVENS = "7" * TOKENS
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def parrot_dir(tmp_path_factory):
+    """The tiny model rigged so that every next token is "7" (as in tests/test_cli_fit.py:
+    residual dimension 0 pinned, final norm keeps only it, tied head → "7" wins by 1000×)."""
+    model, tok = tiny_model(seed=0)
+    seven = tok.convert_tokens_to_ids("7")
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[:, 0] = 1.0
+        emb[seven, 0] = 1000.0
+        for block in model.model.layers:
+            block.self_attn.o_proj.weight[0].zero_()
+            block.mlp.down_proj.weight[0].zero_()
+        model.model.norm.weight.zero_()
+        model.model.norm.weight[0] = 1.0
+    path = tmp_path_factory.mktemp("parrot")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def task_file(tmp_path_factory):
+    """Even items expect "7777" (what the parrot says in 4 tokens), odd items expect 5."""
+    path = tmp_path_factory.mktemp("task") / "sevens.jsonl"
+    rows = [
+        {"id": f"q{i}", "prompt": f"Question {i}: name a number.", "answer": a}
+        for i, a in enumerate([SEVENS, "5"] * (N_ITEMS // 2))
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    return path
+
+
+def _base(kind, parrot_dir, task_file):
+    return ["fit", kind, "--task", f"jsonl:{task_file}", "--n", str(N_ITEMS), "--model",
+            str(parrot_dir), "--max-new-tokens", str(TOKENS)]  # fmt: skip
+
+
+def test_fit_fince_labels_by_hand_resumes_and_its_command_runs(parrot_dir, task_file, tmp_path):
+    from entrolab.inference.fince import load_fince
+
+    out = tmp_path / "fince"
+    args = [*_base("fince", parrot_dir, task_file), "--continuations", "2", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    fince = load_fince(out)
+    assert fince.layer == 1 and fince.settings["num_continuations"] == 2
+    # "7777" has no step end: two rows per item (question, finished trace), 12 prefixes; from
+    # the question both continuations say 7777 → 2/2 on even items, 0/2 on odd ones.
+    assert fince.settings["train_rows"] == 2 * N_ITEMS
+    rows = [json.loads(x) for x in (tmp_path / "fince.labels.jsonl").read_text().splitlines()[1:]]
+    assert [r["successes"] for r in rows] == [[2, 2], [0, 0]] * (N_ITEMS // 2)
+    # rerun: every item is in the label file, the probe is the same
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    x = torch.randn(3, fince.probe.feature_size)
+    np.testing.assert_allclose(load_fince(out).confidence(x), fince.confidence(x))
+    line = next(x for x in result.output.splitlines() if x.startswith("entrolab think "))
+    cmd = shlex.split(line)[1:]
+    assert cmd[:5] == ["think", "--strategy", "fince", "--param", f"probe={out}"]
+    run = runner.invoke(app, [*cmd, "--n", "2", "--param", f'config={{"max_new_tokens": {TOKENS}}}',
+                              "--out", str(tmp_path / "think.json")])  # fmt: skip
+    assert run.exit_code == 0, run.output
+
+
+def test_fit_sdm_and_bad_options(parrot_dir, task_file, tmp_path):
+    from entrolab.inference.sdm import load_sdm
+
+    out = tmp_path / "sdm"
+    result = runner.invoke(app, [*_base("sdm", parrot_dir, task_file), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    v = load_sdm(out)
+    # 2 samples per item, half the items right; 3 items train, 3 calibrate (seeded split)
+    assert len(v.train_labels) + sum(len(c) for c in v.qbin_cdfs) == 2 * N_ITEMS
+    assert "'sdm'" in result.output and (tmp_path / "sdm.support.safetensors").is_file()
+    bad = runner.invoke(app, [*_base("sdm", parrot_dir, task_file), "--continuations", "2"])
+    assert bad.exit_code != 0 and "fit fince" in str(bad.exception or bad.output)
+    bad = runner.invoke(app, [*_base("fince", parrot_dir, task_file), "--rule", "paragraph"])
+    assert bad.exit_code != 0 and "--rule" in str(bad.exception or bad.output)
