@@ -24,8 +24,9 @@ from typing import Any, Literal
 from entrolab.errors import EntrolabError
 from entrolab.rl.calibration_track import CalibrationConfig
 from entrolab.rl.config_io import apply_overrides, build_dataclass, config_hash, read_recipe
-from entrolab.rl.preference import PreferenceConfig
 from entrolab.rl.controller import EntropyBandConfig
+from entrolab.rl.explore import ExploreConfig
+from entrolab.rl.preference import PreferenceConfig
 from entrolab.rl.selection import SelectionConfig
 
 __all__ = [
@@ -377,6 +378,7 @@ class TrainConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     controller: EntropyBandConfig = field(default_factory=EntropyBandConfig)
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, "train", "steps must be >= 1")

@@ -47,6 +47,7 @@ from entrolab.rl.config_io import config_diff
 from entrolab.rl.controller import LossParamState
 from entrolab.rl.dynamics import EntropyMonitor, discriminator_stats, phase_entropy
 from entrolab.rl.entropy_law import covariance_proxy
+from entrolab.rl.explore import Explorer
 from entrolab.rl.policy import build_policy, reference_context
 from entrolab.rl.reward_terms import check_reward_terms, rollout_reward_terms
 from entrolab.rl.rewards import RewardFn, eval_metrics, make_task, score_replies
@@ -126,6 +127,7 @@ class Trainer:
         self.monitor = EntropyMonitor(config.monitor.bins, config.monitor.law_min_points)
         # band controller and run-level loss anchors (SIREN): loss params set between steps
         self.loss_state = LossParamState(config.controller, self.loss.loss_fn, self.loss.params)
+        self.explorer = Explorer(config.explore, config.rollout.group_size)  # tree/CURE/TTRL
         self.step = 0
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.probe: Rollout | None = None
@@ -325,16 +327,21 @@ class Trainer:
         t0 = time.perf_counter()
         items = self._batch_items(step)
         n, g = len(items), cfg.rollout.group_size
-        rollout = sample_rollout(
+        rollout = self.explorer.sample(
             self.backend,
             [it.prompt for it in items],
             self._gen_config(g, cfg.rollout.temperature),
             prompt_seeds(cfg.seed, step, n),
+            step,
         )
         release_memory()  # the generation's KV cache and buffers
         t_gen = time.perf_counter()
         row_items = [items[i] for i in rollout.prompt_index.tolist()]
         scored = score_replies(self.task, row_items, rollout.texts, cfg.reward, self.reward_fn)
+        rollout, row_items, scored, explore_metrics = self.explorer.relabel(
+            self.task, row_items, rollout, scored
+        )
+        g = rollout.group_size  # tree/CURE groups: roots + branches
         total, term_metrics = rollout_reward_terms(
             cfg.reward.terms,
             scored.rewards,
@@ -360,6 +367,8 @@ class Trainer:
             temperature=cfg.rollout.temperature,
             micro_batch_size=a.micro_batch_size,
         )
+        adv, explore_info, shape_metrics = self.explorer.shape(adv, rollout, step)
+        explore_metrics.update(shape_metrics)
         tau = cfg.rollout.temperature
         ref_lp = None
         if a.kl_coef > 0:
@@ -404,7 +413,10 @@ class Trainer:
             max_grad_norm=cfg.optim.max_grad_norm,
             shuffle_seed=prompt_seeds(cfg.seed, step, 1, stream="shuffle")[0],
             step=step,
-            sequence_info=_sequence_info(rollout, scored.correct, scored.rewards, n, g),
+            sequence_info={
+                **_sequence_info(rollout, scored.correct, scored.rewards, n, g),
+                **explore_info,
+            },
         )
         grad_norms = upd.grad_norms
         release_memory()  # activations and logits of the updates
@@ -439,6 +451,7 @@ class Trainer:
         rec.update({f"loss/{k}": v for k, v in mean_metrics(upd.metrics).items()})
         rec.update(adv_metrics)
         rec.update(term_metrics)
+        rec.update(explore_metrics)
         rec.update(self.selector.observe(self._batch_index, scored.rewards.view(n, g)))
         rec.update(
             self.monitor.update(entropy=entropy, reward=reward_mean, covariance=cov, **probe)

@@ -29,6 +29,7 @@ from entrolab.rl.losses.core import kl_penalty
 from entrolab.rl.losses.cov import clip_cov, kl_cov, prepare_clip_cov, prepare_kl_cov
 from entrolab.rl.losses.discriminator import clip_b, clip_v, prepare_clip_b, prepare_clip_v
 from entrolab.rl.losses.entropy_bonus import entropy_bonus
+from entrolab.rl.losses.explore import aepo_agentic, echo_clip
 from entrolab.rl.losses.forking import forking_tokens, prepare_forking
 from entrolab.rl.losses.ppo import dapo, ppo_clip
 from entrolab.rl.losses.reinforce import reinforce
@@ -39,12 +40,14 @@ from entrolab.rl.types import PolicyLossInput, PolicyLossOutput
 
 __all__ = [
     "POLICY_LOSSES",
+    "aepo_agentic",
     "aepo_arbitrary",
     "ares",
     "clip_b",
     "clip_cov",
     "clip_v",
     "dapo",
+    "echo_clip",
     "entropy_bonus",
     "forking_tokens",
     "kl_cov",
@@ -309,6 +312,28 @@ for _name, _fn, _summary, _paper, _defaults in [
             "selection_scope": "micro_batch",
             **_CLIP,
             "clip_high": 0.28,
+            **_KL,
+        },
+    ),
+    (
+        "echo_clip",
+        echo_clip,
+        "PPO-clip with a per-sequence ε from tail confidence (ECHO adaptive clipping)",
+        "Zhao et al. 2026, ECHO, arXiv:2602.02150",
+        {"aggregation": "token-mean", "clip": 0.2, "log_ratio_clamp": 20.0, **_KL},
+    ),
+    (
+        "aepo_agentic",
+        aepo_agentic,
+        "PPO-clip; clipped high-entropy tokens keep a stop-gradient (1±ε)·r/sg(r)·A gradient",
+        "Dong et al. 2025, Agentic Entropy-Balanced Policy Optimization, arXiv:2510.14545",
+        {
+            "aggregation": "token-mean",
+            "entropy_quantile": 0.8,
+            "clip_low": 0.2,
+            "clip_high": 0.28,
+            "sg_clip": True,
+            "log_ratio_clamp": 20.0,
             **_KL,
         },
     ),
