@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,6 +144,39 @@ class Trace:
     def k(self) -> int:
         """Number of top-k alternatives stored per token."""
         return int(self.topk_ids.shape[1])
+
+    _PER_TOKEN = (
+        "token_ids", "logprob", "entropy", "varentropy", "self_certainty", "rank", "topk_ids",
+        "topk_logprobs",
+    )  # fmt: skip
+
+    def head(self, n: int, **changes: Any) -> Trace:
+        """The first ``n`` tokens: per-token fields sliced, ``text`` = their pieces joined;
+        ``changes`` set other fields (e.g. ``finish_reason="stopped"``)."""
+        if not 0 <= n <= len(self):
+            raise EntrolabError(f"head({n}) of a trace of {len(self)} tokens")
+        sliced = {f: getattr(self, f)[:n] for f in self._PER_TOKEN if getattr(self, f) is not None}
+        return replace(
+            self, **sliced, tokens=self.tokens[:n], text="".join(self.tokens[:n]), **changes
+        )
+
+    @staticmethod
+    def joined(prefix: Trace, n: int, rest: Trace, **changes: Any) -> Trace:
+        """``prefix``'s first ``n`` tokens followed by all of ``rest`` (per-token fields
+        concatenated, text = the prefix's pieces + ``rest.text``); other fields from ``rest``,
+        then ``changes``. A branch continuing a root after its token n − 1 is
+        ``Trace.joined(root, n, branch_tokens)``."""
+        if not 0 <= n <= len(prefix):
+            raise EntrolabError(f"cannot join after token {n} of a trace of {len(prefix)}")
+        cat = {}
+        for f in Trace._PER_TOKEN:
+            a, b = getattr(prefix, f), getattr(rest, f)
+            if a is not None and b is not None:
+                cat[f] = torch.cat([a[:n], b])
+            elif a is not None or b is not None:
+                cat[f] = None  # known for one part only: unknown for the whole
+        text = "".join(prefix.tokens[:n]) + rest.text
+        return replace(rest, **cat, tokens=prefix.tokens[:n] + rest.tokens, text=text, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tensors become lists; non-finite floats become None)."""

@@ -166,8 +166,6 @@ def replay_step_hook(
     Returns:
         R traces, cut where the rule fired.
     """
-    from dataclasses import replace
-
     rows = torch.tensor(
         [t.prompt_index * num_samples + t.sample_index - sample_offset for t in traces]
     )
@@ -198,25 +196,10 @@ def replay_step_hook(
         cut[active[stop & ~ends]] = step + 1
         active = active[~(stop | ends)]
         step += 1
-    out = []
-    for t, n in zip(traces, cut.tolist(), strict=True):
-        if n == len(t):
-            out.append(t)
-            continue
-        sl = {
-            f: getattr(t, f)[:n]
-            for f in (
-                "token_ids", "logprob", "entropy", "varentropy", "topk_ids", "topk_logprobs",
-                "self_certainty", "rank",
-            )
-            if getattr(t, f) is not None
-        }  # fmt: skip
-        out.append(
-            replace(
-                t, **sl, tokens=t.tokens[:n], text="".join(t.tokens[:n]), finish_reason="stopped"
-            )
-        )
-    return out
+    return [
+        t if n == len(t) else t.head(n, finish_reason="stopped")
+        for t, n in zip(traces, cut.tolist(), strict=True)
+    ]
 
 
 def chat_prompt_ids(

@@ -218,27 +218,12 @@ def _branch(backend, config, ids, texts, rows, roots, roots_dec, state, plan) ->
 
 def _join(backend, root: Trace, own: Trace, t: int, r: int, j: int) -> Trace:
     """Root tokens 0..t−1 (with the root's statistics) followed by the branch's own tokens."""
-    cat = lambda a, b: torch.cat([a[:t], b])  # noqa: E731
-    token_ids = cat(root.token_ids, own.token_ids)
-    text = "".join(root.tokens[:t]) + own.text
-    return replace(
-        own,
-        text=text,
-        token_ids=token_ids,
-        tokens=tuple(backend.token_pieces(token_ids.tolist())),
-        logprob=cat(root.logprob, own.logprob),
-        entropy=cat(root.entropy, own.entropy),
-        varentropy=cat(root.varentropy, own.varentropy),
-        self_certainty=cat(root.self_certainty, own.self_certainty),
-        rank=cat(root.rank, own.rank),
-        topk_ids=cat(root.topk_ids, own.topk_ids),
-        topk_logprobs=cat(root.topk_logprobs, own.topk_logprobs),
-        meta={
-            **own.meta,
-            "parent_row": r,
-            "branch_position": t,
-            "branch": j,
-            "new_tokens": len(own),
-            "inherited_tokens": t,
-        },
-    )
+    meta = {
+        **own.meta,
+        "parent_row": r,
+        "branch_position": t,
+        "branch": j,
+        "new_tokens": len(own),
+        "inherited_tokens": t,
+    }
+    return Trace.joined(root, t, own, meta=meta)
