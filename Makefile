@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 # The main job: how far can the embedded model be trusted on arithmetic, and which signal tells?
 demo: install
-	$(BIN)/entrolab eval --n 40 --samples 5 --out runs/demo
+	$(BIN)/entrolab eval --n 80 --samples 5 --temperature 0.7 --exclude ptrue,verbalized_1stage,verbalized_2stage,linguistic_1stage --out runs/demo
 
 analyze-demo: install
 	$(BIN)/entrolab analyze "$(PROMPT)" --samples 3 --temperature 0.7 --top-p 0.95 --max-new-tokens 96 --html report.html --json traces.json
