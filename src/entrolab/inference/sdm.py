@@ -312,9 +312,10 @@ def verifier_data(
     max_new_tokens: int = 32,
     temperature: float = 1.0,
     seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
     """(features [n·samples, H] at the last token of prompt + sampled answer, labels [n·samples]
-    (1 = the task grades the answer correct), item index [n·samples], layer) for a verifier."""
+    (1 = the task grades the answer correct), item index [n·samples], layer, mean token
+    log-probability of each answer [n·samples] (nats; a white-box baseline)) for a verifier."""
     from entrolab.config import GenerationConfig
     from entrolab.inference.base import item_seeds
     from entrolab.inference.hidden import hidden_at, resolve_layer
@@ -327,7 +328,8 @@ def verifier_data(
     feats = torch.cat(hidden_at(backend, seqs, [[len(s) - 1] for s in seqs], layer))
     labels = [int(task.grade(items[t.prompt_index], t.text).correct) for t in batch]
     item = [t.prompt_index for t in batch]
-    return feats, torch.tensor(labels), torch.tensor(item), layer
+    mlp = [float(t.logprob.double().mean()) if len(t) else 0.0 for t in batch]
+    return feats, torch.tensor(labels), torch.tensor(item), layer, torch.tensor(mlp)
 
 
 def fit_sdm_on_task(
@@ -346,7 +348,7 @@ def fit_sdm_on_task(
     calibration, and :func:`fit_sdm` (``fit``: its keywords ``l2``, ``max_q``, ``alpha``)."""
     if not 0 < calibration_fraction < 1 or len(items) < 2:
         raise EntrolabError("need >= 2 items and calibration_fraction in (0, 1)")
-    x, y, item, layer = verifier_data(backend, task, items, layer=layer, samples=samples,
+    x, y, item, layer, _ = verifier_data(backend, task, items, layer=layer, samples=samples,
                                       max_new_tokens=max_new_tokens, seed=seed)  # fmt: skip
     perm = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))
     n_cal = min(len(items) - 1, max(1, round(len(items) * calibration_fraction)))
