@@ -25,6 +25,13 @@ from entrolab.backends.vllm import _finish, topk_rows
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 
+# The shared conformance set, run here on the vLLM engine through this module's `backend`
+# fixture (pytest collects the imported tests under these names).
+from test_backend_conformance import (  # isort: skip
+    test_contract as test_conformance_contract,  # noqa: F401
+    test_stop_strings_cut_the_text_and_set_the_finish_reason as test_conformance_stop_strings,  # noqa: F401
+)
+
 REFERENCE = Path(__file__).parent / "data" / "vllm_reference.json"
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(
@@ -119,6 +126,12 @@ def engine():
     from entrolab.backends import VLLMBackend
 
     return VLLMBackend.load(enforce_eager=True, max_model_len=1024, kv_cache_gib=1.0)
+
+
+@pytest.fixture
+def backend(engine):
+    """The conformance tests' backend: the vLLM engine (they skip where vLLM is missing)."""
+    return engine
 
 
 @pytest.fixture(scope="module")
