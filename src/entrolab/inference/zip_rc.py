@@ -1,0 +1,320 @@
+"""ZIP-RC: zero-overhead introspection of reward and cost (Manvi et al. 2025, arXiv:2512.01457).
+
+A head on a prefix's hidden state predicts the *joint* distribution of the final reward bin b
+and the remaining-length bin ℓ, P(b, ℓ | x, y_<t). The paper reads it from reserved vocabulary
+logits in the same forward pass; SmolLM2 has no unused tokens to reserve, so here (the spec's
+CPU form, B10.5) it is a separate multinomial logistic head on frozen hidden states (a
+:class:`~entrolab.inference.probes.Probe` with B·L classes, class = b·L + ℓ), trained on the
+model's own rollouts: at the prompt end and every ``stride`` generated tokens, target = (the
+rollout's graded reward, its remaining tokens binned by ``length_edges``).
+
+**Sampling utility** of a set S of samples (independent given their predictions):
+
+    U(S) = E[max_{i∈S} R_i] − λ_c · E[Σ_{i∈S} len_i] − λ_ℓ · E[max_{i∈S} len_i]
+
+with len_i = tokens already generated + remaining, each bin standing for its ``length_values``
+entry (:func:`utility`; exact expectations of max via products of CDFs). Meta-actions
+(:class:`ZipRcStrategy`): the **initial sample count** n₀ = argmax_n U(n copies of the
+prompt-end prediction) (:func:`initial_count`); **pruning** at ``prune_at`` tokens to the subset
+of live samples with the highest U (:func:`best_subset`: exact over subsets up to 12 samples);
+the paper's planned future pruning is not implemented (one pruning point). Survivors finish and
+the majority answer among them is the reply; every generated token is counted.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from entrolab.backends.base import Backend
+from entrolab.config import GenerationConfig
+from entrolab.errors import EntrolabError
+from entrolab.inference.base import (
+    STRATEGIES,
+    ItemOutcome,
+    ProgressFn,
+    Sampling,
+    check_run,
+    item_seeds,
+    report_done,
+)
+from entrolab.inference.hidden import hidden_at, resolve_layer
+from entrolab.inference.probes import Probe, ProbeInfo, fit_probe, load_probe, save_probe
+
+__all__ = [
+    "ZipRcHead",
+    "ZipRcStrategy",
+    "best_subset",
+    "collect_zip_data",
+    "fit_zip_rc",
+    "initial_count",
+    "load_zip_rc",
+    "save_zip_rc",
+    "utility",
+]
+
+_PAPER = "Manvi et al. 2025, ZIP-RC: joint reward and cost introspection, arXiv:2512.01457"
+
+
+# ------------------------------------------------------------------------------ pure maths
+def _expected_max(values: np.ndarray, probs: np.ndarray) -> float:
+    """E[max_i X_i], X_i independent on per-row support ``values`` [S, M] with ``probs``
+    [S, M]: Σ_v v · (Π_i P(X_i <= v) − Π_i P(X_i < v)) over the union of supports."""
+    grid = np.unique(values)
+    le = np.stack([(probs * (values <= v)).sum(1) for v in grid], 1)  # [S, |grid|]
+    lt = np.stack([(probs * (values < v)).sum(1) for v in grid], 1)
+    return float(np.sum(grid * (le.prod(0) - lt.prod(0))))
+
+
+def utility(
+    joint: Any,
+    reward_values: Any,
+    length_values: Any,
+    used: Any = 0,
+    *,
+    lam_c: float = 0.0,
+    lam_l: float = 0.0,
+) -> float:
+    """U(S) for S samples: ``joint`` [S, B, L] (each a distribution over (reward bin, remaining
+    length bin)), ``reward_values`` [B], ``length_values`` [L] (tokens each remaining-length bin
+    stands for), ``used`` [S] tokens already generated. An empty S has U = 0."""
+    p = np.asarray(joint, dtype=np.float64)
+    if p.ndim != 3 or p.shape[0] == 0:
+        return 0.0
+    r, ell = np.asarray(reward_values, float), np.asarray(length_values, float)
+    if p.shape[1:] != (len(r), len(ell)) or np.any(p < 0):
+        raise EntrolabError(f"joint must be [S, {len(r)}, {len(ell)}] probabilities, got {p.shape}")
+    p = p / p.sum(axis=(1, 2), keepdims=True)
+    s = p.shape[0]
+    used = np.broadcast_to(np.asarray(used, float), (s,))
+    pr, pl = p.sum(2), p.sum(1)
+    total = used[:, None] + ell[None, :]  # [S, L]
+    e_max_r = _expected_max(np.broadcast_to(r, (s, len(r))), pr)
+    e_sum_len = float(np.sum(pl * total))
+    e_max_len = _expected_max(total, pl)
+    return e_max_r - lam_c * e_sum_len - lam_l * e_max_len
+
+
+def initial_count(joint0: Any, n_max: int, reward_values: Any, length_values: Any, **lam: float):
+    """(n₀, [U(1), …, U(n_max)]): the number of i.i.d. samples of prediction ``joint0`` [B, L]
+    (at the prompt end) with the highest utility (the smallest on ties)."""
+    if n_max < 1:
+        raise EntrolabError(f"the sample budget must be >= 1, got {n_max}")
+    j = np.asarray(joint0, float)
+    us = [utility(np.repeat(j[None], n, 0), reward_values, length_values, **lam)
+          for n in range(1, n_max + 1)]  # fmt: skip
+    return int(np.argmax(us)) + 1, us
+
+
+def best_subset(
+    joint: Any, reward_values: Any, length_values: Any, used: Any = 0, *, exact_up_to: int = 12,
+    **lam: float,
+) -> list[int]:  # fmt: skip
+    """Indices of the non-empty subset of the S samples with the highest U: exact search over
+    all subsets when S <= ``exact_up_to``, else over the top-k by expected reward."""
+    p = np.asarray(joint, float)
+    s = p.shape[0]
+    used = np.broadcast_to(np.asarray(used, float), (s,))
+    if s <= exact_up_to:
+        cands = [list(c) for k in range(1, s + 1) for c in itertools.combinations(range(s), k)]
+    else:
+        er = (p.sum(2) * np.asarray(reward_values, float)).sum(1)
+        order = np.argsort(-er, kind="stable").tolist()
+        cands = [sorted(order[:k]) for k in range(1, s + 1)]
+    scores = [utility(p[c], reward_values, length_values, used[c], **lam) for c in cands]
+    return cands[int(np.argmax(scores))]
+
+
+# ------------------------------------------------------------------------------ the head
+@dataclass
+class ZipRcHead:
+    """A fitted joint (reward bin × remaining-length bin) head and its bins."""
+
+    probe: Probe
+    length_edges: tuple[int, ...]
+    reward_values: tuple[float, ...] = (0.0, 1.0)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def length_values(self) -> np.ndarray:
+        """Tokens each length bin stands for: the bin's midpoint; the open last bin its lower
+        edge + half the previous bin width (at least the edge)."""
+        e = list(self.length_edges)
+        mids = [(a + b) / 2 for a, b in zip([0, *e[:-1]], e, strict=True)]
+        last = e[-1] + (e[-1] - (e[-2] if len(e) > 1 else 0)) / 2
+        return np.array([*mids, last])
+
+    @property
+    def layer(self) -> int:
+        if self.probe.info.layer is None:
+            raise EntrolabError("the ZIP-RC head does not record its layer; refit it")
+        return self.probe.info.layer
+
+    def check_backend(self, backend: Backend) -> None:
+        self.probe.check_compatible(model=backend.name, feature_size=int(backend.hidden_size))
+
+    def joint(self, hidden: Any) -> np.ndarray:
+        """P(b, ℓ | prefix) float64 [n, B, L] for hidden [n, H]."""
+        p = self.probe.predict_proba(hidden).numpy()
+        return p.reshape(len(p), len(self.reward_values), len(self.length_edges) + 1)
+
+
+def length_bin(remaining: Any, edges: Sequence[int]) -> np.ndarray:
+    """Bin index of remaining token counts: bin j holds edges[j−1] <= r < edges[j]."""
+    return np.searchsorted(np.asarray(edges), np.asarray(remaining), side="right")
+
+
+def collect_zip_data(
+    backend: Backend, task: Any, items: Sequence[Any], *, samples: int = 4, stride: int = 8,
+    sampling: Sampling | None = None, layer: int | None = None,
+    length_edges: Sequence[int] = (8, 16, 32), seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:  # fmt: skip
+    """Rollouts → (features [M, H], joint class b·L + ℓ [M], item [M], layer) at the prompt end
+    and every ``stride`` tokens of ``samples`` sampled replies per item."""
+    layer = resolve_layer(backend, layer, "ZIP-RC heads")
+    sampling = sampling or Sampling()
+    batch = list(backend.generate([it.prompt for it in items], sampling.config(samples),
+                                  seeds=item_seeds(seed, items)))  # fmt: skip
+    n_len = len(length_edges) + 1
+    seqs, pos, labels, item = [], [], [], []
+    for t in batch:
+        p_ids = backend.prompt_ids(t.prompt)
+        n = len(t)
+        reward = int(task.grade(items[t.prompt_index], t.text).correct)
+        cuts = [-1, *range(stride - 1, n - 1, stride)]
+        seqs.append(p_ids + t.token_ids.tolist())
+        pos.append([len(p_ids) + c for c in cuts])
+        rem = length_bin([n - 1 - c for c in cuts], length_edges)
+        labels += [reward * n_len + int(b) for b in rem]
+        item += [t.prompt_index] * len(cuts)
+    feats = torch.cat(hidden_at(backend, seqs, pos, layer))
+    return feats, torch.tensor(labels), torch.tensor(item), layer
+
+
+def fit_zip_rc(
+    backend: Backend, task: Any, items: Sequence[Any], *, length_edges: Sequence[int] = (8, 16, 32),
+    l2: float = 1.0, seed: int = 0, **collect: Any,
+) -> ZipRcHead:  # fmt: skip
+    """Collect rollouts (:func:`collect_zip_data`, ``collect``: its keywords) and fit the head."""
+    x, y, _, layer = collect_zip_data(backend, task, items, length_edges=length_edges, seed=seed,
+                                      **collect)  # fmt: skip
+    n_len = len(length_edges) + 1
+    names = tuple(f"r{b}_l{j}" for b in range(2) for j in range(n_len))
+    info = ProbeInfo(model=backend.name, layer=layer, feature="hidden", labels=names)
+    probe = fit_probe(x, y, num_classes=2 * n_len, l2=l2, seed=seed, info=info)
+    return ZipRcHead(probe, tuple(int(e) for e in length_edges),
+                     stats={"rows": len(y), "reward_rate": float((y >= n_len).double().mean())})  # fmt: skip
+
+
+def save_zip_rc(head: ZipRcHead, path: str | Path) -> Path:
+    extra = {"length_edges": list(head.length_edges), "reward_values": list(head.reward_values),
+             "stats": head.stats}  # fmt: skip
+    return save_probe(head.probe.with_extra(zip_rc=extra), path)
+
+
+def load_zip_rc(path: str | Path, backend: Backend | None = None) -> ZipRcHead:
+    probe = load_probe(path)
+    cfg = probe.info.extra.get("zip_rc")
+    if not isinstance(cfg, dict):
+        raise EntrolabError(f"{str(path)!r} is not a ZIP-RC head; make one with fit_zip_rc")
+    head = ZipRcHead(probe, tuple(cfg["length_edges"]), tuple(cfg["reward_values"]),
+                     dict(cfg.get("stats") or {}))  # fmt: skip
+    if backend is not None:
+        head.check_backend(backend)
+    return head
+
+
+# ------------------------------------------------------------------------------ the strategy
+class ZipRcStrategy:
+    """n₀ samples by utility, prune at ``prune_at`` tokens to the best-utility subset, finish the
+    survivors, majority vote. ``budget``: the most samples per item."""
+
+    name = "zip-rc"
+
+    def __init__(
+        self, head: ZipRcHead | str | Path | None = None, budget: int = 8, prune_at: int = 8,
+        lam_c: float = 0.002, lam_l: float = 0.0, sampling: Sampling | None = None,
+    ) -> None:  # fmt: skip
+        if head is None:
+            raise EntrolabError("the 'zip-rc' strategy needs a fitted head (fit_zip_rc, "
+                                "save_zip_rc) passed as head=PATH")  # fmt: skip
+        if budget < 1 or prune_at < 1:
+            raise EntrolabError(f"budget and prune_at must be >= 1, got {budget}, {prune_at}")
+        self.head = head if isinstance(head, ZipRcHead) else load_zip_rc(head)
+        self.budget, self.prune_at = int(budget), int(prune_at)
+        self.lam = {"lam_c": float(lam_c), "lam_l": float(lam_l)}
+        self.sampling = sampling or Sampling()
+
+    def run(self, backend: Backend, task: Any, items: Sequence[Any], *, seed: int = 0,
+            on_progress: ProgressFn | None = None) -> list[ItemOutcome]:  # fmt: skip
+        from entrolab.tasks import answer_key
+
+        items = check_run(backend, items)
+        self.head.check_backend(backend)
+        h, layer = self.head, self.head.layer
+        rv, lv = h.reward_values, h.length_values
+        seeds = item_seeds(seed, items)
+        out = []
+        for i, item in enumerate(items):
+            p_ids = backend.prompt_ids(item.prompt)
+            j0 = h.joint(hidden_at(backend, [p_ids], [[len(p_ids) - 1]], layer)[0])[0]
+            n0, _ = initial_count(j0, self.budget, rv, lv, **self.lam)
+            head_cfg = GenerationConfig(**{**self.sampling.config(n0).to_dict(),
+                                           "max_new_tokens": self.prune_at, "seed": seeds[i]})  # fmt: skip
+            first = list(backend.generate([item.prompt], head_cfg))
+            seqs = [p_ids + t.token_ids.tolist() for t in first]
+            hid = torch.cat(hidden_at(backend, seqs, [[len(s) - 1] for s in seqs], layer))
+            joint = h.joint(hid)
+            done = [t.finish_reason != "length" for t in first]
+            for k in np.flatnonzero(done):  # finished: nothing remains
+                joint[k] = 0.0
+                joint[k][:, 0] = h.joint(hid[k : k + 1])[0].sum(1)
+            keep = best_subset(joint, rv, lv, [len(t) for t in first], **self.lam)
+            cont = [k for k in keep if not done[k]]
+            texts = {k: first[k].text for k in keep}
+            extra = 0
+            if cont and self.sampling.max_new_tokens > self.prune_at:
+                rest = GenerationConfig(**{**self.sampling.config(1).to_dict(), "seed": seeds[i] + 1,
+                                           "max_new_tokens": self.sampling.max_new_tokens - self.prune_at})  # fmt: skip
+                more = list(backend.generate([seqs[k] for k in cont], rest))
+                for k, t in zip(cont, more, strict=True):
+                    texts[k] = backend.decode(first[k].token_ids.tolist() + t.token_ids.tolist())
+                    extra += len(t)
+            keys = {k: task.extract(item, texts[k]) for k in keep}
+            keys = {k: None if a is None else answer_key(a) for k, a in keys.items()}
+            counts: dict[str, int] = {}
+            for a in keys.values():
+                if a is not None:
+                    counts[a] = counts.get(a, 0) + 1
+            answer = max(counts, key=lambda a: (counts[a], a)) if counts else None
+            correct = answer is not None and any(
+                keys[k] == answer and task.grade(item, texts[k]).correct for k in keep)  # fmt: skip
+            out.append(ItemOutcome(
+                item_id=item.id, answer=answer, correct=bool(correct),
+                generated_tokens=int(sum(len(t) for t in first) + extra),
+                prompt_tokens=len(p_ids), num_traces=n0,
+                meta={"n0": n0, "kept": keep, "pruned": n0 - len(keep)},
+            ))  # fmt: skip
+            if on_progress is not None:
+                on_progress(i + 1, len(items))
+        report_done(on_progress, len(items))
+        return out
+
+
+def _factory(**params: Any) -> ZipRcStrategy:
+    samp = {k: params.pop(k) for k in list(params) if k in Sampling.__dataclass_fields__}
+    return ZipRcStrategy(**params, sampling=Sampling(**samp))
+
+
+STRATEGIES.register(
+    "zip-rc",
+    summary="ZIP-RC: initial sample count and pruning by the utility of a joint reward × remaining-length head",
+    paper=_PAPER,
+    defaults={"budget": 8, "prune_at": 8, "lam_c": 0.002, "lam_l": 0.0},
+)(_factory)
