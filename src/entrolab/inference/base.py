@@ -150,6 +150,7 @@ STRATEGY_MODULES: tuple[str, ...] = (
     "entrolab.inference.routing",
     "entrolab.inference.debate",
     "entrolab.inference.fince",
+    "entrolab.inference.zip_rc",
 )
 _loaded: set[str] = set()
 
