@@ -348,6 +348,7 @@ class OpenAIBackend:
         return out
 
     def _trace(self, prompt, text, tokens: list[Token], k, finish, i, s, meta) -> Trace:
+        """A top-k Trace from parsed tokens (``text`` None: the pieces joined)."""
         n = len(tokens)
         top_ids = torch.full((n, k), -1, dtype=torch.int64)
         top_lp = torch.full((n, k), -math.inf, dtype=torch.float32)
@@ -361,11 +362,16 @@ class OpenAIBackend:
             top_ids[t, : len(best)] = torch.tensor([a[0] for a in best], dtype=torch.int64)
             top_lp[t, : len(best)] = torch.tensor([a[1] for a in best], dtype=torch.float32)
         stats = topk_statistics(top_lp, self.vocab_size)
+        ids, pieces = [tk[1] for tk in tokens], [tk[0] for tk in tokens]
+        if self.tokenizer is not None and ids and min(ids) >= 0:
+            # exact pieces from the ids (vLLM's completions text_offset counts the characters of
+            # "token_id:N" strings when ids are asked for, so offsets cannot be trusted then)
+            pieces = self.token_pieces(ids)
         return Trace(
             prompt=prompt,
-            text=text,
-            token_ids=[tk[1] for tk in tokens],
-            tokens=[tk[0] for tk in tokens],
+            text="".join(pieces) if text is None else text,
+            token_ids=ids,
+            tokens=pieces,
             logprob=[tk[2] for tk in tokens],
             entropy=stats.pop("entropy"),
             varentropy=stats.pop("varentropy"),
@@ -454,7 +460,7 @@ class OpenAIBackend:
                     raise EntrolabError(f"{where} returned no text_offset to split the echo")
                 rel = [o - offs[0] for o in offs]
                 tokens = [tk for tk, o in zip(tokens, rel, strict=True) if chars <= o < len(prompt)]
-            text = "".join(tk[0] for tk in tokens)
+            text = None if start is not None else "".join(tk[0] for tk in tokens)
             meta = {"prompt_tokens": start}
             return self._trace(prompt_text(prompts[r]), text, tokens, k, "scored", r, 0, meta)
 
