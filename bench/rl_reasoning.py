@@ -78,16 +78,41 @@ def run_arm(arm: str, seed: int, args) -> tuple[list[dict], float]:
     from entrolab.rl.trainer import Trainer
 
     torch.set_num_threads(1)
-    overrides = [f"seed={seed}", f"steps={args.steps}", f"eval.every={args.eval_every}",
+    overrides = [f"seed={seed}", f"steps={args.steps}", f"eval.every={args.eval_every}", "checkpoint_every=4",
                  "progress=false", "tensorboard=false", *ARMS[arm]]  # fmt: skip
-    run_dir = Path(args.runs) / re.sub(r"[^A-Za-z0-9]+", "-", arm).strip("-") / f"seed{seed}"
-    done = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
-    if any(r.get("step") == args.steps and "eval/pass@1" in r for r in done):
+    run_dir = _run_dir(arm, seed, args)
+    done = finished(arm, seed, args)
+    if done is not None:
         wall = sum(r.get("time/step_s", 0.0) + r.get("time/eval_s", 0.0) for r in done)
         return done, wall  # finished earlier: summarise without loading the model
     t0 = time.perf_counter()
     Trainer(load_config(RECIPE, overrides), run_dir).train()
     return read_metrics(run_dir), time.perf_counter() - t0
+
+
+def _run_dir(arm: str, seed: int, args) -> Path:
+    return Path(args.runs) / re.sub(r"[^A-Za-z0-9]+", "-", arm).strip("-") / f"seed{seed}"
+
+
+def finished(arm: str, seed: int, args) -> list[dict] | None:
+    """The records of a finished run (last step evaluated), else None."""
+    from entrolab.rl.checkpoint import read_metrics
+
+    run_dir = _run_dir(arm, seed, args)
+    done = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    ok = any(r.get("step") == args.steps and "eval/pass@1" in r for r in done)
+    return done if ok else None
+
+
+def claim(arm: str, seed: int, args) -> bool:
+    """Atomically claim (arm, seed) for this worker (False if another worker has it)."""
+    lock = _run_dir(arm, seed, args).with_suffix(".claim")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def vals(runs: list[list[dict]], key: str, where: str = "last") -> list[float]:
@@ -210,6 +235,17 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bench-rl-reasoning"))
     ap.add_argument("--out-md", default=str(ROOT / "docs" / "rl_results.md"))
     ap.add_argument("--fig-dir", default=None, help="[default: <out-md folder>/figures]")
+    ap.add_argument(
+        "--worker",
+        action="store_true",
+        help="run unfinished (arm, seed) runs, claiming each with a lock file so that several "
+        "workers can share the queue; write no report",
+    )
+    ap.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="report the finished runs only (the table gives n per cell); train nothing",
+    )
     args = ap.parse_args()
     from rl import plot_laws, replace_section  # bench/rl.py
 
@@ -223,11 +259,16 @@ def main() -> None:
     walls: dict[str, list[float]] = {}
     for seed in range(args.seeds):  # seed-major: every arm gets seed 0 before any gets seed 1
         for arm in arms:
+            if (args.worker or args.summary_only) and finished(arm, seed, args) is None:
+                if args.summary_only or not claim(arm, seed, args):
+                    continue
             recs, wall = run_arm(arm, seed, args)
             runs.setdefault(arm, []).append(recs)
             walls.setdefault(arm, []).append(wall)
             print(f"{arm:>16} seed {seed}: H {vals([recs], 'dyn/entropy')} pass@1 "
                   f"{vals([recs], 'eval/pass@1')} ({wall:.0f} s)", flush=True)  # fmt: skip
+    if args.worker:
+        return
     md = Path(args.out_md)
     fig_dir = Path(args.fig_dir) if args.fig_dir else md.parent / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
