@@ -13,6 +13,7 @@ from rich.text import Text
 from entrolab.cli.common import load_backend
 from entrolab.cli.eval_cmd import eval_command
 from entrolab.cli.fit_cmd import fit_command
+from entrolab.cli.leash_cmd import leash_command
 from entrolab.cli.sample_cmd import compare_samplers_command, sample_command
 from entrolab.cli.serve_cmd import serve_command
 from entrolab.cli.think_cmd import pareto_command, think_command
@@ -36,6 +37,7 @@ app.command("think")(think_command)
 app.command("pareto")(pareto_command)
 app.command("fit")(fit_command)
 app.command("train")(train_command)
+app.command("leash")(leash_command)
 app.command("plot")(plot_command)
 app.command("tta")(tta_command)
 app.command("serve")(serve_command)

@@ -27,6 +27,7 @@ from entrolab.errors import EntrolabError
 from entrolab.rl.rollout import Rollout, sample_rollout
 from entrolab.rl.tree_rollout import TreeRollout, cure_rollout, traces_rollout, tree_rollout
 from entrolab.rl.ttrl import (
+    distinct_answers,
     echo_clip_epsilon,
     echo_hybrid_advantages,
     ettrl_damping,
@@ -180,10 +181,11 @@ class Explorer:
         metrics: dict[str, float] = {}
         if self.last is not None:
             metrics.update(self.last.metrics())
-        if c.reward != "majority":
-            return rollout, row_items, scored, metrics
         g_vote = rollout.group_size
         answers = [task.extract(it, t) for it, t in zip(row_items, rollout.texts, strict=True)]
+        metrics["train/distinct_answers"] = distinct_answers(answers, g_vote)
+        if c.reward != "majority":
+            return rollout, row_items, scored, metrics
         labels = majority_pseudo_labels(answers, g_vote)
         n = len(rollout) // g_vote
         label_ok = []

@@ -48,6 +48,7 @@ from entrolab.rl.controller import LossParamState
 from entrolab.rl.dynamics import EntropyMonitor, discriminator_stats, phase_entropy
 from entrolab.rl.entropy_law import covariance_proxy
 from entrolab.rl.explore import Explorer
+from entrolab.rl.leash import LeashTracker
 from entrolab.rl.policy import build_policy, reference_context
 from entrolab.rl.reward_terms import check_reward_terms, rollout_reward_terms
 from entrolab.rl.rewards import RewardFn, eval_metrics, make_task, score_replies
@@ -128,6 +129,7 @@ class Trainer:
         # band controller and run-level loss anchors (SIREN): loss params set between steps
         self.loss_state = LossParamState(config.controller, self.loss.loss_fn, self.loss.params)
         self.explorer = Explorer(config.explore, config.rollout.group_size)  # tree/CURE/TTRL
+        self.leash = LeashTracker(self.run_dir)  # support metrics vs the starting checkpoint
         self.step = 0
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.probe: Rollout | None = None
@@ -484,6 +486,7 @@ class Trainer:
             seeds=prompt_seeds(self.config.seed, 0, len(items), stream="eval"),
         )
         out = eval_metrics(self.task, items, traces, e.samples)
+        out.update(self.leash.observe(self.task, items, traces, e.samples, self.step))  # vs start
         out["time/eval_s"] = time.perf_counter() - t0
         return out
 

@@ -36,6 +36,7 @@ from entrolab.tasks.answers import cluster_answers
 
 __all__ = [
     "PseudoLabels",
+    "distinct_answers",
     "echo_clip_epsilon",
     "echo_hybrid_advantages",
     "ettrl_damping",
@@ -203,3 +204,17 @@ def echo_clip_epsilon(
         tails.append(float(confidence[i, n - span : n].double().mean()) if span else 0.0)
     c_tail = torch.tensor(tails, dtype=torch.float64).clamp(0, 1)
     return eps_min + (eps_max - eps_min) * torch.sigmoid(kappa * (1.0 - c_tail))
+
+
+def distinct_answers(answers: Sequence[str | None], group_size: int) -> float:
+    """Mean number of distinct parseable answers (clusters of equivalent answers) per group of
+    ``group_size`` (prompt-major ``answers``)."""
+    if group_size < 1 or len(answers) % group_size:
+        raise EntrolabError(f"{len(answers)} answers do not split into groups of {group_size}")
+    n = len(answers) // group_size
+    total = 0
+    for i in range(n):
+        group = list(answers[i * group_size : (i + 1) * group_size])
+        ids = cluster_answers(group)
+        total += len({c for a, c in zip(group, ids, strict=True) if a is not None})
+    return total / max(n, 1)
