@@ -168,7 +168,13 @@ class SdmVerifier:
         return np.stack([np.zeros_like(s), s], axis=1) if s.ndim == 1 else s
 
     def _neighbours(self, xs: np.ndarray, skip_first: bool) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.neighbors import NearestNeighbors
+        try:
+            from sklearn.neighbors import NearestNeighbors
+        except ImportError:
+            raise EntrolabError(
+                "SDM needs scikit-learn for its nearest-neighbour index: pip install "
+                "'entrolab[learned]' (or scikit-learn)"
+            ) from None
 
         k = min(self.max_q + int(skip_first), len(self.support))
         nn = NearestNeighbors(n_neighbors=k).fit(self.support)
