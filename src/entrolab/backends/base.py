@@ -120,7 +120,7 @@ class Backend(Protocol):
 
     def score(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[Prompt],
         completions: Sequence[str | Sequence[int]],
         *,
         k: int = 20,
