@@ -258,6 +258,7 @@ def test_ttrl_votes_over_n_vote_and_trains_on_the_first_g(tmp_path) -> None:
         ("explore.mode=tree", "explore.rule=low_confidence", "explore.reward=majority",
          "explore.shaping=echo", "algorithm.loss=echo_clip"),
         ("explore.mode=cure", "explore.cure_n2=1", "explore.cure_top_k=3", "algorithm.loss=dapo"),
+        ("explore.mode=agent", "algorithm.loss=aepo_agentic", "explore.agent_max_turns=2"),
     ],
 )  # fmt: skip
 def test_exploring_recipes_run_a_step(tmp_path, extra) -> None:
@@ -270,6 +271,10 @@ def test_exploring_recipes_run_a_step(tmp_path, extra) -> None:
         assert 0.05 <= rec["loss/clip_epsilon"] <= 0.2
     if "explore.mode=cure" in extra:
         assert rec["explore/rows"] == 2 * (2 + 2 * 1)
+    if "explore.mode=agent" in extra:  # the random tiny model makes no tool call
+        assert rec["agent/branch_frac"] == 0.0
+        assert rec["agent/root_frac"] + rec["agent/fill_frac"] == 1.0
+        assert rec["agent/tool_token_frac"] >= 0.0 and "loss/high_entropy_frac" in rec
 
 
 def test_explore_config_errors() -> None:

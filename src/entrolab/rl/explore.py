@@ -24,6 +24,7 @@ import torch
 
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
+from entrolab.rl.agent import agent_rollout
 from entrolab.rl.rollout import Rollout, sample_rollout
 from entrolab.rl.tree_rollout import TreeRollout, cure_rollout, traces_rollout, tree_rollout
 from entrolab.rl.ttrl import (
@@ -70,9 +71,12 @@ class ExploreConfig:
         shaping: ``none`` | ``ettrl`` | ``echo`` advantage reshaping.
         ettrl_strength, ettrl_decay_steps: λ of :func:`entrolab.rl.ttrl.ettrl_damping`.
         echo: overrides of :data:`ECHO_DEFAULTS`.
+        agent_*: multi-turn calculator rollouts (``mode: agent``, :mod:`entrolab.rl.agent`):
+            turns per episode, entropy window, AEPO's β of the budget split, the
+            consecutive-branch penalty, and whether to split the budget at all (``agent_aepo``).
     """
 
-    mode: Literal["iid", "tree", "cure"] = "iid"
+    mode: Literal["iid", "tree", "cure", "agent"] = "iid"
     rule: str = "entropy"
     points: int = 2
     branches: int = 2
@@ -87,6 +91,11 @@ class ExploreConfig:
     ettrl_strength: float = 0.5
     ettrl_decay_steps: int = 0
     echo: dict[str, Any] = field(default_factory=dict)
+    agent_max_turns: int = 4
+    agent_window: int = 4
+    agent_beta: float = 1.0
+    agent_penalty: float = 0.5
+    agent_aepo: bool = True
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -100,6 +109,12 @@ class ExploreConfig:
         need(0 <= self.ettrl_strength <= 1, "ettrl_strength must be in [0, 1]")
         unknown = sorted(set(self.echo) - set(ECHO_DEFAULTS))
         need(not unknown, f"unknown echo settings {unknown}; known: {sorted(ECHO_DEFAULTS)}")
+        need(self.agent_max_turns >= 1 and self.agent_window >= 1, "agent turns/window >= 1")
+        need(0 <= self.agent_penalty <= 1, "agent_penalty must be in [0, 1]")
+        need(
+            self.mode != "agent" or self.shaping == "none",
+            "shaping needs sampling-time statistics, which multi-turn agent rollouts do not keep",
+        )
         need(
             self.vote_samples == 0 or self.mode == "iid",
             "vote_samples applies to mode iid (tree groups vote over all their rows)",
@@ -145,6 +160,14 @@ class Explorer:
                 }
             )
         mode = self.active_mode(step)
+        self._agent_metrics: dict[str, float] = {}
+        if mode == "agent":
+            ro, self._agent_metrics = agent_rollout(
+                backend, prompts, gen, seeds, max_turns=c.agent_max_turns,
+                window=c.agent_window, beta=c.agent_beta, penalty=c.agent_penalty,
+                aepo=c.agent_aepo,
+            )  # fmt: skip
+            return ro
         if mode == "tree":
             self.last = tree_rollout(
                 backend, prompts, gen, seeds, rule=c.rule, points=c.points,
@@ -181,6 +204,7 @@ class Explorer:
         metrics: dict[str, float] = {}
         if self.last is not None:
             metrics.update(self.last.metrics())
+        metrics.update(getattr(self, "_agent_metrics", {}))
         g_vote = rollout.group_size
         answers = [task.extract(it, t) for it, t in zip(row_items, rollout.texts, strict=True)]
         metrics["train/distinct_answers"] = distinct_answers(answers, g_vote)

@@ -67,6 +67,10 @@ class Rollout:
         texts: R decoded responses (what the verifier grades).
         prompt_index: int64 [R], index of each row's prompt in the step's prompt list.
         group_size: G.
+        context_mask: optional bool [R, T], True on every real token of the response layout,
+            including tokens the policy did not generate (tool outputs of multi-turn rollouts):
+            they are attended to but, being outside ``response_mask``, get no loss. None: the
+            same as ``response_mask``.
     """
 
     prompt_ids: list[list[int]]
@@ -75,6 +79,7 @@ class Rollout:
     texts: list[str]
     prompt_index: torch.Tensor
     group_size: int
+    context_mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
@@ -93,6 +98,7 @@ class Rollout:
             "texts": self.texts,
             "prompt_index": self.prompt_index.tolist(),
             "group_size": self.group_size,
+            **({} if self.context_mask is None else {"context_mask": self.context_mask.tolist()}),
         }
 
     @classmethod
@@ -105,13 +111,18 @@ class Rollout:
             list(d["texts"]),
             torch.tensor(d["prompt_index"], dtype=torch.int64),
             int(d["group_size"]),
+            None
+            if d.get("context_mask") is None
+            else torch.tensor(d["context_mask"], dtype=torch.bool),
         )
 
     def select(self, rows: torch.Tensor | Sequence[int]) -> Rollout:
         """The sub-batch of ``rows`` (trimmed to its longest response)."""
         idx = torch.as_tensor(rows, dtype=torch.int64)
         mask = self.response_mask[idx]
-        width = max(int(mask.sum(-1).max()) if len(idx) else 0, 1)
+        ctx = None if self.context_mask is None else self.context_mask[idx]
+        real = mask if ctx is None else ctx
+        width = max(int(real.sum(-1).max()) if len(idx) else 0, 1)
         return Rollout(
             [self.prompt_ids[i] for i in idx.tolist()],
             self.response_ids[idx, :width],
@@ -119,6 +130,7 @@ class Rollout:
             [self.texts[i] for i in idx.tolist()],
             self.prompt_index[idx],
             self.group_size,
+            None if ctx is None else ctx[:, :width],
         )
 
 
@@ -188,7 +200,8 @@ def _layout(batch: Rollout, pad_id: int) -> tuple[torch.Tensor, ...]:
     """input_ids, attention_mask, position_ids for [left-padded prompt | right-padded response]."""
     prompt_ids, prompt_mask = pad_batch(batch.prompt_ids, pad_id, side="left")
     input_ids = torch.cat([prompt_ids, batch.response_ids], 1)
-    attention = torch.cat([prompt_mask, batch.response_mask.to(torch.int64)], 1)
+    real = batch.response_mask if batch.context_mask is None else batch.context_mask
+    attention = torch.cat([prompt_mask, real.to(torch.int64)], 1)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     return input_ids, attention, positions
 
