@@ -13,6 +13,7 @@ from entrolab.beyond.policy_cliff import (
     policy_sensitivity,
     regularisation_cost,
     soft_policy,
+    soft_tree_policy,
     tie_mass,
 )
 from entrolab.errors import EntrolabError
@@ -65,3 +66,19 @@ def test_lipschitz_bound_holds(r, tau, seed):
     l1 = np.abs(soft_policy(r + d, tau) - soft_policy(r, tau)).sum()
     assert l1 <= np.abs(d).max() / tau + 1e-12
     assert regularisation_cost(r, tau) <= tau * math.log(r.size) + 1e-12
+
+
+def test_soft_value_iteration_gives_softmax_over_sequences():
+    # on a deterministic tree, soft VI's sequence distribution is softmax(r / τ) over leaves
+    rng = np.random.default_rng(0)
+    r = rng.uniform(0, 1, 8)
+    for tau in (0.05, 0.3, 2.0):
+        pols, probs = soft_tree_policy(r, 2, tau)
+        np.testing.assert_allclose(probs, soft_policy(r, tau), rtol=1e-10)
+        assert [p.shape for p in pols] == [(1, 2), (2, 2), (4, 2)]
+    # two equally rewarded sequences ("valid", "shortcut") share the mass at any τ
+    r2 = np.array([0.2, 1.0, 0.1, 0.0, 0.3, 0.0, 1.0, 0.5])
+    probs = soft_tree_policy(r2, 2, 0.1)[1]
+    assert probs[1] == pytest.approx(probs[6])
+    with pytest.raises(EntrolabError, match="power"):
+        soft_tree_policy(np.ones(6), 2, 0.1)

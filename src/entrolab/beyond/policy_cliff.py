@@ -11,6 +11,9 @@ For rewards r [..., A] over A actions (per state, or per prompt over candidate r
 * :func:`tie_mass` — how many actions are within ``tol`` of the best (≥ 2 = degenerate: a cliff
   is one reward perturbation of size ``tol`` away).
 * :func:`regularisation_cost` — max r − E_π r, at most τ log A.
+* :func:`soft_tree_policy` — soft value iteration on a deterministic tree whose leaves are the
+  A^D token sequences of length D: V(s) = τ log Σ_a exp(V(child)/τ); the induced distribution
+  over sequences is softmax(r / τ) (so sequence-level degeneracy behaves like the bandit).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "policy_sensitivity",
     "regularisation_cost",
     "soft_policy",
+    "soft_tree_policy",
     "tie_mass",
 ]
 
@@ -104,3 +108,35 @@ def regularisation_cost(r: Any, tau: float) -> np.ndarray:
     """max r − E_{π_τ} r per row (≥ 0, ≤ τ log A): the reward given up for stability."""
     x = _rewards(r)
     return x.max(-1) - (soft_policy(x, tau) * x).sum(-1)
+
+
+def soft_tree_policy(
+    leaf_rewards: Any, branching: int, tau: float
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Soft value iteration on a full tree with ``branching`` actions per step.
+
+    Args:
+        leaf_rewards: [A^D] rewards of the sequences in lexicographic order.
+        tau: temperature τ > 0.
+    Returns:
+        (policies, sequence_probs): policies[t] is [A^t, A] (the policy at each depth-t node),
+        sequence_probs [A^D] the probability of each sequence under them.
+    """
+    r = _rewards(leaf_rewards)
+    if r.ndim != 1:
+        raise EntrolabError(f"leaf_rewards must be [A^D], got {r.shape}")
+    depth = round(math.log(r.size, branching)) if branching >= 2 else -1
+    if branching < 2 or branching**depth != r.size:
+        raise EntrolabError(f"{r.size} leaves is not a power of branching={branching}")
+    if not tau > 0:
+        raise EntrolabError(f"tau must be > 0, got {tau!r}")
+    values, policies = r, []
+    for _ in range(depth):
+        q = values.reshape(-1, branching)
+        policies.append(softmax(q / tau, axis=-1))
+        values = tau * np.log(np.exp((q - q.max(-1, keepdims=True)) / tau).sum(-1)) + q.max(-1)
+    policies.reverse()
+    probs = np.ones(1)
+    for pol in policies:
+        probs = (probs[:, None] * pol).reshape(-1)
+    return policies, probs
