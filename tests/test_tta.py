@@ -37,8 +37,12 @@ def digits():
 
 @pytest.fixture(scope="module")
 def source10(digits, tmp_path_factory):
+    n = torch.get_num_threads()
     torch.set_num_threads(1)
-    return load_or_train(digits, tmp_path_factory.mktemp("cache"), SourceConfig(epochs=8))
+    try:
+        return load_or_train(digits, tmp_path_factory.mktemp("cache"), SourceConfig(epochs=8))
+    finally:
+        torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------- pure objectives
