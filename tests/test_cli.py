@@ -89,7 +89,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     [
         (
             ("list", "bogus"),
-            "unknown registry kind 'bogus'. Known kinds: advantages, aggregations, calibrators",
+            "unknown registry kind 'bogus'. Known kinds: advantage_shapers, advantages, "
+            "aggregations, calibrators",
         ),
         (
             ("analyze", "hi", "--model", "nobody/nothing-here"),
