@@ -235,6 +235,13 @@ def test_step_returns_pre_update_logits_and_updates_only_affine(source10, digits
     assert not torch.allclose(tta.step(x)[0], expected)
     epi = EntropyMinTTA(copy.deepcopy(source10[0]), "tent", lr=1e-2, episodic=True)
     assert torch.allclose(epi.step(x)[0], epi.step(x)[0], atol=1e-6)
+    # steps = 2 returns the second pass's logits (after one update), as tent.py does
+    two = EntropyMinTTA(copy.deepcopy(source10[0]), "tent", lr=1e-2, steps=2)
+    one = EntropyMinTTA(copy.deepcopy(source10[0]), "tent", lr=1e-2)
+    one.step(x)
+    with torch.no_grad():
+        after_one = one.model(x)
+    assert torch.allclose(two.step(x)[0], after_one, atol=1e-5)
 
 
 def test_short_stream_runs_every_method(source10, digits, tmp_path):

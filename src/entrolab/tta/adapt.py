@@ -216,7 +216,10 @@ class EntropyMinTTA:
         return h, deyo_selection(h, plpd, k, **self.deyo)
 
     def step(self, x: torch.Tensor) -> tuple[torch.Tensor, StepInfo]:
-        """Predict on batch ``x`` [B, ...] and adapt; returns (logits [B, K] detached, info)."""
+        """Predict on batch ``x`` [B, ...] and adapt; returns (logits [B, K] detached, info).
+
+        With ``steps`` > 1 the logits are those of the last forward pass, taken before its
+        update (what ``tent.py`` returns); with one step, the model before any update."""
         if not isinstance(x, torch.Tensor) or x.dim() < 1 or len(x) == 0:
             raise EntrolabError("x must be a non-empty batch tensor [B, ...]")
         if self.method in ("source", "norm"):
@@ -226,11 +229,11 @@ class EntropyMinTTA:
         if self.episodic:
             self.reset()
         assert self.optimizer is not None
-        first: torch.Tensor | None = None
+        last: torch.Tensor | None = None
         info = StepInfo(0, len(x), float("nan"))
         for _ in range(self.steps):
             logits = self._forward(self.model, x)
-            first = logits.detach() if first is None else first
+            last = logits.detach()  # as tent.py: the last pass's logits, taken before its update
             h, sel = self._objective(x, logits)
             loss = selected_loss(h, sel)
             info = StepInfo(
@@ -240,5 +243,5 @@ class EntropyMinTTA:
                 loss.backward()
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        assert first is not None
-        return first, info
+        assert last is not None
+        return last, info
