@@ -172,4 +172,5 @@ def lm_loss_with_attention_entropy(
     if not out.attentions or any(a is None for a in out.attentions):
         raise EntrolabError("the model returned no attention maps; load it with eager attention")
     penalty = regularizer(out.attentions)
-    return out.loss + penalty, {"ce": float(out.loss), "attn_entropy_penalty": float(penalty)}
+    parts = {"ce": out.loss.detach().item(), "attn_entropy_penalty": penalty.detach().item()}
+    return out.loss + penalty, parts
