@@ -22,10 +22,12 @@ from typing import Any, Literal
 
 import torch
 
+from entrolab.backends.decode import pad_batch
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.rl.agent import agent_rollout
 from entrolab.rl.rollout import Rollout, sample_rollout
+from entrolab.rl.spear import BufferEntry, ReplayBuffer, intrinsic_weight, sil_weight
 from entrolab.rl.tree_rollout import TreeRollout, cure_rollout, traces_rollout, tree_rollout
 from entrolab.rl.ttrl import (
     distinct_answers,
@@ -74,6 +76,11 @@ class ExploreConfig:
         agent_*: multi-turn calculator rollouts (``mode: agent``, :mod:`entrolab.rl.agent`):
             turns per episode, entropy window, AEPO's β of the budget split, the
             consecutive-branch penalty, and whether to split the budget at all (``agent_aepo``).
+        replay, replay_capacity, sil_max, sil_warmup: SPEAR self-imitation
+            (:mod:`entrolab.rl.spear`): buffer of successful responses per prompt replayed into
+            later groups, advantage scaled by the rising SIL weight.
+        intrinsic, intrinsic_decay: SPEAR's decaying exploration bonus for tool use (agent mode:
+            reward + w(step)·1[the episode called the tool]).
     """
 
     mode: Literal["iid", "tree", "cure", "agent"] = "iid"
@@ -96,6 +103,12 @@ class ExploreConfig:
     agent_beta: float = 1.0
     agent_penalty: float = 0.5
     agent_aepo: bool = True
+    replay: bool = False
+    replay_capacity: int = 256
+    sil_max: float = 1.0
+    sil_warmup: int = 0
+    intrinsic: float = 0.0
+    intrinsic_decay: int = 0
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -111,6 +124,13 @@ class ExploreConfig:
         need(not unknown, f"unknown echo settings {unknown}; known: {sorted(ECHO_DEFAULTS)}")
         need(self.agent_max_turns >= 1 and self.agent_window >= 1, "agent turns/window >= 1")
         need(0 <= self.agent_penalty <= 1, "agent_penalty must be in [0, 1]")
+        need(self.replay_capacity >= 1 and self.sil_max >= 0, "replay_capacity >= 1, sil_max >= 0")
+        need(self.intrinsic >= 0 and self.intrinsic_decay >= 0, "intrinsic settings must be >= 0")
+        need(
+            not (self.replay and self.mode in ("agent", "tree", "cure")),
+            "replay splices single responses into i.i.d. groups: use it with mode iid",
+        )
+        need(self.intrinsic == 0 or self.mode == "agent", "intrinsic tool bonus needs mode agent")
         need(
             self.mode != "agent" or self.shaping == "none",
             "shaping needs sampling-time statistics, which multi-turn agent rollouts do not keep",
@@ -135,6 +155,8 @@ class Explorer:
         self.echo = {**ECHO_DEFAULTS, **config.echo}
         self.last: TreeRollout | None = None
         self._traces: list | None = None
+        self.buffer = ReplayBuffer(config.replay_capacity)
+        self._replayed: list[int] = []
 
     @property
     def plain(self) -> bool:
@@ -149,6 +171,7 @@ class Explorer:
     def sample(self, backend, prompts, gen: GenerationConfig, seeds, step: int) -> Rollout:
         """The step's rollout (prompt-major; ``group_size`` = G' for tree/CURE groups)."""
         c = self.config
+        self._step, self._replayed, self._pad = step, [], int(backend.pad_id)
         self.last, self._traces = None, None
         if self.plain:
             return sample_rollout(backend, prompts, gen, seeds)
@@ -208,6 +231,13 @@ class Explorer:
         g_vote = rollout.group_size
         answers = [task.extract(it, t) for it, t in zip(row_items, rollout.texts, strict=True)]
         metrics["train/distinct_answers"] = distinct_answers(answers, g_vote)
+        if c.intrinsic:
+            w = intrinsic_weight(self._step, c.intrinsic, c.intrinsic_decay)
+            bonus = torch.tensor([float("<result>" in t) for t in rollout.texts])
+            scored = dataclasses.replace(scored, rewards=scored.rewards + w * bonus)
+            metrics["spear/intrinsic_weight"] = w
+        if c.replay:
+            rollout, scored = self._replay(task, row_items, rollout, scored, metrics)
         if c.reward != "majority":
             return rollout, row_items, scored, metrics
         labels = majority_pseudo_labels(answers, g_vote)
@@ -263,6 +293,11 @@ class Explorer:
         metrics: dict[str, float] = {}
         extra: dict[str, torch.Tensor] = {}
         mask = rollout.response_mask
+        if self._replayed:
+            lam = sil_weight(step, c.sil_max, c.sil_warmup)
+            adv = adv.clone()
+            adv[self._replayed] = adv[self._replayed] * lam
+            metrics["spear/sil_weight"] = lam
         if self.last is not None and c.prefix == "shared" and self.active_mode(step) == "tree":
             adv = adv * self.last.credit[:, : adv.shape[1]].to(adv.dtype)
         if c.shaping == "none":
@@ -310,3 +345,55 @@ class Explorer:
             if with_conf:
                 conf[i, :n] = topk_confidence_probs(tr.topk_logprobs[start:], k).float()
         return ent, conf
+
+    # --------------------------------------------------------------------------- replay
+    def _replay(self, task, row_items, rollout: Rollout, scored, metrics):
+        """SPEAR: splice buffered successes over each group's worst sample when they beat the
+        current baseline; then offer each group's best fresh sample to the buffer."""
+        g = rollout.group_size
+        n = len(rollout) // g
+        rewards = scored.rewards.clone()
+        correct = None if scored.correct is None else scored.correct.clone()
+        resp = [rollout.response_ids[r, : int(rollout.response_mask[r].sum())].tolist()
+                for r in range(len(rollout))]  # fmt: skip
+        prompts, texts = [list(p) for p in rollout.prompt_ids], list(rollout.texts)
+        fresh = [(resp[r], prompts[r], texts[r], float(rewards[r])) for r in range(len(rollout))]
+        for i in range(n):
+            rows = list(range(i * g, (i + 1) * g))
+            key = str(row_items[rows[0]].id)
+            e = self.buffer.recall(key, float(rewards[rows].mean()))
+            worst = min(rows, key=lambda r: float(rewards[r]))
+            if e is not None and float(rewards[worst]) < e.reward:
+                resp[worst], prompts[worst], texts[worst] = (
+                    list(e.response_ids),
+                    list(e.prompt_ids),
+                    e.text,
+                )
+                rewards[worst] = e.reward
+                if correct is not None:
+                    correct[worst] = bool(task.grade(row_items[worst], e.text).correct)
+                self._replayed.append(worst)
+            best = max(rows, key=lambda r: fresh[r][3])
+            ids, p, t, rew = fresh[best]
+            self.buffer.offer(key, BufferEntry(p, ids, t, rew, self._step))
+        if self._replayed:
+            ids, mask = pad_batch(resp, self._pad, "right")
+            rollout = dataclasses.replace(
+                rollout, prompt_ids=prompts, response_ids=ids, response_mask=mask.to(torch.bool),
+                texts=texts,
+            )  # fmt: skip
+            acc = scored.accuracy if correct is None else float(correct.float().mean())
+            scored = dataclasses.replace(scored, rewards=rewards, correct=correct, accuracy=acc)
+        metrics["spear/buffer_size"] = float(len(self.buffer))
+        metrics["spear/replayed_frac"] = len(self._replayed) / max(n, 1)
+        return rollout, scored
+
+    def save(self, folder) -> None:
+        """Checkpoint hook: the SPEAR buffer (safetensors + JSON) when replay is on."""
+        if self.config.replay:
+            self.buffer.save(folder)
+
+    def load(self, folder) -> None:
+        """Resume hook: the SPEAR buffer saved by :meth:`save`."""
+        if self.config.replay:
+            self.buffer = ReplayBuffer.load(folder)

@@ -222,6 +222,7 @@ class Trainer:
                     "resume with the same recipe, or use another run directory"
                 )
             state = ckpt.load_checkpoint(latest, model=self.policy, optimizer=self.optimizer)
+            self.explorer.load(latest)
             self.step = int(state["step"])
             self.monitor.load_state_dict(state["monitor"])
             if state.get("selection") is not None:
@@ -312,7 +313,7 @@ class Trainer:
             "advantage": self.loss.pipeline.state_dict(),
             "loss_state": self.loss_state.state_dict(),
         }
-        return ckpt.save_checkpoint(
+        folder = ckpt.save_checkpoint(
             self.run_dir,
             self.step,
             model=self.policy,
@@ -320,6 +321,8 @@ class Trainer:
             state=state,
             keep=self.config.keep_checkpoints,
         )
+        self.explorer.save(folder)  # SPEAR replay buffer (safetensors + JSON)
+        return folder
 
     # ------------------------------------------------------------------------------- step
     def train_step(self) -> dict[str, Any]:
