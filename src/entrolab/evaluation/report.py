@@ -116,8 +116,8 @@ def footnote(rows: list[dict], n_items: int) -> str:
         return ""
     return (
         f"[lo,hi] = {level:.0%} bootstrap interval over the {n_items} items (AUROC/PRR/AURC "
-        "stratified by correctness); # =k: AUROC not distinguishable from rank k's (DeLong "
-        "p ≥ 0.05, uncorrected); † AUROC interval includes 0.5 (chance)"
+        "stratified by correctness); =k in the rank (#) column: AUROC not distinguishable "
+        "from rank k's (DeLong p ≥ 0.05, uncorrected); † AUROC interval includes 0.5 (chance)"
     )
 
 
