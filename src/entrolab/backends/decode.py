@@ -171,6 +171,7 @@ def replay_step_hook(
     )
     lengths = torch.tensor([len(t) for t in traces])
     cut = lengths.clone()
+    hit = torch.zeros(len(traces), dtype=torch.bool)
     active = torch.arange(len(traces))
     step = 0
     while active.numel():
@@ -193,12 +194,15 @@ def replay_step_hook(
         )
         stop = call_step_hook(hook, rows[active], step, stats)
         ends = step + 1 >= lengths[active]
-        cut[active[stop & ~ends]] = step + 1
+        cut[active[stop]] = step + 1
+        hit[active[stop]] = True
         active = active[~(stop | ends)]
         step += 1
+    # as in the decode loop: a rule firing at a trace's last token marks it "stopped" unless
+    # that token is EOS (EOS is checked first)
     return [
-        t if n == len(t) else t.head(n, finish_reason="stopped")
-        for t, n in zip(traces, cut.tolist(), strict=True)
+        t.head(n, finish_reason="stopped") if h and (n < len(t) or t.finish_reason != "eos") else t
+        for t, n, h in zip(traces, cut.tolist(), hit.tolist(), strict=True)
     ]
 
 
