@@ -48,3 +48,18 @@ def test_eval_end_to_end_on_the_server_skips_full_logit_estimators(remote, tiny_
     assert row["u"]["perplexity"] == pytest.approx(-np.mean(row["trace"]["logprob"]), rel=1e-6)
     # top-k (renormalised) token entropy ≤ … is not the full entropy: the runs differ
     assert row["trace"]["provenance"]["vocab"] == "topk"
+
+
+def test_eval_report_lists_the_estimators_the_backend_cannot_run(remote, tmp_path) -> None:
+    from rich.console import Console
+
+    from entrolab.evaluation.report import print_summary, render_eval_html
+
+    res = evaluate(remote, "arithmetic", n=4, samples=2, max_new_tokens=6, chunk=4, out=tmp_path)
+    skipped = res.config["estimators_skipped"]
+    assert "self_certainty" in skipped and "self_certainty" not in res.config["estimators_run"]
+    console = Console(record=True, width=100)
+    print_summary(res, console=console)
+    text = console.export_text()
+    assert "skipped self_certainty:" in text and "full-logits" in text
+    assert "skipped self_certainty:" in render_eval_html(res)

@@ -314,11 +314,8 @@ def evaluate(
         max_new_tokens=cfg.max_new_tokens,
         seed=cfg.seed,
     )
-    names = (
-        list(cfg.estimators)
-        if cfg.estimators is not None
-        else (applicable_estimators(backend, est_cfg)[0])
-    )
+    applicable, skipped = applicable_estimators(backend, est_cfg)
+    names = list(cfg.estimators) if cfg.estimators is not None else applicable
     if exclude:
         from entrolab.estimators import ESTIMATORS
 
@@ -326,7 +323,12 @@ def evaluate(
         names = [n for n in names if n not in drop]
         if not names:
             raise EntrolabError("--exclude left no estimator to run; exclude fewer")
-    stored = {**cfg.to_dict(), "estimators_run": names, "items": len(items)}
+    stored = {
+        **cfg.to_dict(),
+        "estimators_run": names,
+        "estimators_skipped": skipped,  # name -> why this backend cannot run it
+        "items": len(items),
+    }
     run = RunDir(out).open(stored, overwrite=overwrite) if out is not None else None
     rows = run.rows() if run is not None else []
     done = {r["index"] for r in rows}

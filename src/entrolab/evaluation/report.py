@@ -152,6 +152,15 @@ def print_summary(results: EvalResults, console: Console | None = None) -> None:
         console.print(Text(note, style="dim"))
     for line in reading_lines(rows):
         console.print(Text(line))
+    for line in skipped_lines(results.config):
+        console.print(Text(line, style="dim"))
+
+
+def skipped_lines(config: dict) -> list[str]:
+    """One line per estimator the backend could not run, with the reason (e.g. top-k-only
+    servers cannot give self-certainty, which needs full logits)."""
+    skipped = config.get("estimators_skipped") or {}
+    return [f"skipped {name}: {why}" for name, why in sorted(skipped.items())]
 
 
 def worst_confidently_wrong(results: EvalResults, k: int = 5) -> list[tuple[dict, float, str]]:
@@ -177,7 +186,9 @@ def render_eval_html(results: EvalResults, *, worst: int = 5) -> str:
         for i, r in enumerate(rows, start=1)
     )
     figures = results.plot() if any(s.auroc is not None for s in results.scores) else {}
-    reading = "".join(f"<li>{esc(line)}</li>" for line in reading_lines(rows))
+    reading = "".join(
+        f"<li>{esc(line)}</li>" for line in reading_lines(rows) + skipped_lines(results.config)
+    )
     intro = (
         f"<p><b>{esc(headline(results))}</b> (accuracy interval: exact Clopper–Pearson)</p>"
         "<h2>Which signal tells when to trust the model?</h2>"
