@@ -17,8 +17,8 @@ a change in machine load hits both sides alike. Each repeat times, on the same 3
 HF computes full-vocabulary statistics per token (entropy, varentropy, self-certainty, rank,
 top-20); vLLM returns its top-20 logprobs (entrolab derives the rest). Tokens/s = generated
 tokens / wall seconds of one ``generate`` call. Ratio = HF tok/s / vLLM tok/s per repeat; the
-table gives the mean and a t-based 95% interval over repeats. Engine start-up is reported apart
-and not in the ratio. Both workers get the same threads (``--threads``, default 1: 2-thread
+table gives their geometric mean with a 95% interval (t interval on the log ratios). Engine
+start-up is reported apart and not in the ratio. Both workers get the same threads (``--threads``, default 1: 2-thread
 torch stalls badly when other processes share the 2 cores; vLLM's own "auto" binding would pin
 1 thread and reserve the other core, so it runs unpinned, ``VLLM_CPU_OMP_THREADS_BIND=nobind``,
 with OMP_NUM_THREADS = threads) and the same allocator (tcmalloc when found: it matters a lot
@@ -175,10 +175,17 @@ def t_interval(xs: list[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def ratio_interval(ratios: list[float]) -> tuple[float, float, float]:
+    """Geometric mean of per-repeat ratios and its 95% interval (t interval on log ratios)."""
+    m, lo, hi = t_interval([math.log(r) for r in ratios])
+    return math.exp(m), math.exp(lo), math.exp(hi)
+
+
 def table(rows: list[dict], dtypes: list[str]) -> str:
     lines = [
-        "| dtype | case | HF tok/s | vLLM tok/s | HF / vLLM (mean [95% CI]) | n |",
-        "|---|---|---|---|---|---|",
+        "| dtype | case | HF tok/s median (min-max) | vLLM tok/s median (min-max) "
+        "| HF / vLLM, geometric mean [95% CI] | per-repeat ratios | n |",
+        "|---|---|---|---|---|---|---|",
     ]
     for dtype in dtypes:
         for case in CASES:
@@ -192,11 +199,12 @@ def table(rows: list[dict], dtypes: list[str]) -> str:
                 continue
             hf = [got["hf", r]["tokens"] / got["hf", r]["seconds"] for r in reps]
             vl = [got["vllm", r]["tokens"] / got["vllm", r]["seconds"] for r in reps]
-            ratio = t_interval([a / b for a, b in zip(hf, vl, strict=True)])
-            fmt = lambda xs: "{:.0f} [{:.0f}, {:.0f}]".format(*t_interval(xs))  # noqa: E731
+            ratios = [a / b for a, b in zip(hf, vl, strict=True)]
+            g = ratio_interval(ratios)
+            fmt = lambda xs: f"{statistics.median(xs):.0f} ({min(xs):.0f}-{max(xs):.0f})"  # noqa: E731
             lines.append(
-                f"| {dtype} | {case} | {fmt(hf)} | {fmt(vl)} | "
-                f"{ratio[0]:.2f} [{ratio[1]:.2f}, {ratio[2]:.2f}] | {len(reps)} |"
+                f"| {dtype} | {case} | {fmt(hf)} | {fmt(vl)} | {g[0]:.2f} [{g[1]:.2f}, {g[2]:.2f}] "
+                f"| {', '.join(f'{x:.2f}' for x in ratios)} | {len(reps)} |"
             )
     return "\n".join(lines)
 
@@ -233,6 +241,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cases", default=",".join(CASES), help="greedy,sample")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eager", action="store_true", help="vLLM without graph compilation")
     ap.add_argument("--no-tcmalloc", dest="tcmalloc", action="store_false")
@@ -259,7 +268,7 @@ def main() -> None:
         todo = [
             (rep, case)
             for rep in range(args.repeats)
-            for case in CASES
+            for case in args.cases.split(",")
             if any((dtype, case, rep, b) not in done for b in ("hf", "vllm"))
         ]
         if not todo:
