@@ -36,6 +36,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     items = mcq_items(args.n, seed=args.seed, digits=args.digits)
     backend = None
+    results = {}
     print(
         "| hint | order | n | accuracy | mean conf | ECE (ccrag) | ACE (ccrag) | ECE (torchmetrics) |"
     )
@@ -51,6 +52,7 @@ def main() -> None:
                 backend = backend or HFBackend.load()
                 res = measure_mcq(backend, items, hint, order)
                 path.write_text(json.dumps({k: v.tolist() for k, v in res.items()}))
+            results[(hint, order)] = res
             m = calibration_side_by_side(res["confidence"], res["correct"])
             cell = lambda d: f"{d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"  # noqa: E731
             print(
