@@ -28,20 +28,36 @@ def tiny_dir(tmp_path_factory):
 
 
 def test_think_prints_totals_and_writes_exact_token_counts(tiny_dir, tmp_path):
-    out = tmp_path / "think.json"
+    out = tmp_path / "think"
     args = ["think", "--strategy", "majority", "--budget", "3", "--n", "2", "--model"]
     args += [str(tiny_dir), "--param", "max_new_tokens=6", "--param", "temperature=1", "--out"]
     result = runner.invoke(app, [*args, str(out)])
     assert result.exit_code == 0, result.output
     assert "total" in result.output and "/item" in result.output
-    rec = json.loads(out.read_text())
-    assert rec["params"] == {"max_new_tokens": 6, "temperature": 1, "budget": 3}
-    assert len(rec["items"]) == 2 and rec["task"]["name"] == "arithmetic"
-    for item in rec["items"]:
+    rec = json.loads((out / "summary.json").read_text())  # a run directory
+    config = json.loads((out / "config.json").read_text())
+    assert rec["params"] == config["params"] == {"max_new_tokens": 6, "temperature": 1, "budget": 3}
+    items = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(items) == 2 and rec["task"]["name"] == "arithmetic"
+    assert [it["index"] for it in items] == [0, 1] and len(config["items"]) == 2
+    for item in items:
         assert item["num_traces"] == 3
         assert item["generated_tokens"] == sum(item["meta"]["lengths"])
         assert all(1 <= n <= 6 for n in item["meta"]["lengths"])
-    assert rec["summary"]["generated_tokens"] == sum(i["generated_tokens"] for i in rec["items"])
+    assert rec["summary"]["generated_tokens"] == sum(i["generated_tokens"] for i in items)
+    # --report shows the stored run again without a model
+    per_item = f"({rec['summary']['tokens_per_item']:.1f}/item)"
+    again = runner.invoke(app, ["think", "--strategy", "majority", "--report", str(out)])
+    assert again.exit_code == 0 and per_item in again.output
+    # the older single-file form: shown with a note, refused as --out with the way forward
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"strategy": "majority", **rec, "items": items}))
+    shown = runner.invoke(app, ["think", "--strategy", "majority", "--report", str(old)])
+    assert shown.exit_code == 0 and "single-file result of an older entrolab" in shown.output
+    assert per_item in shown.output
+    refused = runner.invoke(app, [*args, str(old)])
+    assert "think now writes a run directory" in str(refused.exception)
+    assert f"--report {old}" in str(refused.exception)
 
 
 def test_think_rejects_bad_names_and_params_before_loading_the_model(tmp_path):

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
 from entrolab.errors import EntrolabError
@@ -33,20 +34,30 @@ def quiet_hf_progress() -> Iterator[None]:
 def stage_progress(
     console: Console, label: str = "", *, total: int | None = None, stage: str = "starting"
 ) -> Iterator[Callable[..., None]]:
-    """A transient progress bar ``[label] stage ━━━ done/total elapsed`` with transformers' own
-    bars silenced meanwhile.
+    """A transient progress bar ``[label] stage ━━━ done/total rate/s elapsed ETA remaining`` with
+    transformers' own bars silenced meanwhile (the one progress display of every command).
 
     Yields ``update(done, total, stage=None)``: sets the bar to ``done`` of ``total`` items and,
     when ``stage`` is given, the text after ``label``. ``total=None`` starts an open-ended bar.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     head = f"[bold]{label} " if label else "[bold]"
     progress = Progress(
         TextColumn(head + "{task.fields[stage]}"),
         BarColumn(),
         MofNCompleteColumn(),
+        _RateColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
     )
@@ -58,6 +69,51 @@ def stage_progress(
             progress.update(bar, completed=done, total=total, **fields)
 
         yield update
+
+
+def _rate_text(speed: float | None) -> str:
+    """Items per second as shown in the bar: ``"0.25/s"``; ``"–/s"`` before the first item."""
+    if not speed:
+        return "–/s"
+    return f"{speed:.2f}/s" if speed < 10 else f"{speed:.0f}/s"
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second of a task."""
+
+    def render(self, task: Task) -> Text:
+        return Text(_rate_text(task.speed), style="cyan")
+
+
+def resume_command(argv: Sequence[str] | None = None) -> str:
+    """The command line that was run, as ``entrolab …`` quoted for a POSIX shell (the command that
+    resumes a resumable run: the same one again)."""
+    import shlex
+    import sys
+
+    return shlex.join(["entrolab", *(sys.argv[1:] if argv is None else argv)])
+
+
+@contextmanager
+def on_interrupt(console: Console, saved: str, *, resumable: bool = True) -> Iterator[None]:
+    """Turn Ctrl-C (KeyboardInterrupt) into one line saying what was saved and the exact command
+    that resumes (or restarts) the work, then exit with status 130.
+
+    ``saved`` says what is on disk, e.g. ``"finished items are in runs/x/results.jsonl"``.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        import typer
+
+        verb = "resume with" if resumable else "run again with"
+        console.print(
+            Text.assemble(
+                ("interrupted: ", "bold yellow"), f"{saved}; {verb}: ", (resume_command(), "bold")
+            ),
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
 
 
 def load_backend(console: Console, model: str | None, dtype: str, allow_download: bool = False):

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from entrolab.cli.common import parse_params, task_and_items
@@ -37,27 +37,81 @@ def think_command(
     model: Annotated[str | None, _MODEL] = None,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
     out: Annotated[
-        Path | None, typer.Option(help="JSON file [default: runs/think-STRATEGY-TASK.json]")
+        Path | None, typer.Option(help="run directory [default: runs/think-STRATEGY-TASK]")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="discard a run with other settings")] = False,
+    chunk: Annotated[int, typer.Option(help="items per checkpoint")] = 4,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="show the results of RUN_DIR (or an older single-file JSON) again"),
     ] = None,
 ) -> None:
-    """Run one test-time-compute strategy on a task: accuracy and generated tokens per item."""
-    from entrolab.cli.common import load_backend, stage_progress
-    from entrolab.inference.base import make_strategy, summarize_outcomes
+    """Run one test-time-compute strategy on a task: accuracy and generated tokens per item.
 
+    Each finished item is appended to RUN_DIR/results.jsonl (settings in config.json, totals in
+    summary.json); run the same command again to resume an interrupted run.
+    """
+    from entrolab.cli.common import load_backend, on_interrupt, stage_progress
+    from entrolab.cli.think_run import load_think_run, run_think
+    from entrolab.inference.base import make_strategy
+    from entrolab.inference.degenerate import strategy_warnings
+
+    if report is not None:
+        _print_think(*load_think_run(report, console))
+        return
     params = parse_params(param)
     if budget is not None:
         params["budget"] = budget
     strat = make_strategy(strategy, **params)  # bad names/params fail before the model loads
+    if chunk < 1:
+        raise EntrolabError("--chunk must be >= 1 (items per checkpoint)")
     task_obj, items = task_and_items(task, task_setting, n, seed)
+    run_dir = out or Path("runs") / f"think-{strategy}-{_slug(task)}"
+    for line in strategy_warnings(strat):  # before the model loads
+        _warn(line)
     backend = load_backend(console, model, dtype)
-    with stage_progress(console, strategy, total=len(items), stage="") as update:
-        outcomes = strat.run(backend, task_obj, items, seed=seed, on_progress=update)
-    summary = summarize_outcomes(outcomes)
-    table = Table("item", "reference", "answer", "correct", "tokens", "traces", title=strategy)
-    for it, o in zip(items, outcomes, strict=True):
-        mark = Text("yes", "green") if o.correct else Text("no", "red")
+    config = {
+        "strategy": strategy,
+        "params": params,
+        "task": task_obj.describe(),
+        "model": backend.name,
+        "dtype": dtype,
+        "seed": seed,
+        "items": [it.id for it in items],
+    }
+    saved = f"finished items are in {run_dir / 'results.jsonl'}"
+    with (
+        on_interrupt(console, saved),
+        stage_progress(console, strategy, total=len(items), stage="") as update,
+    ):
+        record = run_think(
+            strat, backend, task_obj, items, config, run_dir, seed=seed, chunk=chunk,
+            overwrite=overwrite, on_progress=update, on_warning=_warn,
+        )  # fmt: skip
+    _print_think(record, strategy)
+    console.print(Text.assemble("results written to ", (str(run_dir), "bold"), "/"))
+
+
+def _warn(line: str) -> None:
+    console.print(Text.assemble(("warning: ", "bold yellow"), line), soft_wrap=True)
+
+
+def _print_think(record: dict[str, Any], title: str) -> None:
+    """The per-item table and the totals row of a think record (``summary`` + ``items``)."""
+    from entrolab.cli.think_run import confidence_note
+
+    summary = record["summary"]
+    item_col = Column("item", overflow="fold")  # ids are never cut
+    table = Table(item_col, "reference", "answer", "correct", "tokens", "traces", title=title)
+    for it in record["items"]:
+        mark = Text("yes", "green") if it["correct"] else Text("no", "red")
         table.add_row(
-            it.id, it.answer, str(o.answer), mark, str(o.generated_tokens), str(o.num_traces)
+            it["item_id"],
+            str(it["reference"]),
+            str(it["answer"]),
+            mark,
+            str(it["generated_tokens"]),
+            str(it["num_traces"]),
         )
     table.add_section()
     table.add_row(
@@ -69,22 +123,9 @@ def think_command(
         str(summary["traces"]),
     )
     console.print(table)
-    path = out or Path("runs") / f"think-{strategy}-{_slug(task)}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "strategy": strategy,
-        "params": params,
-        "task": task_obj.describe(),
-        "model": backend.name,
-        "seed": seed,
-        "summary": summary,
-        "items": [
-            {"reference": it.answer, "prompt": it.prompt, **o.to_dict()}
-            for it, o in zip(items, outcomes, strict=True)
-        ],
-    }
-    path.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    console.print(Text.assemble("results written to ", (str(path), "bold")))
+    note = confidence_note(record)
+    if note:
+        console.print(note, style="dim")
 
 
 def _slug(task: str) -> str:

@@ -1,0 +1,150 @@
+"""Progress and Ctrl-C on long commands: `entrolab think` on a tiny local model in a
+pseudo-terminal shows items done/total, rate and ETA before it finishes; SIGINT mid-run prints one
+line naming what was saved and the exact resume command; the resumed run equals an uninterrupted
+one. Plus the pieces of the shared helper (rate text, resume command, interrupt line)."""
+
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
+from entrolab.cli.common import _rate_text, on_interrupt, resume_command, stage_progress
+from entrolab.cli.think_cmd import think_command
+from entrolab.models import tiny_model
+
+runner = CliRunner()
+app = typer.Typer()
+app.command("think")(think_command)
+app.command("other")(lambda: None)
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    model, tok = tiny_model(seed=0)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _rows(run):
+    rows = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines() if x]
+    return sorted(rows, key=lambda r: r["index"])
+
+
+def _read(fd, out: bytearray, timeout: float) -> bool:
+    """Read what the pty has within ``timeout`` s into ``out``; False at EOF."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    if not ready:
+        return True
+    try:
+        chunk = os.read(fd, 65536)
+    except OSError:  # EIO: the child closed the terminal
+        return False
+    out.extend(chunk)
+    return bool(chunk)
+
+
+def test_think_in_a_terminal_shows_progress_and_resumes_after_sigint(tiny_dir, tmp_path):
+    run = tmp_path / "run"
+    args = ["think", "--strategy", "majority", "--budget", "2", "--n", "12", "--chunk", "1"]
+    args += ["--model", str(tiny_dir), "--param", "max_new_tokens=6", "--out", str(run)]
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "OMP_NUM_THREADS": "1", "TERM": "xterm"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "entrolab.cli.main", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    )
+    os.close(slave)
+    out = bytearray()
+    deadline = time.monotonic() + 240
+    try:
+        # wait for the first checkpointed item, then interrupt
+        while not ((run / "results.jsonl").exists() and _rows(run)):
+            assert time.monotonic() < deadline, out.decode(errors="replace")
+            assert proc.poll() is None, out.decode(errors="replace")
+            _read(master, out, 0.005)
+        proc.send_signal(signal.SIGINT)
+        while _read(master, out, 1.0) and time.monotonic() < deadline:
+            if proc.poll() is not None and not select.select([master], [], [], 0.2)[0]:
+                break
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = _ANSI.sub("", out.decode(errors="replace"))
+    # a progress line (done/total, rate, ETA) was drawn before the interrupt line
+    progress = re.search(r"majority\s.*\b\d+/12\s+(–|\d+(\.\d+)?)/s\s.*ETA", text)
+    assert progress is not None, text
+    stop = text.index("interrupted: ")
+    assert progress.start() < stop
+    line = " ".join(text[stop:].split())  # the one line, unwrapped
+    assert f"finished items are in {run / 'results.jsonl'}" in line
+    assert "resume with: entrolab " + " ".join(args) in line
+    assert code == 130
+    saved = _rows(run)
+    assert 1 <= len(saved) < 12  # interrupted mid-run, finished items kept
+    # the same command resumes; the result equals an uninterrupted run
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    fresh = tmp_path / "fresh"
+    result = runner.invoke(app, [*args[:-1], str(fresh)])
+    assert result.exit_code == 0, result.output
+    resumed, whole = _rows(run), _rows(fresh)
+    assert [r["index"] for r in resumed] == list(range(12))
+    assert resumed == whole
+    assert (
+        json.loads((run / "summary.json").read_text())["summary"]
+        == json.loads((fresh / "summary.json").read_text())["summary"]
+    )
+
+
+def test_rate_text():
+    assert _rate_text(None) == "–/s" and _rate_text(0.0) == "–/s"
+    assert _rate_text(0.254) == "0.25/s"  # items per second, two decimals below 10
+    assert _rate_text(12.6) == "13/s"
+
+
+def test_resume_command_quotes_for_the_shell():
+    cmd = resume_command(["think", "--strategy", "majority", "--task", "jsonl:my file.jsonl"])
+    assert cmd == "entrolab think --strategy majority --task 'jsonl:my file.jsonl'"
+
+
+def test_on_interrupt_prints_one_line_and_exits_130(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["entrolab", "sample", "hi there"])
+    console = Console(record=True, width=40)
+    with (
+        pytest.raises(typer.Exit) as exc,
+        on_interrupt(console, "nothing was saved", resumable=False),
+    ):
+        raise KeyboardInterrupt
+    assert exc.value.exit_code == 130
+    text = console.export_text()
+    assert text == "interrupted: nothing was saved; run again with: entrolab sample 'hi there'\n"
+
+
+def test_stage_progress_in_a_terminal_draws_done_total_rate_and_eta():
+    console = Console(force_terminal=True, width=120, record=True)
+    with stage_progress(console, "think", total=4, stage="") as update:
+        update(1, 4)
+        update(2, 4)
+    text = _ANSI.sub("", console.export_text())
+    assert re.search(r"think\s.*2/4\s+\S+/s\s.*ETA", text), text
