@@ -6,8 +6,8 @@ the initial maj@8 (from the step-0 evaluation rows), token entropy, pseudo-label
 wrong-majority lock-in rate at the end (held-out items whose majority answer is wrong with
 share ≥ 0.75), distinct answers per group and ``frac_zero_std`` over the first steps, and the
 Invisible-Leash counts of the last evaluation vs step 0 (k = eval samples). Summaries: mean with a
-95% t-interval over seeds (n = seeds). Prints a markdown section; ``--write`` replaces the
-"Exploring rollouts" section of docs/rl_results.md.
+95% t-interval over seeds (n = seeds). Prints a markdown table and writes it to
+``<out>/summary.md`` (copied by hand into docs/rl_results.md with the reading).
 
     .venv/bin/python bench/rl_explore.py --steps 40 --seeds 3
 """
@@ -35,6 +35,12 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         "proxy_cure.yaml",
         ["explore.mode=iid", "rollout.group_size=8"],
     ),
+    "SPEAR": ("proxy_spear.yaml", []),
+    "AEPO-agentic sg-clip": ("proxy_grpo.yaml", ["algorithm.loss=aepo_agentic"]),
+    "AEPO-agentic plain clip": (
+        "proxy_grpo.yaml",
+        ["algorithm.loss=aepo_agentic", "algorithm.loss_params.sg_clip=false"],
+    ),
 }
 SECTION = "## Exploring rollouts (issue 12)"
 
@@ -60,7 +66,10 @@ def run(arm: str, seed: int, steps: int, out: Path) -> Path:
 
     torch.set_num_threads(1)
     recipe, extra = ARMS[arm]
-    run_dir = out / f"{arm.split()[0].lower()}{'-ctl' if 'control' in arm else ''}-s{seed}"
+    slug = {"AEPO-agentic sg-clip": "aepo-sg", "AEPO-agentic plain clip": "aepo-plain"}.get(
+        arm, f"{arm.split()[0].lower()}{'-ctl' if 'control' in arm else ''}"
+    )
+    run_dir = out / f"{slug}-s{seed}"
     cfg = load_config(
         ROOT / "recipes" / recipe,
         [*extra, f"seed={seed}", f"steps={steps}", "eval.every=20", "checkpoint_every=10",
@@ -108,8 +117,12 @@ def summarise(run_dir: Path, steps: int, early: int) -> dict[str, float]:
         vals = [r[key] for r in rs if key in r]
         return float(np.mean(vals)) if vals else float("nan")
 
+    hard = [j for j, r in enumerate(start_rows) if sum(r.correct) / len(r.correct) <= 0.25]
+    hard_end = [sum(end_rows[j].correct) / len(end_rows[j].correct) for j in hard]
     return {
         "pass@1 start": by[0]["eval/pass@1"],
+        "hard pass@1 end": float(np.mean(hard_end)) if hard_end else float("nan"),
+        "hi-clip grad frac": pick("loss/hi_clip_grad_frac", recs),
         "pass@1 end": last["eval/pass@1"],
         "maj@8 start": float(maj0),
         "H_tok end": last["eval/token_entropy"],
@@ -134,7 +147,6 @@ def main() -> None:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-rl-explore")
     ap.add_argument("--early", type=int, default=10, help="steps averaged for the CURE group stats")
-    ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     arms = [x.strip() for x in a.arms.split(",") if x.strip()]
