@@ -148,3 +148,35 @@ def test_stage_progress_in_a_terminal_draws_done_total_rate_and_eta():
         update(2, 4)
     text = _ANSI.sub("", console.export_text())
     assert re.search(r"think\s.*2/4\s+\S+/s\s.*ETA", text), text
+
+
+@pytest.mark.parametrize("command", ["sample", "analyze"])
+def test_sample_and_analyze_draw_progress_in_a_terminal(command, tiny_dir, monkeypatch):
+    from entrolab.cli import main, sample_cmd
+
+    term = Console(force_terminal=True, record=True, width=160)
+    monkeypatch.setattr(main, "console", term)
+    monkeypatch.setattr(sample_cmd, "console", term)
+    args = [command, "What is 2+3?", "--model", str(tiny_dir), "--max-new-tokens", "5"]
+    args += ["--samples", "3"] + (["--temperature", "1"] if command == "analyze" else [])
+    result = runner.invoke(main.app, args)
+    assert result.exit_code == 0, result.output
+    text = _ANSI.sub("", term.export_text())
+    label = "top_h" if command == "sample" else "generating"
+    assert re.search(rf"{label}\s.*\b\d/3\s+\S+/s\s.*ETA", text), text
+    if command == "analyze":  # the cross-sample summary
+        assert re.search(r"answers across 3 samples: [123] distinct", text), text
+
+
+def test_compare_samplers_draws_progress_in_a_terminal(tiny_dir, tmp_path, monkeypatch):
+    from entrolab.cli import main, sample_cmd
+
+    term = Console(force_terminal=True, record=True, width=160)
+    monkeypatch.setattr(main, "console", term)
+    monkeypatch.setattr(sample_cmd, "console", term)
+    args = ["compare-samplers", "--sampler", "top_h:alpha=0.4", "--temperature", "1", "--n", "2"]
+    args += ["--samples", "2", "--max-new-tokens", "5", "--model", str(tiny_dir)]
+    result = runner.invoke(main.app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    text = _ANSI.sub("", term.export_text())
+    assert re.search(r"compare-samplers\s.*\b\d/2\s+\S+/s\s.*ETA", text), text

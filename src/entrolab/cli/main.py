@@ -160,6 +160,10 @@ def analyze(
 
     summaries = [summarize(t, window=window) for t in traces]
     print_traces(traces, summaries, console=console)
+    if len(traces) > 1:
+        from entrolab.tasks.agreement import sample_agreement
+
+        console.print(sample_agreement([t.text for t in traces]).line(), soft_wrap=True)
     if json_out is not None:
         traces.save(json_out)
         console.print(Text.assemble("traces written to ", (str(json_out), "bold")))
@@ -176,23 +180,15 @@ def analyze(
 
 
 def _generate(backend, prompt: str, config):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from entrolab.cli.common import on_interrupt, stage_progress
 
-    with Progress(
-        TextColumn("[bold]generating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[tokens]} tokens"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("gen", total=config.num_samples, tokens=0)
-
-        def on_progress(done: int, total: int, tokens: int) -> None:
-            progress.update(task, completed=done, total=total, tokens=tokens)
-
-        return backend.generate([prompt], config, on_progress=on_progress)
+    with (
+        on_interrupt(console, "nothing was saved (analyze is not checkpointed)", resumable=False),
+        stage_progress(console, "generating", total=config.num_samples, stage="") as update,
+    ):
+        return backend.generate(
+            [prompt], config, on_progress=lambda d, t, tok: update(d, t, f"{tok} tokens")
+        )
 
 
 def main() -> None:

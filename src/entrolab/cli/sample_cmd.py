@@ -83,8 +83,17 @@ def sample_command(
         sampler=sampler,
         sampler_params=params,
     )
-    with out_console.status(Text(f"sampling {samples} completion(s) with {sampler}…")):
-        traces = backend.generate([prompt], config)
+    from entrolab.cli.common import on_interrupt, stage_progress
+
+    with (
+        on_interrupt(
+            out_console, "nothing was saved (sampling is not checkpointed)", resumable=False
+        ),
+        stage_progress(out_console, sampler, total=samples, stage="sampling") as update,
+    ):
+        traces = backend.generate(
+            [prompt], config, on_progress=lambda d, t, tok: update(d, t, f"{tok} tokens")
+        )
     if quiet:
         typer.echo(json.dumps(traces.to_dict()))
         return
@@ -189,10 +198,11 @@ def compare_samplers_command(
 
 
 def _run(model, dtype, settings, run_dir, overwrite, compare_samplers):
-    from entrolab.cli.common import load_backend, stage_progress
+    from entrolab.cli.common import load_backend, on_interrupt, stage_progress
 
     backend = load_backend(console, model, dtype)
-    with stage_progress(console) as update:
+    saved = f"finished items are in {Path(run_dir) / 'results.jsonl'}"
+    with on_interrupt(console, saved), stage_progress(console, "compare-samplers") as update:
         return compare_samplers(
             backend, out=run_dir, overwrite=overwrite, on_progress=update, **settings
         )
