@@ -61,6 +61,23 @@ def main() -> None:
                 f"{cell(m['ece_torchmetrics'])} |",
                 flush=True,
             )
+    from entrolab.calibration import mcnemar_exact, paired_mean_difference
+
+    base = results[("none", args.orders[0])]
+    print(
+        "\nPaired on the same items vs no hint: accuracy difference [95% paired bootstrap] "
+        "(exact McNemar p); mean-confidence difference [95% paired bootstrap]"
+    )
+    for (hint, order), res in results.items():
+        if hint == "none":
+            continue
+        acc = mcnemar_exact(res["correct"], base["correct"])
+        conf = paired_mean_difference(res["confidence"], base["confidence"])
+        print(
+            f"- {hint} ({order}): accuracy {acc.difference:+.3f} [{acc.low:+.3f}, {acc.high:+.3f}] "
+            f"(p={acc.p_value:.3g}); confidence {conf.difference:+.3f} [{conf.low:+.3f}, "
+            f"{conf.high:+.3f}]"
+        )
 
 
 if __name__ == "__main__":
