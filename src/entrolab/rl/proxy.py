@@ -171,7 +171,8 @@ def train_sft(
 ) -> list[float]:
     """Next-token cross-entropy on the reply tokens (prompt tokens masked), AdamW with a cosine
     schedule; batches drawn with a seeded generator. Returns the per-step mean loss (nats/token).
-    The model is left in eval mode.
+    The model is left in eval mode with no gradients (``.grad`` None), as a model loaded from
+    the SFT cache.
 
     ``loss="entropy_sft"``: Light-IF's Entropy-SFT form, each token's cross-entropy weighted by
     the clamped entropy ratio of the model's own prediction
@@ -208,6 +209,9 @@ def train_sft(
         opt.step()
         sched.step()
         losses.append(float(value.detach()))
+    # no gradient may outlive SFT: the RL update accumulates into .grad (zeroed after each step),
+    # so a leftover last-SFT-step gradient would make the first run differ from cached ones
+    model.zero_grad(set_to_none=True)
     model.eval()
     return losses
 
