@@ -124,14 +124,16 @@ def analyze(
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     k: Annotated[int, typer.Option("--k", help="top-k alternatives kept per token")] = 20,
     window: Annotated[
-        int, typer.Option(help="tokens per DeepConf confidence window (= deepconf_window(64))")
+        int, typer.Option(help="tokens per DeepConf confidence window; 8 = deepconf_window(64)")
     ] = 8,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the traces here")] = None,
     html_out: Annotated[
         Path | None, typer.Option("--html", help="write an HTML report here")
     ] = None,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
-    allow_download: Annotated[bool, typer.Option(help="let a hub id be downloaded")] = False,
+    allow_download: Annotated[
+        bool, typer.Option("--allow-download", help="let a hub id be downloaded")
+    ] = False,
 ) -> None:
     """Answer PROMPT and show each token's entropy, the confidence summary and forking tokens."""
     from entrolab.config import GenerationConfig
