@@ -313,22 +313,5 @@ def cure_rollout(
 
 def _join(backend, root: Trace, own: Trace, c: int) -> Trace:
     """Root tokens 0..c−1 then the continuation (statistics of the continuation's own tokens)."""
-    from dataclasses import replace
-
-    cat = lambda a, b: torch.cat([a[:c], b]) if a is not None and b is not None else None  # noqa: E731
-    ids = cat(root.token_ids, own.token_ids)
-    return replace(
-        own,
-        prompt=root.prompt,
-        text="".join(root.tokens[:c]) + own.text,
-        token_ids=ids,
-        tokens=tuple(root.tokens[:c]) + tuple(own.tokens),
-        logprob=cat(root.logprob, own.logprob),
-        entropy=cat(root.entropy, own.entropy),
-        varentropy=cat(root.varentropy, own.varentropy),
-        self_certainty=cat(root.self_certainty, own.self_certainty),
-        rank=cat(root.rank, own.rank),
-        topk_ids=cat(root.topk_ids, own.topk_ids),
-        topk_logprobs=cat(root.topk_logprobs, own.topk_logprobs),
-        meta={**own.meta, "branch_position": c, "new_tokens": len(own)},
-    )
+    meta = {**own.meta, "branch_position": c, "new_tokens": len(own)}
+    return Trace.joined(root, c, own, prompt=root.prompt, meta=meta)
