@@ -59,7 +59,7 @@ def _read(fd, out: bytearray, timeout: float) -> bool:
 
 def test_think_in_a_terminal_shows_progress_and_resumes_after_sigint(tiny_dir, tmp_path):
     run = tmp_path / "run"
-    args = ["think", "--strategy", "majority", "--budget", "2", "--n", "12", "--chunk", "1"]
+    args = ["think", "--strategy", "majority", "--budget", "2", "--n", "30", "--chunk", "1"]
     args += ["--model", str(tiny_dir), "--param", "max_new_tokens=6", "--out", str(run)]
     master, slave = pty.openpty()
     env = {**os.environ, "COLUMNS": "160", "OMP_NUM_THREADS": "1", "TERM": "xterm"}
@@ -92,7 +92,7 @@ def test_think_in_a_terminal_shows_progress_and_resumes_after_sigint(tiny_dir, t
         os.close(master)
     text = _ANSI.sub("", out.decode(errors="replace"))
     # a progress line (done/total, rate, ETA) was drawn before the interrupt line
-    progress = re.search(r"majority\s.*\b\d+/12\s+(–|\d+(\.\d+)?)/s\s.*ETA", text)
+    progress = re.search(r"majority\s.*\b\d+/30\s+(–|\d+(\.\d+)?)/s\s.*ETA", text)
     assert progress is not None, text
     stop = text.index("interrupted: ")
     assert progress.start() < stop
@@ -101,7 +101,7 @@ def test_think_in_a_terminal_shows_progress_and_resumes_after_sigint(tiny_dir, t
     assert "resume with: entrolab " + " ".join(args) in line
     assert code == 130
     saved = _rows(run)
-    assert 1 <= len(saved) < 12  # interrupted mid-run, finished items kept
+    assert 1 <= len(saved) < 30  # interrupted mid-run, finished items kept
     # the same command resumes; the result equals an uninterrupted run
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -109,7 +109,7 @@ def test_think_in_a_terminal_shows_progress_and_resumes_after_sigint(tiny_dir, t
     result = runner.invoke(app, [*args[:-1], str(fresh)])
     assert result.exit_code == 0, result.output
     resumed, whole = _rows(run), _rows(fresh)
-    assert [r["index"] for r in resumed] == list(range(12))
+    assert [r["index"] for r in resumed] == list(range(30))
     assert resumed == whole
     assert (
         json.loads((run / "summary.json").read_text())["summary"]

@@ -135,3 +135,21 @@ def test_points_and_plot_from_rows_hand_computed():
     assert svg.startswith("<svg") and ">m<" in svg and ">x<" in svg
     with pytest.raises(EntrolabError, match="no points"):
         pareto_svg([])
+
+
+def test_think_warns_before_work_and_keeps_the_warnings_in_the_run(tiny_dir, tmp_path):
+    out = tmp_path / "offline"
+    args = ["think", "--strategy", "deepconf-offline", "--budget", "3", "--n", "1", "--model"]
+    args += [str(tiny_dir), "--param", "max_new_tokens=6", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    # top 10% of 3 traces keeps 1; the window (8) covers the 6-token replies
+    keep = "keeps the top 10% of 3 traces = 1 trace"
+    assert flat.index(keep) < flat.index("deepconf-offline ┏")  # before the results table
+    assert "window 8 tokens >= the longest reply (6 tokens)" in flat
+    warnings = json.loads((out / "summary.json").read_text())["warnings"]
+    assert any(keep in w for w in warnings)
+    shown = runner.invoke(app, ["think", "--strategy", "deepconf-offline", "--report", str(out)])
+    assert keep in " ".join(shown.output.split())
+    assert "in nats" in " ".join(result.output.split())  # DeepConf confidence says its unit

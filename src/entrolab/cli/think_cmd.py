@@ -57,7 +57,10 @@ def think_command(
     from entrolab.inference.degenerate import strategy_warnings
 
     if report is not None:
-        _print_think(*load_think_run(report, console))
+        record, title = load_think_run(report, console)
+        for line in record.get("warnings", []):
+            _warn(line)
+        _print_think(record, title)
         return
     params = parse_params(param)
     if budget is not None:

@@ -144,6 +144,9 @@ def load_think_run(path: str | Path, console: Console) -> tuple[dict[str, Any], 
         "summary": summarize_outcomes([ItemOutcome.from_dict(r) for r in rows]),
         "items": rows,
     }
+    summary = path / SUMMARY
+    if summary.is_file():  # the warnings of the finished run
+        record["warnings"] = json.loads(summary.read_text(encoding="utf-8")).get("warnings", [])
     if len(rows) < len(config.get("items", rows)):
         console.print(
             f"{path}: {len(rows)} of {len(config['items'])} items finished (run the same think "

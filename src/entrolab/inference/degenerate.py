@@ -36,7 +36,7 @@ def window_warning(what: str, window: int, max_reply_tokens: int) -> str | None:
     return (
         f"{what}: window {window} tokens >= the longest reply ({max_reply_tokens} tokens), so the "
         "lowest-, bottom-10%- and tail-window confidences all equal the mean confidence; "
-        f"use window < {max_reply_tokens} (e.g. max_new_tokens // 8) or longer replies"
+        f"use a window below {max_reply_tokens} tokens or longer replies"
     )
 
 
