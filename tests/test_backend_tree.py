@@ -112,3 +112,34 @@ def test_bad_settings(tiny_backend) -> None:
     # a MockBackend lacks kv_branching
     with pytest.raises(EntrolabError, match="KV-cache prefix branching"):
         generate_tree(MockBackend(torch.zeros(3, 4)), ["x"], CFG)
+
+
+def test_width_function_critical_rule_and_branch_pruning_hook(tiny_backend) -> None:
+    # per-point width: 1 branch at the first point, 3 at the second
+    def width(root, t):
+        return 1 if t == min(BRANCH_RULES.get("entropy")(root, 2, torch.Generator())) else 3
+
+    out = generate_tree(tiny_backend, PROMPTS[:1], CFG, points=2, branches=width)
+    for root_i in (0, 1):
+        kids = [t for t in out if t.meta.get("parent") == root_i]
+        by_point: dict[int, int] = {}
+        for k in kids:
+            by_point[k.meta["branch_position"]] = by_point.get(k.meta["branch_position"], 0) + 1
+        assert sorted(by_point.values()) == [1, 3]  # 1 at the earlier point, 3 at the later
+    # critical rule: only tokens whose text has more than one non-space character
+    root = out[0]
+    picks = BRANCH_RULES.get("critical")(root, 3, torch.Generator().manual_seed(0))
+    assert all(len(root.tokens[t].strip()) > 1 for t in picks)
+
+    # a pruning hook stopping every branch at its 2nd own token: each branch has 2 new tokens
+    def prune(rows, step, stats):
+        return torch.full(rows.shape, step >= 1, dtype=torch.bool)
+
+    pruned = generate_tree(tiny_backend, PROMPTS[:1], CFG, points=1, branches=2, branch_hook=prune)
+    kids = [t for t in pruned if "parent" in t.meta]
+    assert kids and all(
+        k.meta["new_tokens"] <= 2
+        and (k.finish_reason in ("stopped", "eos") or k.meta["new_tokens"] < 2)
+        for k in kids
+    )
+    assert any(k.finish_reason == "stopped" and k.meta["new_tokens"] == 2 for k in kids)

@@ -90,7 +90,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (
             ("list", "bogus"),
             "unknown registry kind 'bogus'. Known kinds: advantage_shapers, advantages, "
-            "aggregations, calibrators",
+            "aggregations, branch_rules, calibrators",
         ),
         (
             ("analyze", "hi", "--model", "nobody/nothing-here"),

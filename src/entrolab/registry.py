@@ -32,6 +32,7 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "tasks": "entrolab.tasks:TASKS",
         "estimators": "entrolab.estimators:ESTIMATORS",
         "samplers": "entrolab.decoding:SAMPLERS",
+        "branch_rules": "entrolab.backends.tree:BRANCH_RULES",
         "strategies": "entrolab.inference:STRATEGIES",
         "voters": "entrolab.inference.voting:VOTERS",
         "trace_scores": "entrolab.inference.voting:TRACE_SCORES",

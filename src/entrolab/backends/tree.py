@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from entrolab.backends.base import Prompt, prompt_as_ids, require
+from entrolab.backends.decode import StepHook
 from entrolab.backends.hf_rows import RowDecoder
 from entrolab.backends.sampling import resolve_warper, seed_function
 from entrolab.config import GenerationConfig
@@ -92,6 +93,24 @@ def random_points(trace: Trace, k: int, generator: torch.Generator) -> list[int]
     return sorted(int(p) + 1 for p in pick)
 
 
+@BRANCH_RULES.register(
+    "critical",
+    summary="k random picks among the 20 highest-entropy tokens whose text is longer than one "
+    "character (CURE's critical tokens)",
+    paper="Li et al. 2025, CURE: critical-token-guided re-concatenation for entropy-collapse "
+    "prevention",
+    defaults={"pool": 20},
+)
+def critical_points(trace: Trace, k: int, generator: torch.Generator, pool: int = 20) -> list[int]:
+    """k distinct positions drawn with ``generator`` from the ``pool`` highest-entropy tokens
+    (position ≥ 1) whose piece has more than one non-space character."""
+    cand = [t for t in _top_positions(trace.entropy, pool) if len(trace.tokens[t].strip()) > 1]
+    if not cand:
+        return []
+    pick = torch.randperm(len(cand), generator=generator)[:k]
+    return sorted(cand[int(i)] for i in pick)
+
+
 def branch_seed(root_seed: int, position: int, branch: int) -> int:
     """The seed of branch ``branch`` at ``position`` of the root sampled with ``root_seed``.
 
@@ -106,23 +125,35 @@ def generate_tree(
     prompts: Sequence[Prompt],
     config: GenerationConfig,
     *,
-    rule: str = "entropy",
+    rule: str | BranchRule = "entropy",
     points: int = 2,
-    branches: int = 2,
+    branches: int | Callable[[Trace, int], int] = 2,
     seeds: Sequence[int] | None = None,
+    branch_hook: StepHook | None = None,
 ) -> TraceBatch:
-    """G = ``config.num_samples`` roots per prompt, then ``branches`` continuations from each
-    of up to ``points`` branch points per root chosen by ``rule`` (see module docstring).
+    """G = ``config.num_samples`` roots per prompt, then continuations from each of up to
+    ``points`` branch points per root chosen by ``rule`` (see module docstring).
 
-    Returns the roots of every prompt (sample_index 0..G−1) followed by the branches (sample
-    indices from G on), prompt by prompt. Roots are exactly ``backend.generate(prompts,
-    config, seeds=seeds)``.
+    Args:
+        rule: a name in :data:`BRANCH_RULES` or a callable ``(trace, k, generator) -> positions``.
+        branches: continuations per branch point, or ``width(root, position) -> int`` for a
+            per-point width (e.g. ECHO's confidence-adaptive width; 0 skips the point).
+        branch_hook: a per-step stopping rule for the branch rows (online pruning); its ``rows``
+            are branch numbers in plan order, and a pruned branch ends ``"stopped"``.
+    Returns:
+        the roots of every prompt (sample_index 0..G−1) followed by the branches (sample
+        indices from G on), prompt by prompt. Roots are exactly ``backend.generate(prompts,
+        config, seeds=seeds)``.
     """
     require(backend, "kv_branching", "tree rollouts")
-    rule_fn = BRANCH_RULES.get(rule)
-    for name, v in (("points", points), ("branches", branches)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise EntrolabError(f"{name} must be an int >= 0, got {v!r}")
+    rule_fn = rule if callable(rule) else BRANCH_RULES.get(rule)
+    if isinstance(points, bool) or not isinstance(points, int) or points < 0:
+        raise EntrolabError(f"points must be an int >= 0, got {points!r}")
+    if not callable(branches) and (
+        isinstance(branches, bool) or not isinstance(branches, int) or branches < 0
+    ):
+        raise EntrolabError(f"branches must be an int >= 0 or a width function, got {branches!r}")
+    width = branches if callable(branches) else (lambda _root, _t: branches)
     if config.greedy:
         raise EntrolabError(
             "tree rollouts sample: set temperature > 0 (greedy branches are all equal)"
@@ -160,12 +191,17 @@ def generate_tree(
     for r, root in enumerate(roots):
         gen = torch.Generator().manual_seed(branch_seed(roots_dec.row_seeds[r], -1, -1))
         for t in rule_fn(root, points, gen)[:points]:
-            plan += [(r, t, j) for j in range(branches)]
+            n = width(root, t)
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise EntrolabError(f"the branch width function returned {n!r}; return an int >= 0")
+            plan += [(r, t, j) for j in range(n)]
     by_prompt: list[list[Trace]] = [[] for _ in ids]
     for r, (i, _) in enumerate(rows):
         by_prompt[i].append(roots[r])
     if plan:
-        branch_traces = _branch(backend, config, ids, texts, rows, roots, roots_dec, state, plan)
+        branch_traces = _branch(
+            backend, config, ids, texts, rows, roots, roots_dec, state, plan, branch_hook
+        )
         for (r, _, _), tr in zip(plan, branch_traces, strict=True):
             by_prompt[rows[r][0]].append(tr)
     out: list[Trace] = []
@@ -180,7 +216,9 @@ def generate_tree(
     return TraceBatch(tuple(out))
 
 
-def _branch(backend, config, ids, texts, rows, roots, roots_dec, state, plan) -> list[Trace]:
+def _branch(
+    backend, config, ids, texts, rows, roots, roots_dec, state, plan, hook=None
+) -> list[Trace]:
     """Continue every (root, t, j) of ``plan`` from the kept root cache; returns full traces."""
     width = state.prompt_width
     keep, refeed, positions, seeds = [], [], [], []
@@ -195,7 +233,7 @@ def _branch(backend, config, ids, texts, rows, roots, roots_dec, state, plan) ->
         seeds.append(seed_function(0, [branch_seed(roots_dec.row_seeds[r], t, j)])(0, 0))
     budget = [config.max_new_tokens - t for _, t, _ in plan]
     cfg = GenerationConfig.from_dict({**config.to_dict(), "max_new_tokens": max(budget)})
-    dec = RowDecoder(backend, cfg, seeds, warper=resolve_warper(cfg))
+    dec = RowDecoder(backend, cfg, seeds, warper=resolve_warper(cfg), step_hook=hook)
     new_state, logits = fork(backend.model, state, [r for r, _, _ in plan], keep, refeed, positions)
     limit = torch.tensor(budget)
 
