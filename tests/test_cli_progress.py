@@ -59,7 +59,7 @@ def _read(fd, out: bytearray, timeout: float) -> bool:
 
 def test_think_in_a_terminal_shows_progress_and_resumes_after_sigint(tiny_dir, tmp_path):
     run = tmp_path / "run"
-    args = ["think", "--strategy", "majority", "--budget", "2", "--n", "30", "--chunk", "1"]
+    args = ["think", "--strategy", "majority", "--budget", "2", "--n", "30", "--chunk", "2"]
     args += ["--model", str(tiny_dir), "--param", "max_new_tokens=6", "--out", str(run)]
     master, slave = pty.openpty()
     env = {**os.environ, "COLUMNS": "160", "OMP_NUM_THREADS": "1", "TERM": "xterm"}

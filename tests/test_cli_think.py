@@ -45,6 +45,9 @@ def test_think_prints_totals_and_writes_exact_token_counts(tiny_dir, tmp_path):
         assert item["generated_tokens"] == sum(item["meta"]["lengths"])
         assert all(1 <= n <= 6 for n in item["meta"]["lengths"])
     assert rec["summary"]["generated_tokens"] == sum(i["generated_tokens"] for i in items)
+    # the same run with other batching is refused (batching can change results in the last bits)
+    other = runner.invoke(app, [*args, str(out), "--chunk", "1"])
+    assert "holds a run with other settings (chunk)" in str(other.exception)
     # --report shows the stored run again without a model
     per_item = f"({rec['summary']['tokens_per_item']:.1f}/item)"
     again = runner.invoke(app, ["think", "--strategy", "majority", "--report", str(out)])

@@ -40,7 +40,9 @@ def think_command(
         Path | None, typer.Option(help="run directory [default: runs/think-STRATEGY-TASK]")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="discard a run with other settings")] = False,
-    chunk: Annotated[int, typer.Option(help="items per checkpoint")] = 4,
+    chunk: Annotated[
+        int, typer.Option(help="items per checkpoint (part of the run's settings)")
+    ] = 8,
     report: Annotated[
         Path | None,
         typer.Option(help="show the results of RUN_DIR (or an older single-file JSON) again"),
@@ -80,6 +82,7 @@ def think_command(
         "model": backend.name,
         "dtype": dtype,
         "seed": seed,
+        "chunk": chunk,  # items batched together: float noise of the batch can change results
         "items": [it.id for it in items],
     }
     saved = f"finished items are in {run_dir / 'results.jsonl'}"

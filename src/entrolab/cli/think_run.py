@@ -7,9 +7,10 @@ Layout (the :class:`~entrolab.evaluation.rundir.RunDir` of ``entrolab eval``/``p
       results.jsonl   one row per finished item: {index, reference, prompt, **ItemOutcome}
       summary.json    the record: settings, summary (accuracy, tokens, …) and warnings
 
-A run interrupted between chunks resumes from the rows already written; since every item's
-samples are drawn from its own seed (``item_seeds``), the resumed result equals an uninterrupted
-run.
+A run interrupted between chunks resumes from the rows already written. Every item's samples are
+drawn from its own seed (``item_seeds``), but batching items together changes the logits in the
+last bits, which can flip a confidence threshold; so chunks are appended whole and ``chunk`` is
+part of the settings: a resumed run batches exactly as an uninterrupted one and equals it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def run_think(
     run_dir: str | Path,
     *,
     seed: int = 0,
-    chunk: int = 4,
+    chunk: int = 8,
     overwrite: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
