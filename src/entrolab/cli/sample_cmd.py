@@ -61,8 +61,14 @@ def sample_command(
     from entrolab.cli.common import load_backend
 
     backend = load_backend(out_console, model, dtype)
+    from entrolab.cli.common import on_interrupt, stage_progress
+
+    nothing = "nothing was saved (sampling is not checkpointed)"
     if warm:
-        with out_console.status(Text("fitting entropix thresholds on warm-up samples…")):
+        with (
+            on_interrupt(out_console, nothing, resumable=False),
+            out_console.status(Text("fitting entropix thresholds on warm-up samples…")),
+        ):
             th = fit_thresholds_on_warmup(
                 backend,
                 [prompt],
@@ -83,12 +89,8 @@ def sample_command(
         sampler=sampler,
         sampler_params=params,
     )
-    from entrolab.cli.common import on_interrupt, stage_progress
-
     with (
-        on_interrupt(
-            out_console, "nothing was saved (sampling is not checkpointed)", resumable=False
-        ),
+        on_interrupt(out_console, nothing, resumable=False),
         stage_progress(out_console, sampler, total=samples, stage="sampling") as update,
     ):
         traces = backend.generate(
