@@ -57,10 +57,9 @@ def _read(fd, out: bytearray, timeout: float) -> bool:
     return bool(chunk)
 
 
-def test_think_in_a_terminal_shows_progress_and_resumes_after_sigint(tiny_dir, tmp_path):
-    run = tmp_path / "run"
-    args = ["think", "--strategy", "majority", "--budget", "2", "--n", "30", "--chunk", "2"]
-    args += ["--model", str(tiny_dir), "--param", "max_new_tokens=6", "--out", str(run)]
+def _interrupt_in_a_terminal(args, run) -> tuple[str, int]:
+    """Run ``entrolab ARGS`` in a pseudo-terminal, send SIGINT once ``run/results.jsonl`` has a
+    row; return (everything it drew, ANSI codes removed) and its exit code."""
     master, slave = pty.openpty()
     env = {**os.environ, "COLUMNS": "160", "OMP_NUM_THREADS": "1", "TERM": "xterm"}
     env.pop("NO_COLOR", None)
@@ -77,7 +76,8 @@ def test_think_in_a_terminal_shows_progress_and_resumes_after_sigint(tiny_dir, t
     deadline = time.monotonic() + 240
     try:
         # wait for the first checkpointed item, then interrupt
-        while not ((run / "results.jsonl").exists() and _rows(run)):
+        results = run / "results.jsonl"
+        while not (results.exists() and results.read_text().strip()):
             assert time.monotonic() < deadline, out.decode(errors="replace")
             assert proc.poll() is None, out.decode(errors="replace")
             _read(master, out, 0.005)
@@ -90,7 +90,14 @@ def test_think_in_a_terminal_shows_progress_and_resumes_after_sigint(tiny_dir, t
         if proc.poll() is None:
             proc.kill()
         os.close(master)
-    text = _ANSI.sub("", out.decode(errors="replace"))
+    return _ANSI.sub("", out.decode(errors="replace")), code
+
+
+def test_think_in_a_terminal_shows_progress_and_resumes_after_sigint(tiny_dir, tmp_path):
+    run = tmp_path / "run"
+    args = ["think", "--strategy", "majority", "--budget", "2", "--n", "30", "--chunk", "2"]
+    args += ["--model", str(tiny_dir), "--param", "max_new_tokens=6", "--out", str(run)]
+    text, code = _interrupt_in_a_terminal(args, run)
     # a progress line (done/total, rate, ETA) was drawn before the interrupt line
     progress = re.search(r"majority\s.*\b\d+/30\s+(–|\d+(\.\d+)?)/s\s.*ETA", text)
     assert progress is not None, text
@@ -180,3 +187,26 @@ def test_compare_samplers_draws_progress_in_a_terminal(tiny_dir, tmp_path, monke
     assert result.exit_code == 0, result.output
     text = _ANSI.sub("", term.export_text())
     assert re.search(r"compare-samplers\s.*\b\d/2\s+\S+/s\s.*ETA", text), text
+
+
+@pytest.mark.slow
+def test_compare_samplers_sigint_message_and_resume_equals_an_uninterrupted_run(tiny_dir, tmp_path):
+    from entrolab.cli.main import app as main_app
+
+    run = tmp_path / "run"
+    args = ["compare-samplers", "--sampler", "top_h:alpha=0.4", "--temperature", "1"]
+    args += ["--n", "24", "--samples", "2", "--max-new-tokens", "5", "--chunk", "1"]
+    args += ["--model", str(tiny_dir), "--out", str(run)]
+    text, code = _interrupt_in_a_terminal(args, run)
+    assert re.search(r"compare-samplers\s.*\b\d+/\d+\s+\S+/s\s.*ETA", text), text
+    line = " ".join(text[text.index("interrupted: ") :].split())
+    assert f"finished items are in {run / 'results.jsonl'}" in line
+    assert "resume with: entrolab " + " ".join(args) in line and code == 130
+    assert runner.invoke(main_app, args).exit_code == 0
+    fresh = tmp_path / "fresh"
+    assert runner.invoke(main_app, [*args[:-1], str(fresh)]).exit_code == 0
+    a = json.loads((run / "summary.json").read_text())
+    b = json.loads((fresh / "summary.json").read_text())
+    for row in a["table"] + b["table"]:  # wall time is the one field allowed to differ
+        row.pop("seconds")
+    assert a == b
