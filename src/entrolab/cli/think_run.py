@@ -55,6 +55,7 @@ def run_think(
     from entrolab.fileio import atomic_write_text
     from entrolab.inference.base import ItemOutcome, summarize_outcomes
     from entrolab.inference.degenerate import strategy_warnings, unparseable_warning
+    from entrolab.tasks.base import json_safe
 
     path = Path(run_dir)
     if path.is_file():
@@ -82,7 +83,9 @@ def run_think(
             backend, task, [items[i] for i in part], seed=seed, on_progress=progress
         )
         rows = [
-            {"index": i, "reference": items[i].answer, "prompt": items[i].prompt, **o.to_dict()}
+            json_safe(
+                {"index": i, "reference": items[i].answer, "prompt": items[i].prompt, **o.to_dict()}
+            )  # any answer type (rg: datasets) survives the JSON line
             for i, o in zip(part, outcomes, strict=True)
         ]
         run.append(rows)
