@@ -90,6 +90,20 @@ def test_fit_fince_labels_by_hand_resumes_and_its_command_runs(parrot_dir, task_
     assert run.exit_code == 0, run.output
 
 
+def test_fit_zip_rc_head(parrot_dir, task_file, tmp_path):
+    from entrolab.inference.zip_rc import load_zip_rc
+
+    out = tmp_path / "zip"
+    result = runner.invoke(app, [*_base("zip-rc", parrot_dir, task_file), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    head = load_zip_rc(out)
+    # 4 rollouts of "7777" per item: rows at the prompt end and after 8 tokens (none: 4 < 8)
+    # → 4 rows per item; half the items are right
+    assert head.stats["rows"] == 4 * N_ITEMS and head.stats["reward_rate"] == 0.5
+    line = next(x for x in result.output.splitlines() if x.startswith("entrolab think "))
+    assert shlex.split(line)[1:5] == ["think", "--strategy", "zip-rc", "--param"]
+
+
 def test_fit_sdm_and_bad_options(parrot_dir, task_file, tmp_path):
     from entrolab.inference.sdm import load_sdm
 

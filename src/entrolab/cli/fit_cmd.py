@@ -10,6 +10,8 @@ it with ``entrolab think``.
 * ``fince``: a FineCE prefix-confidence probe (:func:`~entrolab.inference.fince.fit_fince`;
   Monte-Carlo labels in ``OUT.labels.jsonl``, so a stopped fit resumes) for
   ``think --strategy fince --param probe=PATH`` and the ``fince`` estimator.
+* ``zip-rc``: a ZIP-RC joint reward × remaining-length head (:func:`~entrolab.inference.zip_rc.
+  fit_zip_rc`) for ``think``/``pareto --strategy zip-rc --param head=PATH``.
 * ``sdm``: an SDM verifier (:func:`~entrolab.inference.sdm.fit_sdm_on_task`; also
   ``OUT.support.safetensors``) for the ``sdm`` estimator.
 
@@ -34,7 +36,7 @@ from entrolab.errors import EntrolabError
 
 console = Console()
 
-KINDS = ("lynx", "diffadapt", "fince", "sdm")
+KINDS = ("lynx", "diffadapt", "fince", "sdm", "zip-rc")
 #: The options that belong to one kind only (CLI flag → kind).
 _OWN = {
     **dict.fromkeys(("--delta", "--cues", "--scope"), "lynx"),
@@ -156,6 +158,20 @@ def _fit_sdm(backend: Any, task_obj: Any, items: list, common: dict[str, Any]) -
     return v, line
 
 
+def _fit_zip_rc(backend: Any, task_obj: Any, items: list, common: dict[str, Any]):
+    from entrolab.inference.base import Sampling
+    from entrolab.inference.zip_rc import fit_zip_rc
+
+    budget = common["max_new_tokens"] or 64
+    head = fit_zip_rc(backend, task_obj, items, layer=common["layer"], seed=common["seed"],
+                      sampling=Sampling(max_new_tokens=budget))  # fmt: skip
+    s = head.stats
+    return head, (
+        f"ZIP-RC head at layer {head.layer}: {s['rows']} prefixes, "
+        f"{100 * s['reward_rate']:.1f}% from correct rollouts"
+    )
+
+
 def _check_values(
     max_new_tokens: int | None, delta: float | None, scope: str | None, k: int | None,
     feature: str | None, continuations: int | None = None, rule: str | None = None,
@@ -190,7 +206,7 @@ def _load_routes(path: Path | None) -> Any:
 def think_line(kind: str, path: Path, task: str, settings, model, dtype: str, seed: int) -> str:
     """The ``entrolab think`` command that uses the artefact saved at ``path`` (its stem), on
     items drawn with another seed than the fit's."""
-    param = {"lynx": "exit", "diffadapt": "router", "fince": "probe"}[kind]
+    param = {"lynx": "exit", "diffadapt": "router", "fince": "probe", "zip-rc": "head"}[kind]
     args = ["entrolab", "think", "--strategy", kind, "--param", f"{param}={path}"]
     args += ["--task", task]
     for s in settings or []:
@@ -208,7 +224,7 @@ def fit_command(
         str,
         typer.Argument(
             help="lynx (a LYNX exit), diffadapt (a difficulty router), fince (a prefix "
-            "confidence probe) or sdm (an SDM verifier)"
+            "confidence probe), sdm (an SDM verifier) or zip-rc (a reward × length head)"
         ),
     ],
     task: Annotated[
@@ -286,6 +302,8 @@ def fit_command(
                                          labels_path=labels_path)  # fmt: skip
         elif kind == "sdm":
             fitted, summary = _fit_sdm(backend, task_obj, items, common)
+        elif kind == "zip-rc":
+            fitted, summary = _fit_zip_rc(backend, task_obj, items, common)
         else:
             fitted, summary = _fit_diffadapt(
                 backend, task_obj, items, common, k=k, feature=feature, routes=route_cfg
@@ -294,8 +312,10 @@ def fit_command(
     from entrolab.inference.fince import save_fince
     from entrolab.inference.routing import save_router
     from entrolab.inference.sdm import save_sdm
+    from entrolab.inference.zip_rc import save_zip_rc
 
-    save = {"lynx": save_lynx, "diffadapt": save_router, "fince": save_fince, "sdm": save_sdm}
+    save = {"lynx": save_lynx, "diffadapt": save_router, "fince": save_fince, "sdm": save_sdm,
+            "zip-rc": save_zip_rc}  # fmt: skip
     saved = save[kind](fitted, target)
     stem = saved.with_suffix("")
     console.print(summary)
