@@ -101,14 +101,15 @@ def test_fit_lynx_saves_an_exit_whose_printed_command_runs(parrot_dir, task_file
     cmd = _command(result.output)
     assert cmd[:5] == ["think", "--strategy", "lynx", "--param", f"exit={out}"]
     assert "--seed" in cmd and cmd[cmd.index("--seed") + 1] == "1"
-    record = tmp_path / "think.json"
+    record = tmp_path / "think-run"  # think writes a run directory
     extra = ["--n", str(N_ITEMS), "--param", f'config={{"max_new_tokens": {TOKENS}}}']
     run = runner.invoke(app, [*cmd, *extra, "--out", str(record)])
     assert run.exit_code == 0, run.output
-    rec = json.loads(record.read_text())
+    rec = json.loads((record / "summary.json").read_text())
+    items = [json.loads(x) for x in (record / "results.jsonl").read_text().splitlines()]
     assert rec["summary"]["accuracy"] == 0.5  # every reply is 777777: right for half the items
-    assert all(it["answer"] == SEVENS for it in rec["items"])
-    assert all(it["meta"]["cues_seen"] >= 1 for it in rec["items"])
+    assert len(items) == N_ITEMS and all(it["answer"] == SEVENS for it in items)
+    assert all(it["meta"]["cues_seen"] >= 1 for it in items)
 
 
 def test_fit_diffadapt_labels_by_accuracy_and_its_router_separates_them(
