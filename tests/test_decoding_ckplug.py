@@ -490,12 +490,15 @@ def test_released_default_equals_official_code(seed, vocab, scales, alpha, selec
     select_top = min(select_top, vocab)  # the official code indexes the select_top-th token
     out, trig = ckplug_logits(zc, zp, alpha, select_top=select_top, relative_top=0.01)
     for i in range(zc.shape[0]):
-        ref, ref_trig = _official_ck_step(
-            zc[i : i + 1].clone(), zp[i : i + 1].clone(), alpha, alpha is None, select_top
+        ref, ref_trig = _official_ck_step(  # the official code takes `.float()` logits
+            zc[i : i + 1].float(), zp[i : i + 1].float(), alpha, alpha is None, select_top
         )
         assert bool(trig[i]) == ref_trig
         torch.testing.assert_close(
-            torch.softmax(out[i].double(), -1), torch.softmax(ref[0], -1), rtol=1e-5, atol=1e-6
+            torch.softmax(out[i].double(), -1),
+            torch.softmax(ref[0].double(), -1),
+            rtol=1e-5,
+            atol=1e-6,
         )
 
 
