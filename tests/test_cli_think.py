@@ -156,3 +156,14 @@ def test_think_warns_before_work_and_keeps_the_warnings_in_the_run(tiny_dir, tmp
     shown = runner.invoke(app, ["think", "--strategy", "deepconf-offline", "--report", str(out)])
     assert keep in " ".join(shown.output.split())
     assert "in nats" in " ".join(result.output.split())  # DeepConf confidence says its unit
+
+
+def test_pareto_warns_about_degenerate_settings_before_loading_the_model(tmp_path):
+    # deepconf-online at budget 4 with 4 warm-up traces is exactly majority voting; the model
+    # path does not exist, so the warning must come before the (failing) model load
+    missing = str(tmp_path / "no-such-model")
+    args = ["pareto", "--strategies", "deepconf-online", "--budgets", "4,16", "--n", "1"]
+    result = runner.invoke(app, [*args, "--param", "warmup=4", "--model", missing])
+    assert isinstance(result.exception, EntrolabError)  # the model load fails afterwards
+    assert "warning: deepconf-online@4:" in result.output
+    assert "deepconf-online@16" not in result.output  # 16 > 4 warm-up traces: no warning

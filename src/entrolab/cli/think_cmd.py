@@ -208,10 +208,12 @@ def pareto_command(
             raise EntrolabError(f"--budgets must be integers, got {budgets!r}") from None
         per = _strategy_params(param, names)
         from entrolab.inference.base import make_strategy
+        from entrolab.inference.degenerate import strategy_warnings
 
-        for s in names:  # bad names/params fail before the model loads
+        for s in names:  # bad names/params fail (and degenerate settings warn) before loading
             for b in sizes:
-                make_strategy(s, budget=b, **per[s])
+                for line in strategy_warnings(make_strategy(s, budget=b, **per[s])):
+                    console.print(Text(f"warning: {s}@{b}: {line}", style="yellow"))
         task_obj, items = task_and_items(task, task_setting, n, seed)
         from entrolab.cli.common import load_backend, stage_progress
 
