@@ -82,9 +82,10 @@ def eval_command(
 
 
 def _run(model: str | None, dtype: str, task: str, settings: dict):
-    from entrolab.cli.common import load_backend, stage_progress
+    from entrolab.cli.common import load_backend, on_interrupt, stage_progress
     from entrolab.evaluation import evaluate
 
     backend = load_backend(console, model, dtype)
-    with stage_progress(console, total=settings["n"]) as update:
+    saved = f"finished items are in {settings['out']}/results.jsonl"
+    with on_interrupt(console, saved), stage_progress(console, total=settings["n"]) as update:
         return evaluate(backend, task, on_progress=update, **settings)

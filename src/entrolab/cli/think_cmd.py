@@ -221,7 +221,13 @@ def pareto_command(
         run_dir = out or Path("runs") / f"pareto-{_slug(task)}"
         config = {"model": backend.name, "task": task_obj.describe(), "n": n, "dtype": dtype}
         total = len(names) * len(sizes) * len(items)
-        with stage_progress(console, "pareto", total=total, stage="") as update:
+        from entrolab.cli.common import on_interrupt
+
+        saved = f"finished (strategy, budget, item) rows are in {run_dir}/results.jsonl"
+        with (
+            on_interrupt(console, saved),
+            stage_progress(console, "pareto", total=total, stage="") as update,
+        ):
             points = run_pareto(
                 backend,
                 task_obj,

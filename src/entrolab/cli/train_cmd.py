@@ -47,13 +47,17 @@ def train_command(
         if not (run_dir / "config.yaml").is_file():
             raise EntrolabError(f"{run_dir} is not an entrolab run directory; not deleting it")
         shutil.rmtree(run_dir)
-    from entrolab.cli.common import quiet_hf_progress
+    from entrolab.cli.common import on_interrupt, quiet_hf_progress
     from entrolab.rl.preference_trainer import make_trainer
 
     def log(msg: str) -> None:
         console.print(Text(msg, style="dim"))
 
-    with quiet_hf_progress():
+    saved = (
+        f"the last checkpoint in {run_dir}/checkpoints (every checkpoint_every steps) and the "
+        "metrics up to it are kept; a cached SFT model is reused"
+    )
+    with on_interrupt(console, saved), quiet_hf_progress():
         trainer = make_trainer(config, run_dir, log=log)  # DPO/VPO when preference.method set
         records = trainer.train()
     _summary(records, run_dir)
