@@ -63,3 +63,28 @@ def test_eval_report_lists_the_estimators_the_backend_cannot_run(remote, tmp_pat
     text = console.export_text()
     assert "skipped self_certainty:" in text and "full-logits" in text
     assert "skipped self_certainty:" in render_eval_html(res)
+
+
+def test_eval_command_runs_against_a_server_with_base_url(remote, tiny_backend, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from entrolab.cli.main import app
+
+    tok_dir = tmp_path / "tok"
+    tiny_backend.tokenizer.save_pretrained(tok_dir)
+    out = tmp_path / "run"
+    args = ["eval", "--base-url", remote.base_url, "--model", "tiny", "--tokenizer", str(tok_dir)]
+    args += ["--n", "3", "--samples", "2", "--max-new-tokens", "6", "--out", str(out)]
+    # asking by name for an estimator the server cannot feed is a clear error
+    refused = CliRunner().invoke(app, [*args, "--estimators", "perplexity,self_certainty"])
+    assert "'self_certainty' cannot run: needs full-logits" in str(refused.exception)
+    result = CliRunner().invoke(app, [*args, "--estimators", "perplexity,msp", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["trace"]["provenance"]["vocab"] == "topk" for r in rows)
+    # the same items in process give the same greedy replies
+    here = evaluate(tiny_backend, "arithmetic", n=3, samples=2, max_new_tokens=6, chunk=3,
+                    estimators=["perplexity", "msp"])  # fmt: skip
+    assert [r["response"] for r in rows] == [r["response"] for r in here.rows]

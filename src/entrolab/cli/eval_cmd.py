@@ -46,6 +46,17 @@ def eval_command(
     ] = None,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
     chunk: Annotated[int, typer.Option(help="items per checkpoint (appended when done)")] = 8,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="evaluate a model behind an OpenAI-compatible server (http://HOST:PORT/v1); "
+            "--model then names the server's model, --tokenizer the local tokenizer"
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="with --base-url: tokenizer name or dir [default: the embedded one]"),
+    ] = None,
 ) -> None:
     """Evaluate confidence estimators on a task: accuracy, ranking table, plots, HTML report.
 
@@ -74,18 +85,33 @@ def eval_command(
             seed=seed,
             chunk=chunk,
         )
-        results = _run(model, dtype, task, settings)
+        results = _run(model, dtype, task, settings, base_url, tokenizer)
     print_summary(results, console)
     page = write_eval_html(Path(run_dir) / "report.html", results)
     (Path(run_dir) / "summary.json").write_text(json.dumps(results.to_json(), indent=2))
     console.print(Text.assemble("report written to ", (str(page), "bold")))
 
 
-def _run(model: str | None, dtype: str, task: str, settings: dict):
+def _run(
+    model: str | None,
+    dtype: str,
+    task: str,
+    settings: dict,
+    base_url: str | None = None,
+    tokenizer: str | None = None,
+):
     from entrolab.cli.common import load_backend, on_interrupt, stage_progress
     from entrolab.evaluation import evaluate
 
-    backend = load_backend(console, model, dtype)
+    if base_url is not None:
+        from entrolab.backends import OpenAIBackend
+        from entrolab.models import DEFAULT_MODEL
+
+        backend = OpenAIBackend(
+            base_url, model=model, tokenizer=tokenizer or DEFAULT_MODEL, token_ids=True
+        )
+    else:
+        backend = load_backend(console, model, dtype)
     saved = f"finished items are in {settings['out']}/results.jsonl"
     with on_interrupt(console, saved), stage_progress(console, total=settings["n"]) as update:
         return evaluate(backend, task, on_progress=update, **settings)
