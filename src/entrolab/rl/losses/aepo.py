@@ -37,13 +37,14 @@ from entrolab.errors import EntrolabError
 from entrolab.rl.losses.core import (
     Checked,
     aggregate,
-    check_input,
     check_scope,
     checked_ppo,
     clip_metrics,
+    entropy_input,
     finish,
     frac,
     masked_mean_f,
+    mean_entropy_selection,
 )
 from entrolab.rl.types import PolicyLossInput, PolicyLossOutput
 
@@ -75,21 +76,9 @@ def tempered_log_weight(
         return (1.0 / temperature - 1.0) * (lp + entropy.detach().to(lp.dtype))
 
 
-def _entropy(inp: PolicyLossInput) -> torch.Tensor:
-    if inp.entropy is None:
-        raise EntrolabError(
-            "aepo_arbitrary: needs inp.entropy ([B, T] token entropy in nats, no gradient needed) "
-            "to compare the policy's entropy with the target. verl: actor.calculate_entropy=True"
-        )
-    return inp.entropy.detach()
-
-
 def prepare_aepo(inp: PolicyLossInput, **_: object) -> dict[str, torch.Tensor]:
     """Whole-batch mean token entropy for ``aepo_arbitrary(selection_scope="batch")``."""
-    with torch.no_grad():
-        c = check_input(inp, "aepo_arbitrary", "token-mean")
-        h = masked_mean_f(_entropy(inp).double(), c.mask)
-    return {"mean_entropy": torch.tensor(h, dtype=torch.float64)}
+    return mean_entropy_selection(inp, "aepo_arbitrary")
 
 
 def _weights(c: Checked, inp: PolicyLossInput, temp: float, form: str, clip: float):
@@ -103,7 +92,9 @@ def _weights(c: Checked, inp: PolicyLossInput, temp: float, form: str, clip: flo
         c.old_logprobs,
         temp,
         logits=inp.logits if use_logits else None,
-        entropy=None if use_logits else torch.where(c.mask, _entropy(inp), 0.0),
+        entropy=None
+        if use_logits
+        else torch.where(c.mask, entropy_input(inp, "aepo_arbitrary"), 0.0),
     )
     w = torch.exp(torch.where(c.mask, logw, 0.0)).clamp(0.0, clip)
     return torch.where(c.mask, w, 0.0), "exact" if use_logits else "first_order"
@@ -164,7 +155,7 @@ def aepo_arbitrary(
             )
         h = float(inp.selection["mean_entropy"])
     else:
-        h = masked_mean_f(_entropy(inp).double(), c.mask)
+        h = masked_mean_f(entropy_input(inp, "aepo_arbitrary").double(), c.mask)
     below = h < target_entropy
     temp = temp_high if below else temp_low
     coef = reinforce_coef if below else reinforce_coef / 2

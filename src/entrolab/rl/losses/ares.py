@@ -47,6 +47,7 @@ from entrolab.rl.losses.core import (
     check_input,
     check_scope,
     clip_metrics,
+    entropy_input,
     finish,
     kl_penalty,
     masked_mean_f,
@@ -121,17 +122,11 @@ def _info(inp: PolicyLossInput) -> dict[str, torch.Tensor]:
     return info
 
 
-def _entropy(inp: PolicyLossInput) -> torch.Tensor:
-    if inp.entropy is None:
-        raise EntrolabError("ares: needs inp.entropy ([B, T] token entropy in nats)")
-    return inp.entropy
-
-
 def _scores(c: Checked, inp: PolicyLossInput, window: int, percentile: float, alpha: float,
             tau: float | None = None, targets: torch.Tensor | None = None):  # fmt: skip
     """Per sequence: n_hwe, bucket, entropy score; plus τ and the bucket targets used."""
     info = _info(inp)
-    w, valid = window_entropy(_entropy(inp), c.mask, window)
+    w, valid = window_entropy(entropy_input(inp, "ares"), c.mask, window)
     if tau is None:
         q = [
             torch.quantile(w[i][valid[i]], percentile) for i in range(w.shape[0]) if valid[i].any()

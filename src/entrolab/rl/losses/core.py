@@ -114,6 +114,27 @@ def check_input(inp: PolicyLossInput, loss: str, aggregation: str) -> Checked:
     )
 
 
+def entropy_input(inp: PolicyLossInput, loss: str) -> torch.Tensor:
+    """``inp.entropy`` detached ([B, T] token entropy of the current policy in nats), or a clear
+    error naming ``loss`` and how to provide it (verl: ``actor.calculate_entropy=True``)."""
+    if inp.entropy is None:
+        raise EntrolabError(
+            f"{loss}: needs inp.entropy ([B, T] token entropy of the current policy in nats, "
+            "from the temperature-scaled logits; no gradient needed). verl: set "
+            "actor.calculate_entropy=True"
+        )
+    return inp.entropy.detach()
+
+
+def mean_entropy_selection(inp: PolicyLossInput, loss: str) -> dict[str, torch.Tensor]:
+    """``{"mean_entropy": H̄}``: the token-mean entropy (nats, float64 scalar) over the whole
+    optimisation batch ``inp``, for losses that compare it with a target in batch scope."""
+    with torch.no_grad():
+        c = check_input(inp, loss, "token-mean")
+        h = masked_mean_f(entropy_input(inp, loss).double(), c.mask)
+    return {"mean_entropy": torch.tensor(h, dtype=torch.float64)}
+
+
 def check_scope(scope: str, loss: str) -> None:
     if scope not in SCOPES:
         raise EntrolabError(f"{loss}: selection_scope must be one of {SCOPES}, got {scope!r}")

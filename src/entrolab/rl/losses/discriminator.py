@@ -51,6 +51,7 @@ from entrolab.rl.losses.core import (
     check_scope,
     checked_ppo,
     clip_metrics,
+    entropy_input,
     finish,
     frac,
     masked_mean_f,
@@ -90,19 +91,10 @@ def vocab_baseline_s(logits: torch.Tensor) -> torch.Tensor:
         return (p * p * (h + logp)).sum(-1)
 
 
-def _entropy(inp: PolicyLossInput, loss: str) -> torch.Tensor:
-    if inp.entropy is None:
-        raise EntrolabError(
-            f"{loss}: needs inp.entropy ([B, T] token entropy of the current policy in nats; no "
-            "gradient needed). verl: set actor.calculate_entropy=True"
-        )
-    return inp.entropy.detach()
-
-
 def _signal(c: Checked, inp: PolicyLossInput, loss: str) -> torch.Tensor:
     """Clip_B: S; Clip_V: D = N − S (0 off-mask, float64)."""
     lp = c.logprobs.detach().double()
-    h = torch.where(c.mask, _entropy(inp, loss).double(), 0.0)
+    h = torch.where(c.mask, entropy_input(inp, loss).double(), 0.0)
     s = discriminator_s(lp, h)
     if loss == "clip_v":
         if inp.logits is None:

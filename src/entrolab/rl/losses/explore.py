@@ -27,6 +27,7 @@ from entrolab.rl.losses.core import (
     check_input,
     checked_ppo,
     clip_metrics,
+    entropy_input,
     finish,
     frac,
     log_ratio,
@@ -93,8 +94,7 @@ def aepo_agentic(
         raise EntrolabError(
             f"aepo_agentic: entropy_quantile must be in [0, 1], got {entropy_quantile}"
         )
-    if inp.entropy is None:
-        raise EntrolabError("aepo_agentic: needs inp.entropy ([B, T] token entropy in nats)")
+    entropy_input(inp, "aepo_agentic")  # fails early, with the fix, when it is missing
     check_clip(clip_low, clip_high, None, "aepo_agentic")
     c, tok, flags = checked_ppo(
         inp,

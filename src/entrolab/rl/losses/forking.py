@@ -36,6 +36,7 @@ from entrolab.rl.losses.core import (
     check_scope,
     checked_ppo,
     clip_metrics,
+    entropy_input,
     finish,
     frac,
     renormalized_aggregate,
@@ -62,15 +63,6 @@ def _check(rho: float, select: str, method: str) -> float:
     return r
 
 
-def _entropy(inp: PolicyLossInput) -> torch.Tensor:
-    if inp.entropy is None:
-        raise EntrolabError(
-            "forking_tokens: needs inp.entropy ([B, T] token entropy of the current policy in "
-            "nats, from the temperature-scaled logits; no gradient needed)"
-        )
-    return inp.entropy.detach()
-
-
 def prepare_forking(
     inp: PolicyLossInput,
     *,
@@ -88,7 +80,7 @@ def prepare_forking(
     rho = _check(rho, select, method)
     with torch.no_grad():
         c = check_input(inp, "forking_tokens", "token-mean")
-        h = _entropy(inp)[c.mask].to(torch.float64)
+        h = entropy_input(inp, "forking_tokens")[c.mask].to(torch.float64)
         if h.numel() == 0:
             thr = float("inf")
         elif method == "topk":
@@ -146,7 +138,7 @@ def forking_tokens(
         dual_clip=dual_clip,
         log_ratio_clamp=log_ratio_clamp,
     )
-    h = _entropy(inp)
+    h = entropy_input(inp, "forking_tokens")
     n_sel_global: int | None = None
     if selection_scope == "batch":
         sel = inp.selection

@@ -47,6 +47,7 @@ from entrolab.rl.losses.core import (
     check_scope,
     checked_ppo,
     clip_metrics,
+    entropy_input,
     finish,
     frac,
     masked_mean_f,
@@ -114,17 +115,8 @@ def _check(mapping: str, weight_min: float, weight_max: float) -> None:
         raise EntrolabError("steer: the exp mapping needs weight_min < 1 (k = −ln w_min > 0)")
 
 
-def _entropy(inp: PolicyLossInput) -> torch.Tensor:
-    if inp.entropy is None:
-        raise EntrolabError(
-            "steer: needs inp.entropy ([B, T] token entropy of the current policy in nats; no "
-            "gradient needed). verl: set actor.calculate_entropy=True"
-        )
-    return inp.entropy
-
-
 def _omega(c: Checked, inp: PolicyLossInput) -> torch.Tensor:
-    h = torch.where(c.mask, _entropy(inp).detach().to(c.logprobs.dtype), 0.0)
+    h = torch.where(c.mask, entropy_input(inp, "steer").to(c.logprobs.dtype), 0.0)
     return torch.where(c.mask, steer_omega(c.logprobs, c.old_logprobs, c.advantages, h), 0.0)
 
 

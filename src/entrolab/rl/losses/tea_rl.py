@@ -26,13 +26,14 @@ import torch
 from entrolab.errors import EntrolabError
 from entrolab.rl.losses.core import (
     aggregate,
-    check_input,
     check_scope,
     checked_ppo,
     clip_metrics,
+    entropy_input,
     finish,
     frac,
     masked_mean_f,
+    mean_entropy_selection,
 )
 from entrolab.rl.types import PolicyLossInput, PolicyLossOutput
 
@@ -99,21 +100,9 @@ def entropy_sft_token_loss(
     return loss, {"sft_entropy": masked_mean_f(h, mask), "sft_weight_mean": masked_mean_f(w, mask)}
 
 
-def _entropy(inp: PolicyLossInput) -> torch.Tensor:
-    if inp.entropy is None:
-        raise EntrolabError(
-            "tea_rl: needs inp.entropy ([B, T] token entropy in nats, no gradient needed). "
-            "verl: set actor.calculate_entropy=True"
-        )
-    return inp.entropy.detach()
-
-
 def prepare_tea_rl(inp: PolicyLossInput, **_: object) -> dict[str, torch.Tensor]:
     """Whole-batch mean token entropy H̄ for ``tea_rl(selection_scope="batch")``."""
-    with torch.no_grad():
-        c = check_input(inp, "tea_rl", "token-mean")
-        h = masked_mean_f(_entropy(inp).double(), c.mask)
-    return {"mean_entropy": torch.tensor(h, dtype=torch.float64)}
+    return mean_entropy_selection(inp, "tea_rl")
 
 
 def tea_rl(
@@ -154,7 +143,7 @@ def tea_rl(
                 "entrolab.rl.losses.prepare_selection('tea_rl', whole_batch_input)"
             )
         hbar = inp.selection["mean_entropy"]
-    h = torch.where(c.mask, _entropy(inp).to(tok.dtype), 0.0)
+    h = torch.where(c.mask, entropy_input(inp, "tea_rl").to(tok.dtype), 0.0)
     w = entropy_token_weights(
         h, c.mask, gamma=gamma, weight_min=weight_min, weight_max=weight_max, mean_entropy=hbar
     ).to(tok.dtype)
