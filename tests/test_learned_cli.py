@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from entrolab.cli.fit_cmd import fit_command
 from entrolab.cli.think_cmd import think_command
-from entrolab.models import tiny_model
 
 runner = CliRunner()
 app = typer.Typer()
@@ -23,27 +22,6 @@ app.command("think")(think_command)
 N_ITEMS, TOKENS = 6, 4
 SEVENS = "7" * TOKENS
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def parrot_dir(tmp_path_factory):
-    """The tiny model rigged so that every next token is "7" (as in tests/test_cli_fit.py:
-    residual dimension 0 pinned, final norm keeps only it, tied head → "7" wins by 1000×)."""
-    model, tok = tiny_model(seed=0)
-    seven = tok.convert_tokens_to_ids("7")
-    with torch.no_grad():
-        emb = model.get_input_embeddings().weight
-        emb[:, 0] = 1.0
-        emb[seven, 0] = 1000.0
-        for block in model.model.layers:
-            block.self_attn.o_proj.weight[0].zero_()
-            block.mlp.down_proj.weight[0].zero_()
-        model.model.norm.weight.zero_()
-        model.model.norm.weight[0] = 1.0
-    path = tmp_path_factory.mktemp("parrot")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
