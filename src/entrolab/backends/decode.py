@@ -24,6 +24,7 @@ __all__ = [
     "StopStrings",
     "call_step_hook",
     "chat_prompt_ids",
+    "cut_at_stop",
     "decode_loop",
     "pad_batch",
     "preallocated_cache",
@@ -122,11 +123,16 @@ class StopStrings:
         return out
 
     def cut(self, text: str) -> str:
-        """``text`` up to (not including) the first stop string found (after leading whitespace
-        with ``ignore_leading_whitespace``)."""
-        start = len(text) - len(text.lstrip()) if self.lead else 0
-        found = [text.find(s, start) for s in self.stop if s in text[start:]]
-        return text[: min(found)] if found else text
+        """``text`` cut before its first stop string (see :func:`cut_at_stop`)."""
+        return cut_at_stop(text, self.stop, ignore_leading_whitespace=self.lead)
+
+
+def cut_at_stop(text: str, stop: Sequence[str], *, ignore_leading_whitespace: bool = False) -> str:
+    """``text`` up to (not including) the first of the ``stop`` strings it contains, searching
+    after its leading whitespace with ``ignore_leading_whitespace``; unchanged when none occurs."""
+    start = len(text) - len(text.lstrip()) if ignore_leading_whitespace else 0
+    found = [text.find(s, start) for s in stop if s in text[start:]]
+    return text[: min(found)] if found else text
 
 
 #: step_hook(rows [R] int64, step, stats of the tokens just chosen) -> stop [R] bool.

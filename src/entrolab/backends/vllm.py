@@ -46,7 +46,7 @@ from entrolab.backends.base import (
     prompt_text,
     require,
 )
-from entrolab.backends.decode import chat_prompt_ids, token_pieces
+from entrolab.backends.decode import chat_prompt_ids, cut_at_stop, token_pieces
 from entrolab.backends.openai_compat import topk_statistics
 from entrolab.backends.sampling import seed_function
 from entrolab.config import GenerationConfig
@@ -357,7 +357,7 @@ class VLLMBackend:
         token_ids = [int(t) for t, _ in positions]
         text = self.decode(token_ids)
         if finish == "stop":
-            text = text[: min((text.find(x) for x in stop if x in text), default=len(text))]
+            text = cut_at_stop(text, stop)
         return Trace(
             prompt=prompt,
             text=text,
