@@ -59,6 +59,10 @@ def scripted():
             status, reply, delay, headers = script.next()
             time.sleep(delay)
             data = json.dumps(reply).encode()
+            # the request stops counting before its reply is written: once the client can read
+            # it (and send the next request) it is no longer in flight here
+            with script.lock:
+                script.in_flight -= 1
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -69,9 +73,6 @@ def scripted():
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass
-            finally:
-                with script.lock:
-                    script.in_flight -= 1
 
         def do_GET(self) -> None:
             if self.path.endswith("/models"):
