@@ -109,10 +109,15 @@ def test_pareto_is_resumable_and_extendable(tiny_dir, tmp_path):
     result = runner.invoke(app, [*bad, "--budgets", "1"])
     assert isinstance(result.exception, EntrolabError)
     assert "min_window_weighted" in str(result.exception)
-    # re-render without a model
+    # re-render without a model: the figure, the HTML report and adaptive vs majority per budget
     (run / "pareto.svg").unlink()
     result = runner.invoke(app, ["pareto", "--report", str(run)])
     assert result.exit_code == 0 and (run / "pareto.svg").exists()
+    assert "paired on items" in result.output and (run / "report.html").exists()
+    paired = json.loads((run / "comparisons.json").read_text())
+    assert [(c["strategy"], c["budget"], c["vs"], c["n"]) for c in paired] == [
+        ("adaptive", b, "majority", 2) for b in (1, 2, 3)
+    ]
 
 
 def test_points_and_plot_from_rows_hand_computed():

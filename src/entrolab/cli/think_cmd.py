@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +11,7 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-from entrolab.cli.common import parse_params, task_and_items
+from entrolab.cli.common import method_params, task_and_items
 from entrolab.errors import EntrolabError
 
 console = Console()
@@ -31,7 +30,8 @@ def think_command(
     task_setting: Annotated[list[str] | None, _TASK_SETTING] = None,
     n: Annotated[int, typer.Option("--n", help="items to run")] = 20,
     param: Annotated[
-        list[str] | None, typer.Option(help="strategy parameter KEY=VALUE (repeatable)")
+        list[str] | None,
+        typer.Option(help="strategy parameter [STRATEGY.]KEY=VALUE (repeatable), e.g. tau=0.9"),
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the items and the samples")] = 0,
     model: Annotated[str | None, _MODEL] = None,
@@ -64,7 +64,7 @@ def think_command(
             _warn(line)
         _print_think(record, title)
         return
-    params = parse_params(param)
+    params = method_params(param, [strategy], what="strategy")[strategy]
     if budget is not None:
         params["budget"] = budget
     strat = make_strategy(strategy, **params)  # bad names/params fail before the model loads
@@ -145,23 +145,6 @@ def _split_list(text: str, what: str) -> list[str]:
     return out
 
 
-def _strategy_params(pairs: list[str] | None, names: list[str]) -> dict[str, dict[str, Any]]:
-    """``STRATEGY.KEY=VALUE`` (one strategy) or ``KEY=VALUE`` (all of them)."""
-    out: dict[str, dict[str, Any]] = {s: {} for s in names}
-    for key, value in parse_params(pairs).items():
-        target, dot, name = key.partition(".")
-        if dot and target in out:
-            out[target][name] = value
-        elif dot:
-            raise EntrolabError(
-                f"--param {key}=…: {target!r} is not one of the strategies run ({', '.join(names)})"
-            )
-        else:
-            for s in names:
-                out[s][key] = value
-    return out
-
-
 def pareto_command(
     strategies: Annotated[
         str, typer.Option(help="comma-separated strategy names")
@@ -185,20 +168,27 @@ def pareto_command(
     report: Annotated[
         Path | None, typer.Option(help="redraw the plot of RUN_DIR without generating")
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="strategy the others are compared with [default: majority if run]"),
+    ] = None,
 ) -> None:
     """Accuracy against generated tokens for several strategies and budgets (resumable).
 
     Every (strategy, budget, item) result is appended to RUN_DIR/results.jsonl; run the same
     command again to resume, or with more strategies/budgets to extend the run. Writes
-    RUN_DIR/pareto.svg (one curve per strategy) and RUN_DIR/points.json.
+    RUN_DIR/pareto.svg (one curve per strategy), RUN_DIR/report.html (the figure, the points
+    and each strategy against the baseline at the same budget, paired on items),
+    RUN_DIR/points.json and RUN_DIR/comparisons.json.
     """
-    from entrolab.inference.pareto import load_points, pareto_svg, run_pareto
+    from entrolab.inference.pareto import run_pareto
+    from entrolab.inference.pareto_report import comparison_text, write_pareto_report
 
     title = task
     if report is not None:
         from entrolab.evaluation.rundir import RunDir
 
-        run_dir, points = report, load_points(report)
+        run_dir = report
         title = str(RunDir(report).config().get("task", {}).get("spec") or "")
     else:
         names = _split_list(strategies, "strategies")
@@ -206,7 +196,7 @@ def pareto_command(
             sizes = [int(b) for b in _split_list(budgets, "budgets")]
         except ValueError:
             raise EntrolabError(f"--budgets must be integers, got {budgets!r}") from None
-        per = _strategy_params(param, names)
+        per = method_params(param, names, what="strategy", example="deepconf-online.warmup=4")
         from entrolab.inference.base import make_strategy
         from entrolab.inference.degenerate import strategy_warnings
 
@@ -228,7 +218,7 @@ def pareto_command(
             on_interrupt(console, saved),
             stage_progress(console, "pareto", total=total, stage="") as update,
         ):
-            points = run_pareto(
+            run_pareto(
                 backend,
                 task_obj,
                 items,
@@ -242,6 +232,7 @@ def pareto_command(
                 chunk=chunk,
                 on_progress=update,
             )
+    points, comparisons = write_pareto_report(run_dir, title=title, baseline=baseline)
     table = Table(
         "strategy", "budget", "accuracy [95% CI]", "tokens/item", "answered", "n", title="pareto"
     )
@@ -255,9 +246,29 @@ def pareto_command(
             str(p.n),
         )
     console.print(table)
+    if comparisons:
+        paired = Table(
+            "strategy",
+            "budget",
+            "vs",
+            "Δ accuracy [95% CI]",
+            "Δ tokens/item [95% CI]",
+            "",
+            title="paired on items (n.s. = interval includes 0)",
+        )
+        for c in comparisons:
+            acc, tok, sig = comparison_text(c)
+            paired.add_row(
+                c["strategy"], str(c["budget"]), c["vs"], acc, tok, "" if sig else "n.s."
+            )
+        console.print(paired)
     run_dir = Path(run_dir)
-    (run_dir / "pareto.svg").write_text(pareto_svg(points, title=title), encoding="utf-8")
-    (run_dir / "points.json").write_text(
-        json.dumps([p.to_dict() for p in points], indent=2), encoding="utf-8"
+    console.print(
+        Text.assemble(
+            "report written to ",
+            (str(run_dir / "report.html"), "bold"),
+            " (plot: ",
+            (str(run_dir / "pareto.svg"), "bold"),
+            ")",
+        )
     )
-    console.print(Text.assemble("plot written to ", (str(run_dir / "pareto.svg"), "bold")))
