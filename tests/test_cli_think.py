@@ -69,7 +69,7 @@ def test_think_rejects_bad_names_and_params_before_loading_the_model(tmp_path):
     assert isinstance(result.exception, UnknownNameError)
     assert "Did you mean 'majority'" in str(result.exception)
     result = runner.invoke(app, ["think", "--strategy", "adaptive", "--param", "tau"])
-    assert "--param takes KEY=VALUE" in str(result.exception)
+    assert "--param takes [NAME.]KEY=VALUE" in str(result.exception)
     result = runner.invoke(
         app, ["think", "--strategy", "adaptive", "--param", "bogus=1", "--model", missing]
     )

@@ -139,6 +139,14 @@ def parse_value(text: str) -> Any:
         return _WORDS.get(word.lower(), word)
 
 
+def format_value(value: Any) -> str:
+    """Inverse of :func:`parse_value`: ``value`` as typed on the command line (strings bare
+    when they read back as themselves, anything else as JSON)."""
+    if isinstance(value, str) and parse_value(value) == value:
+        return value
+    return json.dumps(value)
+
+
 def parse_params(
     pairs: Sequence[str] | None, *, option: str = "--param", example: str = "tau=0.9"
 ) -> dict[str, Any]:
@@ -160,6 +168,82 @@ def parse_params(
             raise EntrolabError(f"{option} {key}=… is given twice; keep one of them")
         out[key] = parse_value(value)
     return out
+
+
+#: The one spelling of method parameters on every command (shown in errors and deprecations).
+PARAM_FORM = "--param [NAME.]KEY=VALUE"
+
+
+def method_params(
+    pairs: Sequence[str] | None,
+    names: Sequence[str],
+    *,
+    what: str = "method",
+    bare: bool = True,
+    alias: Callable[[str], str] | None = None,
+    example: str = "tau=0.9",
+) -> dict[str, dict[str, Any]]:
+    """Parse ``--param [NAME.]KEY=VALUE`` pairs (the one parameter convention of the CLI) into
+    ``{name: {key: value}}`` for the methods ``names`` a command runs.
+
+    ``NAME.KEY=VALUE`` sets ``KEY`` of method ``NAME`` only; a bare ``KEY=VALUE`` sets it for
+    every method in ``names``, and a ``NAME.KEY`` beats a bare ``KEY`` (``bare=False`` forbids that, for commands whose methods share no
+    parameters). Values follow :func:`parse_value`. ``alias`` maps a NAME as typed to the name
+    in ``names`` (e.g. a registry alias to its canonical name; default: unchanged).
+
+    Raises:
+        EntrolabError: a pair that is not ``[NAME.]KEY=VALUE``, a NAME the command does not
+            run, a bare KEY where ``bare=False``, or the same (NAME, KEY) given twice. The
+            message shows the right spelling.
+    """
+    shared: dict[str, Any] = {}  # bare KEY=VALUE; a NAME.KEY=VALUE overrides it for NAME
+    out: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        target, dot, sub = key.rpartition(".") if "." in key else ("", "", key)
+        if not sep or not sub or (dot and not target):
+            raise EntrolabError(
+                f"--param takes [NAME.]KEY=VALUE, e.g. --param {example}; got {pair!r}"
+            )
+        if dot:
+            name = alias(target) if alias is not None else target
+            if name not in out:
+                raise EntrolabError(
+                    f"--param {key}=…: {target!r} is not one of the {_plural(what)} run "
+                    f"({', '.join(names) or 'none'}); write --param NAME.{sub}=VALUE with NAME "
+                    "one of them"
+                )
+            if sub in out[name]:
+                raise EntrolabError(f"--param {name}.{sub}=… is given twice; keep one of them")
+            out[name][sub] = parse_value(raw)
+        elif bare:
+            if sub in shared:
+                raise EntrolabError(f"--param {sub}=… is given twice; keep one of them")
+            shared[sub] = parse_value(raw)
+        else:
+            raise EntrolabError(
+                f"--param {key}=…: say which {what} it is for: --param NAME.{key}=VALUE "
+                f"(e.g. --param {example})"
+            )
+    return {n: {**shared, **own} for n, own in out.items()}
+
+
+def _plural(word: str) -> str:
+    return word[:-1] + "ies" if word.endswith("y") else word + "s"
+
+
+def deprecated(console: Console, old: str, new: str) -> None:
+    """One line on ``console`` saying that spelling ``old`` is deprecated (it still works in this
+    release) and what to write instead."""
+    console.print(
+        Text.assemble(
+            ("deprecated: ", "bold yellow"),
+            f"{old} still works in this release but will be removed; write ",
+            (new, "bold"),
+        ),
+        soft_wrap=True,
+    )
 
 
 def task_and_items(

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from entrolab.cli.common import parse_params
+from entrolab.cli.common import method_params, parse_params
 
 console = Console()
 
@@ -33,6 +33,13 @@ def eval_command(
     exclude: Annotated[
         str | None,
         typer.Option(help="comma-separated estimators to leave out of 'all that apply'"),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="estimator parameter ESTIMATOR.KEY=VALUE (repeatable), e.g. "
+            "deepconf_lowest.window=16"
+        ),
     ] = None,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="token budget per reply")] = 64,
@@ -72,6 +79,7 @@ def eval_command(
     else:
         run_dir = out or Path("runs") / f"eval-{task.replace(':', '-').replace('/', '_')}"
         names = [s.strip() for s in estimators.split(",") if s.strip()] if estimators else None
+        params = _estimator_params(param, names, exclude, max_new_tokens)
         settings = dict(
             n=n,
             samples=samples,
@@ -84,12 +92,38 @@ def eval_command(
             max_new_tokens=max_new_tokens,
             seed=seed,
             chunk=chunk,
+            estimator_params=params,
         )
         results = _run(model, dtype, task, settings, base_url, tokenizer)
     print_summary(results, console)
     page = write_eval_html(Path(run_dir) / "report.html", results)
-    (Path(run_dir) / "summary.json").write_text(json.dumps(results.to_json(), indent=2))
+    (Path(run_dir) / "summary.json").write_text(results.to_json())
     console.print(Text.assemble("report written to ", (str(page), "bold")))
+
+
+def _estimator_params(
+    pairs: list[str] | None, names: list[str] | None, exclude: str | None, max_new_tokens: int
+) -> dict[str, dict]:
+    """``--param ESTIMATOR.KEY=VALUE`` pairs by canonical estimator name (aliases accepted;
+    unknown names fail listing the known ones), after printing once, before the model loads,
+    the degeneracy warnings of the estimators that will run (e.g. a DeepConf window that covers
+    every reply)."""
+    from entrolab.estimators import ESTIMATORS
+    from entrolab.inference.degenerate import estimator_warnings
+
+    def canonical(name: str) -> str:
+        return ESTIMATORS.entry(name).name
+
+    dropped = {canonical(e.strip()) for e in (exclude or "").split(",") if e.strip()}
+    run = [canonical(e) for e in names] if names else ESTIMATORS.names()
+    run = [e for e in run if e not in dropped]
+    per = method_params(
+        pairs, run, what="estimator", bare=False, alias=canonical, example="deepconf_tail.window=16"
+    )
+    params = {name: p for name, p in per.items() if p}
+    for line in estimator_warnings(run, params, max_new_tokens):
+        console.print(Text.assemble(("warning: ", "bold yellow"), line), soft_wrap=True)
+    return params
 
 
 def _run(

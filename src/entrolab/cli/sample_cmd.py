@@ -4,6 +4,7 @@ samplers × temperatures: accuracy, diversity, kept-set size; plot, HTML table, 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from entrolab.cli.common import parse_params
+from entrolab.cli.common import deprecated, format_value, method_params, parse_params
 from entrolab.errors import EntrolabError
 
 console = Console()
@@ -24,7 +25,8 @@ def sample_command(
         str, typer.Option(help="sampler name (entrolab list samplers), e.g. top_h, min_p")
     ] = "top_h",
     param: Annotated[
-        list[str] | None, typer.Option(help="sampler parameter KEY=VALUE (repeatable)")
+        list[str] | None,
+        typer.Option(help="sampler parameter [SAMPLER.]KEY=VALUE (repeatable), e.g. alpha=0.4"),
     ] = None,
     temperature: Annotated[
         float, typer.Option(help="base temperature (> 0), before the sampler")
@@ -48,7 +50,7 @@ def sample_command(
     from entrolab.decoding import make_warper
     from entrolab.evaluation.sampler_compare import fit_thresholds_on_warmup, needs_warmup
 
-    params = parse_params(param, example="alpha=0.4")
+    params = method_params(param, [sampler], what="sampler", example="alpha=0.4")[sampler]
     if not temperature > 0:
         raise EntrolabError("--temperature must be > 0: a sampler needs sampling, not greedy")
     warm = needs_warmup(sampler, params)
@@ -126,8 +128,17 @@ def compare_samplers_command(
     sampler: Annotated[
         list[str] | None,
         typer.Option(
-            help="sampler spec NAME[:key=value,...] (repeatable) [default: plain, top_h:alpha=0.4, "
-            "min_p:min_p=0.1, top_p:top_p=0.9, typical:mass=0.9, eta:epsilon=0.0003]"
+            help="sampler [ALIAS=]NAME (repeatable) \\[default: plain, top_h, min_p, top_p, "
+            "typical, eta with the --param values below]; an ALIAS names a second setting of "
+            "one sampler (--sampler strict=top_h --param strict.alpha=0.2)"
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="sampler parameter SAMPLER.KEY=VALUE, or KEY=VALUE for every sampler "
+            "(repeatable) \\[default: top_h.alpha=0.4 min_p.min_p=0.1 top_p.top_p=0.9 "
+            "typical.mass=0.9 eta.epsilon=0.0003]"
         ),
     ] = None,
     temperature: Annotated[
@@ -181,7 +192,7 @@ def compare_samplers_command(
             task_settings=parse_params(task_setting, option="--task-setting", example="level=2"),
             n=n,
             samples=samples,
-            samplers=tuple(sampler or DEFAULT_SAMPLERS),
+            samplers=sampler_specs(sampler, param, DEFAULT_SAMPLERS, console),
             temperatures=tuple(temperature or DEFAULT_TEMPERATURES),
             max_new_tokens=max_new_tokens,
             seed=seed,
@@ -208,3 +219,43 @@ def _run(model, dtype, settings, run_dir, overwrite, compare_samplers):
         return compare_samplers(
             backend, out=run_dir, overwrite=overwrite, on_progress=update, **settings
         )
+
+
+def sampler_specs(
+    samplers: list[str] | None, pairs: list[str] | None, default: Sequence[str], out: Console
+) -> tuple[str, ...]:
+    """The run's sampler specs (``top_h:alpha=0.4``, the labels stored in the run) from
+    ``--sampler [ALIAS=]NAME`` and ``--param [NAME.]KEY=VALUE``; with no ``--sampler``, the
+    ``default`` specs (their parameters overridable with ``--param``).
+
+    The deprecated ``--sampler NAME:key=value,...`` still works and prints, on ``out``, the
+    spelling to use instead. A NAME given twice needs an ALIAS for one of them.
+
+    Raises:
+        EntrolabError: an unknown sampler, a NAME given twice, or a malformed ``--param``.
+    """
+    from entrolab.decoding import SAMPLERS, format_sampler_spec, parse_sampler_spec
+
+    base: dict[str, dict] = {}  # alias -> parameters from a (default or deprecated) spec
+    kinds: dict[str, str] = {}  # alias -> registered sampler name
+    for spec in samplers or default:
+        head, colon, rest = spec.partition(":")
+        alias, _, name = head.rpartition("=")
+        name = name.strip()
+        alias = alias.strip() or name
+        SAMPLERS.entry(name)  # unknown names fail here with the list of known ones
+        if alias in kinds:
+            raise EntrolabError(
+                f"--sampler {alias} is given twice; name the second setting with an alias: "
+                f"--sampler other={name} --param other.KEY=VALUE"
+            )
+        kinds[alias] = name
+        base[alias] = parse_sampler_spec(f"{name}:{rest}")[1] if colon else {}
+        if colon and samplers:
+            given = " ".join(
+                f"--param {alias}.{k}={format_value(v)}" for k, v in base[alias].items()
+            )
+            deprecated(out, f"--sampler {spec}", f"--sampler {head.strip()} {given}")
+    names = list(kinds)
+    given = method_params(pairs, names, what="sampler", example="top_h.alpha=0.4")
+    return tuple(format_sampler_spec(kinds[a], {**base[a], **given[a]}) for a in names)

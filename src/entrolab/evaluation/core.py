@@ -46,6 +46,8 @@ class EvalConfig:
         seed: base seed (items are seeded from it and their ids).
         chunk: items per chunk (the unit of checkpointing).
         dtype: model dtype.
+        estimator_params: per-estimator parameter overrides, e.g.
+            ``{"deepconf_lowest": {"window": 32}}`` (``--param NAME.KEY=VALUE``).
     """
 
     model: str | None = None
@@ -59,6 +61,7 @@ class EvalConfig:
     seed: int = 0
     chunk: int = 8
     dtype: str = "float32"
+    estimator_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -74,6 +77,8 @@ class EvalConfig:
         out = asdict(self)
         out["estimators"] = list(self.estimators) if self.estimators is not None else None
         out.pop("chunk")  # checkpoint granularity does not change results
+        if not out["estimator_params"]:
+            out.pop("estimator_params")  # runs from before the option resume unchanged
         return out
 
 
@@ -339,7 +344,12 @@ def evaluate(
             on_progress(len(done), len(items), "generating")
         t0 = time.perf_counter()
         res = run_estimators(
-            backend, [items[i] for i in idx], names, config=est_cfg, extract_fn=task_obj.extract
+            backend,
+            [items[i] for i in idx],
+            names,
+            config=est_cfg,
+            extract_fn=task_obj.extract,
+            params=cfg.estimator_params or None,
         )
         new = _rows(task_obj, [items[i] for i in idx], idx, res, time.perf_counter() - t0)
         if run is not None:
