@@ -290,7 +290,8 @@ def test_terminal_summary_numbers():
     print_traces([hand_trace()], [summarize(hand_trace(), window=2, rho=0.4)], console=console)
     text = console.export_text()
     assert "5 tokens · mean H 1.420 nats · ppl 2.639" in text
-    assert "lowest-window conf 1.500 (w=2, k=2)" in text
+    assert "lowest-window conf 1.500 nats (w=2, k=2)" in text
+    assert "−mean log-probability of the top-k tokens, in nats" in text
     assert "' down'@4 3.00 ' cat'@1 2.00" in text
 
 

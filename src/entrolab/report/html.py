@@ -228,8 +228,11 @@ def _summary(summary: TraceSummary) -> str:
         ("mean entropy", f"{_num(summary.mean_entropy)} nats"),
         ("mean logprob", f"{_num(summary.mean_logprob)} nats"),
         ("perplexity", _num(summary.perplexity)),
-        (f"mean token confidence (k={summary.k})", _num(summary.mean_confidence)),
-        (f"lowest-window confidence (w={summary.window})", _num(summary.lowest_window_confidence)),
+        (f"mean DeepConf confidence (k={summary.k})", f"{_num(summary.mean_confidence)} nats"),
+        (
+            f"lowest-window DeepConf confidence (w={summary.window})",
+            f"{_num(summary.lowest_window_confidence)} nats",
+        ),
     ]
     dl = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in rows)
     forks = " ".join(

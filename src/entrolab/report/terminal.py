@@ -47,8 +47,15 @@ def token_style(entropy: float) -> Style:
     return Style(color=Color.from_rgb(r, g, b), dim=entropy < DIM_BELOW)
 
 
+#: What the "conf" numbers of :func:`summary_text` are (printed once under the legend).
+CONF_NOTE = (
+    "conf = DeepConf token confidence: −mean log-probability of the top-k tokens, in nats "
+    "(not a probability; higher = more peaked = surer)"
+)
+
+
 def legend() -> Text:
-    """One line explaining the colour scale."""
+    """Two lines: the colour scale of token entropy, then what the "conf" numbers mean."""
     text = Text("entropy (nats): ", style="bold")
     steps = 7
     for i in range(steps):
@@ -56,6 +63,8 @@ def legend() -> Text:
         label = f"≥{h:g}" if i == steps - 1 else f"{h:g}"
         text.append("█", style=token_style(h))
         text.append(f"{label} ")
+    text.append("\n")
+    text.append(CONF_NOTE, style="dim")
     return text
 
 
@@ -73,8 +82,8 @@ def summary_text(summary: TraceSummary) -> Text:
     text.append(f"{summary.n_tokens} tokens", style="bold")
     text.append(f" · mean H {summary.mean_entropy:.3f} nats · ppl {summary.perplexity:.3f}\n")
     text.append(
-        f"mean conf {summary.mean_confidence:.3f} · lowest-window conf "
-        f"{summary.lowest_window_confidence:.3f} (w={summary.window}, k={summary.k})\n"
+        f"mean conf {summary.mean_confidence:.3f} nats · lowest-window conf "
+        f"{summary.lowest_window_confidence:.3f} nats (w={summary.window}, k={summary.k})\n"
     )
     text.append(f"forks (top ρ={summary.rho:g}):", style="bold")
     if not summary.forks:
