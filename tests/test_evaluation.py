@@ -92,7 +92,7 @@ def test_evaluate_in_memory_scores_and_renders(tiny_dir):
     assert all(r["reason"] in ("correct", "wrong", "unparseable") for r in res.rows)
     page = render_eval_html(res)
     assert "entrolab eval" in page and "msp" in page
-    summary = res.to_json()
+    summary = res.to_dict()
     assert summary["n"] == 6 and summary["accuracy"] == res.accuracy
 
 

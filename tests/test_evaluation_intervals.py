@@ -117,7 +117,7 @@ def test_cell_format_and_terminal_and_html_show_intervals():
     assert "bootstrap interval over the 80 items" in out and "=1" in out
     page = render_eval_html(res)
     assert "p vs leader" in page and "excludes chance" in page and "Clopper" in page
-    js = res.to_json()
+    js = res.to_dict()
     assert js["accuracy_interval"]["method"] == "clopper-pearson"
     assert "auroc_low" in js["table"][0]
 

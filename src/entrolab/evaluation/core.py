@@ -25,6 +25,7 @@ from entrolab.evaluation.scoring import (
     finite_or_none,
     score_all,
 )
+from entrolab.evaluation.table import RankingTable
 
 #: on_progress(items_done, items_total, stage)
 ProgressFn = Callable[[int, int, str], None]
@@ -128,8 +129,9 @@ class EvalResults:
 
     def table(
         self, ci: float | None = 0.95, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
-    ) -> list[dict[str, Any]]:
-        """The ranking table: one dict per estimator, best AUROC first.
+    ) -> RankingTable:
+        """The ranking table: one dict per estimator, best AUROC first (a list that prints as a
+        table; ``.rows`` is the plain list of dicts).
 
         Keys: name, auroc, prr, aurc, ece, brier, n, n_distinct. With ``ci`` (a coverage such
         as 0.95) also, per metric, ``<metric>_low`` / ``<metric>_high`` (bootstrap over items,
@@ -141,12 +143,12 @@ class EvalResults:
         """
         rows = [s.to_dict() for s in self.scores]
         if ci is None:
-            return rows
+            return RankingTable(rows)
         key = (ci, n_boot, alpha, seed)
         if key not in self._cache:
             self._cache[key] = self._interval_columns(ci, n_boot, alpha, seed)
         extra = self._cache[key]
-        return [{**r, **extra.get(r["name"], {})} for r in rows]
+        return RankingTable({**r, **extra.get(r["name"], {})} for r in rows)
 
     def _interval_columns(
         self, level: float, n_boot: int, alpha: float, seed: int
@@ -182,7 +184,15 @@ class EvalResults:
             out[s.name] = cols
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> str:
+        """The run's summary (:meth:`to_dict`) as a JSON string (what ``summary.json`` holds)."""
+        import json
+
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run's summary: config, accuracy with its interval, the ranking table, selective
+        prediction figures (JSON-serialisable)."""
         acc = self.accuracy_interval()
         return {
             "config": self.config,
@@ -190,7 +200,7 @@ class EvalResults:
             "accuracy_interval": acc.to_dict(),
             "n": len(self.rows),
             "unparseable": sum(r["reason"] == "unparseable" for r in self.rows),
-            "table": self.table(),
+            "table": self.table().rows,
             "selective": self.selective(),
         }
 

@@ -212,8 +212,13 @@ class CompareResults:
                 out.append(summary)
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The summary (config, fitted thresholds, the table): what ``summary.json`` holds."""
         return {"config": self.config, "thresholds": self.thresholds, "table": self.table()}
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as a JSON string."""
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     def write(self, directory: str | Path) -> dict[str, Path]:
         """Write ``summary.json``, ``report.html`` and ``accuracy.svg`` into ``directory``."""
@@ -222,9 +227,7 @@ class CompareResults:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         paths = {
-            "json": atomic_write_text(
-                d / "summary.json", json.dumps(self.to_json(), indent=2, allow_nan=False)
-            ),
+            "json": atomic_write_text(d / "summary.json", self.to_json()),
             "svg": atomic_write_text(d / "accuracy.svg", accuracy_svg(self.table())),
             "html": atomic_write_text(d / "report.html", render_compare_html(self)),
         }
