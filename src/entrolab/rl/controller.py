@@ -1,22 +1,43 @@
 """Target-band entropy control: keep the mean response entropy inside ``[H_lo, H_hi]`` by
-adapting one parameter of *any* registered policy loss each step (a PI controller), plus the
-run-level state some losses need (SIREN's entropy anchor).
+adapting one parameter of *any* registered policy loss each step, plus the run-level state some
+losses need (SIREN's entropy anchor).
 
-:class:`EntropyBandController`. Each step the trainer reports the step's mean token entropy H
-(``dyn/entropy``) and the monitor's predicted entropy change of the step's update (``dyn/pred_dH``
-= −η̂·cov, :mod:`entrolab.rl.dynamics`; 0 until it is defined). The controller looks one step
-ahead, ``Ĥ = H + pred_dH`` (``use_prediction``; else ``Ĥ = H``), and measures the band error::
+:class:`EntropyBandController` — a PI controller with a look-ahead and a feed-forward built on a
+one-line plant model of a step's entropy change::
 
-    e = H_lo − Ĥ  if Ĥ < H_lo;    e = H_hi − Ĥ  if Ĥ > H_hi;    e = 0  inside the band
+    ΔH_t = d_t + s·g·u_t        d_t = −η·cov_t  (the entropy law: the drift of the policy-gradient
+                                                 update); g = ``plant_gain``; s = ``sign``
 
-(nats; e > 0 means "entropy too low"). The parameter is ``u = clamp(u₀ + k_p·e + k_i·I, u_min,
-u_max)`` with the integral ``I ← I + e`` (anti-windup by back-calculation: when u hits a bound, I is
-reset to the value that gives exactly that bound, so the integral never winds up past it). Inside the band e = 0, so u holds the value the integral found:
-the band is a dead zone, not a set-point, which keeps a controlled run as close to the
-uncontrolled one as the band allows. The default acts on ``entropy_coef`` of the
-``entropy_bonus`` loss (β > 0 raises entropy: e > 0 raises β); any loss parameter whose increase
-raises entropy works the same way (``clip_cov_ratio``, ``kl_cov_ratio``, AEPO's
-``reinforce_coef``…); set ``sign = −1`` for one whose increase lowers it.
+(nats per step; u_t is the parameter used in update t). Timing: the entropy H_t reported at
+step t (``dyn/entropy``) is measured on the rollouts *before* update t, and the value the
+controller sets now is first used by update t+1, so its effect appears in H_{t+2} — a one-step
+delay. Each step the controller
+
+1. **looks ahead** one update: ``Ĥ = H_t + r_t`` with ``r_t`` the realised entropy change of
+   update t on the monitor's fixed probe set (``dyn/probe_dH``); without a probe it falls back to
+   the monitor's predicted ``dyn/pred_dH``, else ``Ĥ = H_t`` (``use_prediction=False``: always);
+2. **estimates the drift** with the controller's own action removed: ``d_t = r_t − s·g·u_t``,
+   ``η̂`` = least squares through the origin of ``d`` on ``−cov`` (the monitor's ``dyn/eta_hat``
+   cannot be used: it is fitted on the realised change, which includes the controller's push,
+   so under control it shrinks towards 0 — seen on the reasoning proxy: 0.24 → 0.05), and
+   predicts the next update's drift ``d̂ = −η̂·cov_t``;
+3. sets ``u = clamp(u₀ + u_ff + s·(k_p·e + k_i·I), u_min, u_max)`` with the **feed-forward**
+   ``u_ff = −s·d̂/g`` (the value that cancels the predicted drift; ``feedforward``, needs g > 0),
+   the error ``e`` and the integral ``I ← I + e``.
+
+The error (nats; e > 0 means "entropy too low") is, with ``mode="setpoint"`` (default),
+``e = target − Ĥ`` (target = band centre unless set), and with ``mode="band"`` the dead-zone
+distance to the band (0 inside), :func:`band_error`. The dead zone keeps a controlled run as
+close to the uncontrolled one as the band allows, but under a steady drift its equilibrium is
+the band *edge*, where measurement noise puts about half of the steps outside the band.
+
+Gains: with the plant above and g known, ``k_p = λ/g`` removes a fraction λ of the error per
+step (λ = 1: dead-beat); the integral absorbs a misestimated g or drift. Anti-windup by
+back-calculation: when u hits a bound, I is reset to the value that gives exactly that bound.
+Each increase of the parameter must raise entropy (``sign = +1``: ``entropy_coef`` of
+``entropy_bonus``, ``clip_cov_ratio``, ``kl_cov_ratio``, AEPO's ``reinforce_coef``…), or lower
+it (``sign = −1``). A negative ``min_value`` makes ``entropy_coef`` two-sided (β < 0 lowers
+entropy), which helps when an overshoot would otherwise have to wait for the drift.
 
 The controller is pure Python (no tensors), its state a small JSON-able dict saved in every
 checkpoint, so a resumed run continues with the identical parameter sequence.
@@ -31,7 +52,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from entrolab.errors import EntrolabError
 
@@ -52,11 +73,16 @@ class EntropyBandConfig:
         enabled: run the controller (off by default).
         low, high: the band of mean token entropy (nats).
         param: the loss parameter it sets (``entropy_coef`` of ``entropy_bonus`` by default).
-        init, min_value, max_value: starting value and bounds of the parameter.
-        kp, ki: PI gains (parameter units per nat of band error).
+        init, min_value, max_value: bias u₀ and bounds of the parameter.
+        kp, ki: PI gains (parameter units per nat of error).
         sign: +1 if raising the parameter raises entropy, −1 if it lowers it.
         warmup_steps: steps before the controller acts.
-        use_prediction: add the monitor's predicted ΔH to the measured entropy.
+        use_prediction: look one update ahead (probe's realised ΔH, else predicted ΔH).
+        mode: ``"setpoint"`` (error to ``target``) or ``"band"`` (dead zone: 0 inside the band).
+        target: the set-point (nats); None = the band centre.
+        plant_gain: g, entropy change per step per unit of the parameter (nats); 0 = unknown
+            (no feed-forward, no drift estimate).
+        feedforward: cancel the predicted drift (needs plant_gain > 0).
     """
 
     enabled: bool = False
@@ -71,6 +97,10 @@ class EntropyBandConfig:
     sign: int = 1
     warmup_steps: int = 0
     use_prediction: bool = True
+    mode: Literal["setpoint", "band"] = "setpoint"
+    target: float | None = None
+    plant_gain: float = 0.0
+    feedforward: bool = True
 
     def __post_init__(self) -> None:
         if self.enabled and not self.low < self.high:
@@ -78,6 +108,9 @@ class EntropyBandConfig:
                                 f"{self.high}")  # fmt: skip
         if self.sign not in (1, -1):
             raise EntrolabError("invalid controller config: sign must be 1 or -1")
+        if self.mode not in ("setpoint", "band"):
+            raise EntrolabError(f"invalid controller config: mode {self.mode!r}; known: "
+                                "setpoint, band")  # fmt: skip
 
 
 def band_error(h: float, low: float, high: float) -> float:
@@ -89,18 +122,27 @@ def band_error(h: float, low: float, high: float) -> float:
     return 0.0
 
 
+def _finite(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
 class EntropyBandController:
-    """PI controller of one loss parameter that keeps mean token entropy in ``[low, high]``.
+    """PI controller (look-ahead, drift feed-forward) of one loss parameter that keeps mean token
+    entropy in ``[low, high]``; the algorithm is in the module docstring.
 
     Args:
         low, high: the band (nats, mean token entropy of the step's responses), low < high.
         param: the loss parameter it sets (must be accepted by the loss).
-        init: u₀, the value before any correction.
+        init: u₀, the value before any correction (and the bias of every later value).
         kp, ki: proportional and integral gains (parameter units per nat).
         min_value, max_value: bounds of u.
         sign: +1 when raising the parameter raises entropy, −1 when it lowers it.
-        warmup_steps: steps during which u stays u₀ (the error is still logged).
-        use_prediction: look one step ahead with the monitor's predicted ΔH.
+        warmup_steps: steps during which u stays u₀ (errors and drift are still recorded).
+        use_prediction: look one update ahead.
+        mode: ``"setpoint"`` or ``"band"`` (dead zone).
+        target: set-point in nats (None: the band centre); must lie inside the band.
+        plant_gain: g ≥ 0 (nats per step per unit u); 0 disables the drift estimate.
+        feedforward: add u_ff = −sign·d̂/g.
     """
 
     def __init__(
@@ -117,8 +159,13 @@ class EntropyBandController:
         sign: int = 1,
         warmup_steps: int = 0,
         use_prediction: bool = True,
+        mode: str = "setpoint",
+        target: float | None = None,
+        plant_gain: float = 0.0,
+        feedforward: bool = True,
     ) -> None:
-        for name, v in (("low", low), ("high", high), ("init", init), ("kp", kp), ("ki", ki)):
+        for name, v in (("low", low), ("high", high), ("init", init), ("kp", kp), ("ki", ki),
+                        ("plant_gain", plant_gain)):  # fmt: skip
             if not math.isfinite(v):
                 raise EntrolabError(f"entropy band controller: {name} must be finite, got {v}")
         if not low < high:
@@ -128,38 +175,81 @@ class EntropyBandController:
                 f"entropy band controller: need min_value <= init <= max_value, got "
                 f"{min_value} <= {init} <= {max_value}"
             )
-        if sign not in (1, -1) or kp < 0 or ki < 0 or warmup_steps < 0:
-            raise EntrolabError("entropy band controller: sign ±1, kp, ki, warmup_steps >= 0")
+        if sign not in (1, -1) or kp < 0 or ki < 0 or warmup_steps < 0 or plant_gain < 0:
+            raise EntrolabError(
+                "entropy band controller: sign ±1, kp, ki, warmup_steps, plant_gain >= 0"
+            )
+        if mode not in ("setpoint", "band"):
+            raise EntrolabError(f"entropy band controller: mode {mode!r}; known: setpoint, band")
+        tgt = (low + high) / 2 if target is None else float(target)
+        if not low <= tgt <= high:
+            raise EntrolabError(f"entropy band controller: target {tgt} outside [{low}, {high}]")
         self.low, self.high, self.param = float(low), float(high), param
         self.init, self.kp, self.ki = float(init), float(kp), float(ki)
         self.min_value, self.max_value = float(min_value), float(max_value)
         self.sign, self.warmup_steps, self.use_prediction = sign, warmup_steps, use_prediction
+        self.mode, self.target, self.target_setting = mode, tgt, target
+        self.plant_gain, self.feedforward = float(plant_gain), feedforward
         self.integral = 0.0
         self.value = float(init)
         self.steps = 0
         self.in_band: list[bool] = []
+        self.drift_xy = 0.0  # Σ (−cov)·d  for η̂ (least squares through the origin)
+        self.drift_xx = 0.0  # Σ (−cov)²
 
-    def update(self, entropy: float, predicted_change: float | None = None) -> dict[str, float]:
-        """Record a step's entropy; set :attr:`value` for the next step; return ``ctl/*`` metrics."""
+    def update(
+        self,
+        entropy: float,
+        predicted_change: float | None = None,
+        *,
+        realised_change: float | None = None,
+        covariance: float | None = None,
+    ) -> dict[str, float]:
+        """Record a step and set :attr:`value` for the next update; return ``ctl/*`` metrics.
+
+        Args:
+            entropy: H_t, mean token entropy of this step's rollouts (before its update).
+            predicted_change: the monitor's predicted ΔH of this step's update (``dyn/pred_dH``).
+            realised_change: the realised ΔH of this step's update on the probe set
+                (``dyn/probe_dH``); preferred over ``predicted_change`` for the look-ahead.
+            covariance: this step's ``dyn/cov`` (for the drift estimate and feed-forward).
+        """
         if not math.isfinite(entropy):
             raise EntrolabError(f"entropy band controller got a non-finite entropy {entropy}")
-        pred = predicted_change if self.use_prediction and predicted_change is not None else 0.0
-        h_hat = entropy + (pred if math.isfinite(pred) else 0.0)
-        e = band_error(h_hat, self.low, self.high)
+        real, pred, cov = (_finite(realised_change), _finite(predicted_change),
+                           _finite(covariance))  # fmt: skip
+        u_applied = self.value
+        g = self.plant_gain
+        if real is not None and cov is not None and g > 0:  # drift with our own push removed
+            d = real - self.sign * g * u_applied
+            self.drift_xy += -cov * d
+            self.drift_xx += cov * cov
+        ahead = real if real is not None else pred
+        h_hat = entropy + (ahead if self.use_prediction and ahead is not None else 0.0)
+        if self.mode == "band":
+            e = band_error(h_hat, self.low, self.high)
+        else:
+            e = self.target - h_hat
+        eta = max(self.drift_xy / self.drift_xx, 0.0) if self.drift_xx > 0 else None
+        drift = -eta * cov if eta is not None and cov is not None else 0.0
+        u_ff = -self.sign * drift / g if self.feedforward and g > 0 else 0.0
         self.steps += 1
         self.in_band.append(self.low <= entropy <= self.high)
         if self.steps > self.warmup_steps:
             self.integral += e
-            u = self.init + self.sign * (self.kp * e + self.ki * self.integral)
+            base = self.init + u_ff
+            u = base + self.sign * (self.kp * e + self.ki * self.integral)
             clamped = min(max(u, self.min_value), self.max_value)
             if clamped != u and self.ki > 0:  # back-calculation: I that gives exactly the bound
-                self.integral = (self.sign * (clamped - self.init) - self.kp * e) / self.ki
+                self.integral = (self.sign * (clamped - base) - self.kp * e) / self.ki
             self.value = clamped
         return {
             "ctl/value": self.value,
             "ctl/error": e,
             "ctl/predicted_H": h_hat,
             "ctl/integral": self.integral,
+            "ctl/feedforward": u_ff,
+            "ctl/drift": drift,
             "ctl/in_band": 1.0 if self.in_band[-1] else 0.0,
             "ctl/in_band_frac": sum(self.in_band) / len(self.in_band),
         }
@@ -177,11 +267,15 @@ class EntropyBandController:
                 "kp": self.kp, "ki": self.ki, "min_value": self.min_value,
                 "max_value": self.max_value, "sign": self.sign,
                 "warmup_steps": self.warmup_steps, "use_prediction": self.use_prediction,
+                "mode": self.mode, "target": self.target_setting,
+                "plant_gain": self.plant_gain, "feedforward": self.feedforward,
             },
             "integral": self.integral,
             "value": self.value,
             "steps": self.steps,
             "in_band": list(self.in_band),
+            "drift_xy": self.drift_xy,
+            "drift_xx": self.drift_xx,
         }  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -196,14 +290,17 @@ class EntropyBandController:
         self.value = float(state["value"])
         self.steps = int(state["steps"])
         self.in_band = [bool(x) for x in state["in_band"]]
+        self.drift_xy = float(state.get("drift_xy", 0.0))
+        self.drift_xx = float(state.get("drift_xx", 0.0))
 
     @classmethod
     def from_config(cls, cfg: Any) -> EntropyBandController:
-        """From an :class:`entrolab.rl.config.EntropyBandConfig`."""
+        """From an :class:`EntropyBandConfig`."""
         return cls(
             low=cfg.low, high=cfg.high, param=cfg.param, init=cfg.init, kp=cfg.kp, ki=cfg.ki,
             min_value=cfg.min_value, max_value=cfg.max_value, sign=cfg.sign,
-            warmup_steps=cfg.warmup_steps, use_prediction=cfg.use_prediction,
+            warmup_steps=cfg.warmup_steps, use_prediction=cfg.use_prediction, mode=cfg.mode,
+            target=cfg.target, plant_gain=cfg.plant_gain, feedforward=cfg.feedforward,
         )  # fmt: skip
 
 
@@ -267,13 +364,18 @@ class LossParamState:
         self.anchors.apply(params)
 
     def observe(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Update from a finished step's record (``dyn/entropy``, ``dyn/pred_dH``, loss metrics);
+        """Update from a finished step's record (``dyn/entropy``, ``dyn/pred_dH``,
+        ``dyn/probe_dH``, ``dyn/cov``, loss metrics);
         returns the ``ctl/*`` metrics (the parameter value for the *next* step)."""
         self.anchors.observe(record)
         if self.controller is None:
             return {}
-        pred = record.get("dyn/pred_dH")
-        return self.controller.update(float(record["dyn/entropy"]), pred)
+        return self.controller.update(
+            float(record["dyn/entropy"]),
+            record.get("dyn/pred_dH"),
+            realised_change=record.get("dyn/probe_dH"),
+            covariance=record.get("dyn/cov"),
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {
