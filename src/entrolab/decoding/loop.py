@@ -7,6 +7,10 @@ rows are finished, and finished rows leave the batch (the cache is compacted), s
 costing compute. Sampling, statistics, stop strings, paired rows (CK-PLUG) and greedy
 continuations are all ``step_fn``s; the backends (:class:`~entrolab.backends.HFBackend`) and
 :func:`~entrolab.decoding.ckplug_generate` run through this loop.
+
+The loop itself is :class:`DecodeEngine`: :func:`decode_loop` and :func:`run_steps` run one
+group of rows through it to the end; ``entrolab serve`` keeps one engine running and lets new
+requests' rows join between steps (continuous batching, :func:`merge_states`).
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ from typing import Any, Literal
 import torch
 
 from entrolab.decoding.base import cache_kwarg
+from entrolab.decoding.kv_cache import merge_caches, preallocated_cache, trim_cache
 from entrolab.errors import EntrolabError
 
 __all__ = [
+    "DecodeEngine",
     "DecodeState",
     "StepFn",
     "decode_loop",
     "fork",
+    "merge_states",
     "pad_batch",
     "preallocated_cache",
     "prefill",
@@ -56,64 +63,6 @@ def pad_batch(
     return input_ids, mask
 
 
-def preallocated_cache(config, capacity: int):
-    """A transformers ``DynamicCache`` whose full-attention layers write into preallocated buffers.
-
-    ``DynamicCache`` concatenates every step, copying the whole cache (O(T²) bytes over a
-    generation; a quarter of a decode step at batch 32 and 150 tokens on a 2-core CPU). Here each
-    layer keeps [B, H, capacity, D] buffers (doubling if outgrown) and hands attention views of
-    the filled part. Sliding-window and other special layers are left as transformers made them.
-    """
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    class PreallocatedLayer(DynamicLayer):
-        def __init__(self) -> None:
-            super().__init__()
-            self._k: torch.Tensor | None = None
-            self._v: torch.Tensor | None = None
-            self._n = 0
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            new = key_states.shape[-2]
-            if self._k is None or self._n + new > self._k.shape[-2]:
-                self._resize(
-                    torch.arange(key_states.shape[0]),
-                    max(capacity, 2 * (self._n + new)),
-                    key_states,
-                    value_states,
-                )
-            self._k[:, :, self._n : self._n + new].copy_(key_states)
-            self._v[:, :, self._n : self._n + new].copy_(value_states)
-            self._n += new
-            self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
-            return self.keys, self.values
-
-        def _resize(self, rows: torch.Tensor, size: int, k_like=None, v_like=None) -> None:
-            k_src = self._k if self._k is not None else k_like
-            v_src = self._v if self._v is not None else v_like
-            k = k_src.new_empty(len(rows), k_src.shape[1], size, k_src.shape[-1])
-            v = v_src.new_empty(len(rows), v_src.shape[1], size, v_src.shape[-1])
-            if self._k is not None and self._n:
-                k[:, :, : self._n] = self._k[rows, :, : self._n]
-                v[:, :, : self._n] = self._v[rows, :, : self._n]
-            self._k, self._v = k, v
-            self.keys, self.values = k[:, :, : self._n], v[:, :, : self._n]
-
-        def reorder_cache(self, beam_idx: torch.Tensor) -> None:
-            if self._k is not None:
-                self._resize(beam_idx.to(self._k.device), self._k.shape[-2])
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            self.reorder_cache(indices)
-
-    cache = DynamicCache(config=config)
-    cache.layers = [PreallocatedLayer() if type(x) is DynamicLayer else x for x in cache.layers]
-    return cache
-
-
 @dataclass
 class DecodeState:
     """A batch's KV cache between decode calls, so continuations can branch off it.
@@ -124,6 +73,7 @@ class DecodeState:
         next_pos: int64 [R], the position id of each row's next fed token.
         prompt_width: the left-padded prompt width (slots ``0 .. prompt_width − 1``); slot
             ``prompt_width + j`` holds the row's generated token j (fed at step j + 1).
+            -1 for a merged state (:func:`merge_states`).
     """
 
     cache: Any
@@ -197,37 +147,12 @@ def run_steps(
 
     With ``compact`` (default) finished rows leave the batch and the cache; without it they
     stay (fed ``pad_id`` at masked slots) so that ``state`` afterwards holds every row's cache
-    for :func:`fork`. Returns the number of steps run."""
-    _check_steps(max_new_tokens)
-    n = state.attention.shape[0]
-    active = torch.arange(n)  # rows still decoding
-    in_cache = torch.arange(n)  # rows the cache holds, in cache order
-    steps = 0
-    for step in range(max_new_tokens):
-        where = torch.searchsorted(in_cache, active)
-        chosen, finished = step_fn(active, step, logits[where.to(logits.device)].float().cpu())
-        if chosen.shape != active.shape or finished.shape != active.shape:
-            raise EntrolabError(
-                f"step_fn must return chosen and finished of shape {tuple(active.shape)}"
-            )
-        steps = step + 1
-        keep = (~finished.to(torch.bool)).nonzero().flatten()
-        if step == max_new_tokens - 1 or keep.numel() == 0:
-            break
-        feed = torch.full((len(in_cache),), int(pad_id), dtype=torch.int64)
-        feed[where] = chosen.to(torch.int64)
-        real = torch.zeros(len(in_cache), dtype=torch.int64)
-        real[where[keep]] = 1
-        active = active[keep]
-        if compact and keep.numel() < len(in_cache):  # finished rows leave the batch and cache
-            sel = torch.searchsorted(in_cache, active)
-            state.cache.reorder_cache(sel.to(model.device))
-            state.attention, state.next_pos = state.attention[sel], state.next_pos[sel]
-            feed, real, in_cache = feed[sel], real[sel], active
-        state.attention = torch.cat([state.attention, real[:, None]], 1)
-        logits = _forward(model, state, feed[:, None], state.next_pos[:, None])
-        state.next_pos = state.next_pos + 1
-    return steps
+    for :func:`fork`. ``state`` is updated in place. Returns the number of steps run."""
+    engine = DecodeEngine(model, pad_id=pad_id, compact=compact)
+    group = engine.groups[engine.attach(state, logits, step_fn, max_new_tokens=max_new_tokens)]
+    while not engine.idle:
+        engine.step()
+    return group.steps
 
 
 @torch.inference_mode()
@@ -290,12 +215,203 @@ def decode_loop(
             prompt share its prefill (G samples of a prompt cost one prefill, not G).
         keep_state: keep finished rows in the cache (no compaction) and return the state.
     """
-    _check_steps(max_new_tokens)
-    state, logits = prefill(
-        model, prompts, pad_id=pad_id, capacity=max_new_tokens, row_prompt=row_prompt
-    )
-    steps = run_steps(
-        model, state, logits, step_fn, max_new_tokens=max_new_tokens, pad_id=pad_id,
-        compact=not keep_state,
-    )  # fmt: skip
-    return (steps, state) if keep_state else steps
+    engine = DecodeEngine(model, pad_id=pad_id, compact=not keep_state)
+    group = engine.groups[
+        engine.add(prompts, step_fn, max_new_tokens=max_new_tokens, row_prompt=row_prompt)
+    ]
+    while not engine.idle:
+        engine.step()
+    return (group.steps, engine.state) if keep_state else group.steps  # type: ignore[return-value]
+
+
+def merge_states(a: DecodeState, b: DecodeState) -> DecodeState:
+    """Rows of ``a`` then rows of ``b`` in one state (both are consumed).
+
+    The state with fewer filled slots is left-padded with masked slots (attention 0, zero
+    keys/values) up to the other's fill; each row keeps its own next position, so its logits are
+    those of decoding it alone (up to float rounding of a wider batch). The merged state's
+    ``prompt_width`` is -1 (rows no longer share one prompt width; :func:`fork` needs a state
+    from one prefill).
+    """
+    fill_a, fill_b = a.attention.shape[1], b.attention.shape[1]
+    n = max(fill_a, fill_b)
+    cache = merge_caches(a.cache, b.cache, fill_a, fill_b)
+
+    def pad(att: torch.Tensor) -> torch.Tensor:
+        return torch.cat([att.new_zeros(att.shape[0], n - att.shape[1]), att], 1)
+
+    attention = torch.cat([pad(a.attention), pad(b.attention)])
+    return DecodeState(cache, attention, torch.cat([a.next_pos, b.next_pos]), -1)
+
+
+@dataclass
+class _Group:
+    step_fn: StepFn
+    max_new_tokens: int
+    steps: int = 0
+
+
+class DecodeEngine:
+    """Rows of one or more groups decoding in one batch: the loop of every in-process generation.
+
+    A *group* is the rows of one :meth:`add` (or :meth:`attach`) call with its own ``step_fn``,
+    step counter and token budget; its ``step_fn`` sees only its own rows (group-local indices,
+    increasing) and its own step number. Groups added while others decode join between steps
+    (continuous batching): the groups waiting at a :meth:`step` are prefilled together and their
+    cache is merged into the running one (:func:`merge_states`). Finished rows leave the batch
+    (``compact``) or stay, masked, in the cache (``compact=False``, for :func:`fork`).
+
+    Args:
+        model: a transformers causal LM.
+        pad_id: the token fed at masked slots.
+        compact: remove finished rows from the batch and the cache.
+    """
+
+    def __init__(self, model: Any, *, pad_id: int, compact: bool = True) -> None:
+        self.model, self.pad_id, self.compact = model, int(pad_id), compact
+        self.state: DecodeState | None = None
+        self.logits: torch.Tensor | None = None  # [C, V] next-token logits of the cache rows
+        self.group_of = torch.zeros(0, dtype=torch.int64)  # [C] group id of each cache row
+        self.row_of = torch.zeros(0, dtype=torch.int64)  # [C] its group-local row index
+        self.live = torch.zeros(0, dtype=torch.bool)  # [C] the row is still decoding
+        self.groups: dict[int, _Group] = {}
+        self.merges = 0  # groups that joined a running batch
+        self._pending: list[tuple[int, list[list[int]], list[int]]] = []
+        self._next = 0
+
+    @property
+    def idle(self) -> bool:
+        """No row decoding and none waiting to join."""
+        return not self._pending and not bool(self.live.any())
+
+    @property
+    def rows(self) -> int:
+        """Rows decoding or waiting to join."""
+        return int(self.live.sum()) + sum(len(rows) for _, _, rows in self._pending)
+
+    def _new_group(self, step_fn: StepFn, max_new_tokens: int) -> int:
+        _check_steps(max_new_tokens)
+        gid, self._next = self._next, self._next + 1
+        self.groups[gid] = _Group(step_fn, int(max_new_tokens))
+        return gid
+
+    def add(
+        self,
+        prompts: Sequence[Sequence[int]],
+        step_fn: StepFn,
+        *,
+        max_new_tokens: int,
+        row_prompt: Sequence[int] | None = None,
+    ) -> int:
+        """Queue a group of rows (``prompts`` and ``row_prompt`` as in :func:`decode_loop`); it
+        is prefilled and joins the batch at the next :meth:`step`. Returns the group id."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise EntrolabError("every prompt needs at least one token")
+        rows = list(range(len(prompts))) if row_prompt is None else [int(i) for i in row_prompt]
+        if not rows or any(not 0 <= i < len(prompts) for i in rows):
+            raise EntrolabError(f"row_prompt must index the {len(prompts)} prompts")
+        gid = self._new_group(step_fn, max_new_tokens)
+        self._pending.append((gid, [list(p) for p in prompts], rows))
+        return gid
+
+    def attach(
+        self, state: DecodeState, logits: torch.Tensor, step_fn: StepFn, *, max_new_tokens: int
+    ) -> int:
+        """Join rows whose cache is built already (a :func:`prefill` or :func:`fork` result)."""
+        gid = self._new_group(step_fn, max_new_tokens)
+        n = state.attention.shape[0]
+        self._join(state, logits, torch.full((n,), gid), torch.arange(n))
+        return gid
+
+    def cancel(self, group: int) -> None:
+        """End a group's rows now (they leave at the next step without another token)."""
+        self._pending = [p for p in self._pending if p[0] != group]
+        self.live[self.group_of == group] = False
+        self.groups.pop(group, None)
+
+    def _join(self, state, logits, group_of, row_of) -> None:
+        if self.state is None or not bool(self.live.any()):
+            self.state, self.logits = state, logits
+            self.group_of, self.row_of = group_of, row_of
+            self.live = torch.ones(len(group_of), dtype=torch.bool)
+            return
+        self.state = merge_states(self.state, state)
+        self.logits = torch.cat([self.logits, logits.to(self.logits.device)])
+        self.group_of = torch.cat([self.group_of, group_of])
+        self.row_of = torch.cat([self.row_of, row_of])
+        self.live = torch.cat([self.live, torch.ones(len(group_of), dtype=torch.bool)])
+        self.merges += 1
+
+    def _admit(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        prompts: list[list[int]] = []
+        row_prompt: list[int] = []
+        group_of, row_of = [], []
+        for gid, ps, rows in pending:
+            row_prompt += [len(prompts) + i for i in rows]
+            prompts += ps
+            group_of.append(torch.full((len(rows),), gid))
+            row_of.append(torch.arange(len(rows)))
+        capacity = max(self.groups[gid].max_new_tokens for gid, _, _ in pending)
+        state, logits = prefill(
+            self.model, prompts, pad_id=self.pad_id, capacity=capacity, row_prompt=row_prompt
+        )
+        self._join(state, logits, torch.cat(group_of), torch.cat(row_of))
+
+    @torch.inference_mode()
+    def step(self) -> list[int]:
+        """Admit waiting groups, run every live group's ``step_fn`` once, feed the chosen tokens.
+
+        Returns the ids of the groups whose rows have all finished at this step."""
+        self._admit()
+        if not bool(self.live.any()):
+            return []
+        state, device = self.state, self.logits.device
+        feed = torch.full((len(self.live),), self.pad_id, dtype=torch.int64)
+        ended = []
+        for gid in self.group_of[self.live].unique().tolist():
+            group = self.groups[gid]
+            pos = ((self.group_of == gid) & self.live).nonzero().flatten()
+            active = self.row_of[pos]
+            chosen, finished = group.step_fn(
+                active, group.steps, self.logits[pos.to(device)].float().cpu()
+            )
+            if chosen.shape != active.shape or finished.shape != active.shape:
+                raise EntrolabError(
+                    f"step_fn must return chosen and finished of shape {tuple(active.shape)}"
+                )
+            group.steps += 1
+            feed[pos] = chosen.to(torch.int64).cpu()
+            done = finished.to(torch.bool).cpu()
+            if group.steps >= group.max_new_tokens:
+                done = torch.ones_like(done)
+            self.live[pos[done]] = False
+            if not bool(self.live[pos].any()):
+                ended.append(gid)
+        for gid in ended:
+            del self.groups[gid]
+        if not bool(self.live.any()):
+            return ended
+        real = self.live.to(torch.int64)
+        if self.compact and not bool(self.live.all()):  # finished rows leave the batch and cache
+            sel = self.live.nonzero().flatten()
+            state.cache.reorder_cache(sel.to(self.model.device))
+            state.attention, state.next_pos = state.attention[sel], state.next_pos[sel]
+            feed, real = feed[sel], real[sel]
+            self.group_of, self.row_of, self.live = self.group_of[sel], self.row_of[sel], real > 0
+            if self.merges:
+                self._trim()
+        state.attention = torch.cat([state.attention, real[:, None]], 1)
+        self.logits = _forward(self.model, state, feed[:, None], state.next_pos[:, None])
+        state.next_pos = state.next_pos + 1
+        return ended
+
+    def _trim(self, min_slots: int = 32) -> None:
+        """Drop leading cache slots that no remaining row attends to (left by rows that left)."""
+        used = self.state.attention.any(0).nonzero().flatten()
+        start = int(used[0]) if used.numel() else 0
+        if start >= min_slots:
+            trim_cache(self.state.cache, start)
+            self.state.attention = self.state.attention[:, start:]
