@@ -37,7 +37,7 @@ def eval_command(
         list[str] | None,
         typer.Option(
             help="estimator parameter ESTIMATOR.KEY=VALUE (repeatable), e.g. "
-            "deepconf_lowest.window=16"
+            "deepconf_tail.window=8"
         ),
     ] = None,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 1.0,
@@ -117,7 +117,7 @@ def _estimator_params(
     run = [canonical(e) for e in names] if names else ESTIMATORS.names()
     run = [e for e in run if e not in dropped]
     per = method_params(
-        pairs, run, what="estimator", bare=False, alias=canonical, example="deepconf_tail.window=16"
+        pairs, run, what="estimator", bare=False, alias=canonical, example="deepconf_tail.window=8"
     )
     params = {name: p for name, p in per.items() if p}
     for line in estimator_warnings(run, params, max_new_tokens):

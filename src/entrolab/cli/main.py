@@ -48,7 +48,7 @@ def list_entries(
     kind: Annotated[
         str,
         typer.Argument(
-            help="a registry kind (signals, estimators, samplers, losses, …), models or all"
+            help="a registry kind (signals, estimators, samplers, losses, etc.), models or all"
         ),
     ] = "signals",
     markdown: Annotated[

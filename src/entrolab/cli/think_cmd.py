@@ -147,7 +147,11 @@ def _split_list(text: str, what: str) -> list[str]:
 
 def pareto_command(
     strategies: Annotated[
-        str, typer.Option(help="comma-separated strategy names")
+        str,
+        typer.Option(
+            help="comma-separated strategy names [default: majority, deepconf-online, adaptive]",
+            show_default=False,
+        ),
     ] = "majority,deepconf-online,adaptive",
     budgets: Annotated[str, typer.Option(help="comma-separated budgets")] = "1,4,8,16",
     task: Annotated[str, _TASK] = "arithmetic",
