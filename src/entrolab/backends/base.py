@@ -68,6 +68,8 @@ class Capabilities:
         token_prompts: prompts may be given as token-id lists.
         scoring: ``score(...)`` gives teacher-forced statistics of given completions.
         seeded: the same seed reproduces the same samples.
+        continuous_batching: ``engine()`` gives a step-wise engine whose requests join a
+            running decode between steps (``entrolab serve --batching continuous``).
     """
 
     full_logits: bool
@@ -79,6 +81,7 @@ class Capabilities:
     token_prompts: bool = True
     scoring: bool = True
     seeded: bool = True
+    continuous_batching: bool = False
 
     def names(self) -> list[str]:
         """The boolean capabilities this backend has, by name."""
@@ -94,6 +97,7 @@ _WHAT = {
     "token_prompts": "token-id prompts",
     "scoring": "teacher-forced scoring",
     "seeded": "seeded, reproducible sampling",
+    "continuous_batching": "continuous batching (rows joining a running decode)",
 }
 
 

@@ -20,7 +20,7 @@ from entrolab.backends.decode import (
     decode_loop,
     token_pieces,
 )
-from entrolab.backends.hf_rows import RowDecoder
+from entrolab.backends.hf_rows import GenerationEngine, RowGroup
 from entrolab.backends.hf_scoring import TeacherForcedScoring
 from entrolab.backends.sampling import (
     Warper,
@@ -28,6 +28,7 @@ from entrolab.backends.sampling import (
     seed_function,
 )
 from entrolab.config import GenerationConfig
+from entrolab.decoding.kv_cache import preallocated_cache, supports_merge
 from entrolab.errors import EntrolabError
 from entrolab.types import Trace, TraceBatch
 
@@ -59,6 +60,7 @@ class HFBackend(TeacherForcedScoring):
             step_hooks=True,
             kv_branching=True,
             torch_module=True,
+            continuous_batching=supports_merge(preallocated_cache(model.config, 1)),
         )
 
     @classmethod
@@ -168,6 +170,33 @@ class HFBackend(TeacherForcedScoring):
                 a later call with a larger offset draws fresh samples for the same prompts
                 (adaptive sample counts).
         """
+        config, prompts, ids, seed_of, warper = self._prepare(prompts, config, seeds, sample_offset)
+        rows = [(i, s) for i in range(len(prompts)) for s in range(config.num_samples)]
+        traces: list[Trace] = []
+        for start in range(0, len(rows), config.batch_size):
+            chunk = rows[start : start + config.batch_size]
+            rows_before, tokens_before = len(traces), sum(len(t) for t in traces)
+
+            def progress(rows_done: int, tokens: int, r0=rows_before, t0=tokens_before) -> None:
+                if on_progress is not None:
+                    on_progress(r0 + rows_done, len(rows), t0 + tokens)
+
+            traces += self._generate_batch(
+                prompts, ids, chunk, config, progress, seed_of, warper, step_hook, sample_offset
+            )
+        return TraceBatch(tuple(traces))
+
+    def _prepare(
+        self,
+        prompts: Sequence[Prompt] | str,
+        config: GenerationConfig | None,
+        seeds: Sequence[int] | None,
+        sample_offset: int,
+    ) -> tuple[
+        GenerationConfig, list[str], list[list[int]], Callable[[int, int], int], Warper | None
+    ]:
+        """A generate call's checked inputs: (config, prompt texts, prompt ids, seed_of(i, s),
+        warper)."""
         config = config or GenerationConfig()
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -193,20 +222,13 @@ class HFBackend(TeacherForcedScoring):
         base_seed_of = seed_function(config.seed, seeds)
         seed_of = lambda i, s: base_seed_of(i, s + sample_offset)  # noqa: E731
         warper = resolve_warper(config)
-        rows = [(i, s) for i in range(len(prompts)) for s in range(config.num_samples)]
-        traces: list[Trace] = []
-        for start in range(0, len(rows), config.batch_size):
-            chunk = rows[start : start + config.batch_size]
-            rows_before, tokens_before = len(traces), sum(len(t) for t in traces)
+        return config, prompts, ids, seed_of, warper
 
-            def progress(rows_done: int, tokens: int, r0=rows_before, t0=tokens_before) -> None:
-                if on_progress is not None:
-                    on_progress(r0 + rows_done, len(rows), t0 + tokens)
-
-            traces += self._generate_batch(
-                prompts, ids, chunk, config, progress, seed_of, warper, step_hook, sample_offset
-            )
-        return TraceBatch(tuple(traces))
+    def engine(self) -> GenerationEngine:
+        """A step-wise generation engine over this model: requests join a running decode between
+        steps and leave when finished (continuous batching; see
+        :class:`~entrolab.backends.hf_rows.GenerationEngine`)."""
+        return GenerationEngine(self)
 
     def _generate_batch(
         self,
@@ -220,29 +242,20 @@ class HFBackend(TeacherForcedScoring):
         step_hook: StepHook | None = None,
         sample_offset: int = 0,
     ) -> list[Trace]:
-        unique = sorted({i for i, _ in rows})
-        dec = RowDecoder(
-            self,
-            config,
-            [seed_of(i, s) for i, s in rows],
-            hook_rows=torch.tensor([i * config.num_samples + s for i, s in rows]),
-            warper=warper,
-            step_hook=step_hook,
-            progress=progress,
-        )
+        group = RowGroup(
+            self, prompts, prompt_ids, rows, config, seed_of, warper, step_hook, progress,
+            sample_offset,
+        )  # fmt: skip
         decode_loop(
             self.model,
-            [prompt_ids[i] for i in unique],
-            dec,
+            group.prompts,
+            group.dec,
             max_new_tokens=config.max_new_tokens,
             pad_id=self.pad_id,
-            row_prompt=[unique.index(i) for i, _ in rows],
+            row_prompt=group.row_prompt,
         )
-        progress(len(rows), int(dec.lengths.sum()))
-        return [
-            dec.trace(r, prompts[i], i, s + sample_offset, {"prompt_tokens": len(prompt_ids[i])})
-            for r, (i, s) in enumerate(rows)
-        ]
+        progress(len(rows), int(group.dec.lengths.sum()))
+        return group.traces()
 
     def generate_tree(self, prompts: Sequence[Prompt], config: GenerationConfig, **kwargs):
         """Tree rollouts sharing each prefix's KV cache; see

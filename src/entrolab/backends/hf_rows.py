@@ -1,7 +1,8 @@
 """Per-row bookkeeping of one decode batch of :class:`~entrolab.backends.HFBackend`: sampling,
 per-token statistics, EOS / step-hook / stop-string endings and the traces they become. Used as
 the ``step_fn`` of :func:`~entrolab.decoding.loop.decode_loop` by ``generate`` and by tree
-rollouts (``backends/tree.py``)."""
+rollouts (``backends/tree.py``), and by :class:`GenerationEngine` (continuous batching: one
+:class:`~entrolab.decoding.loop.DecodeEngine` that requests join and leave between steps)."""
 
 from __future__ import annotations
 
@@ -152,3 +153,150 @@ def buffer_trace(
         model=backend.name,
         meta=meta,
     )
+
+
+#: on_tokens(rows [A] int64, step, buffers): called after each decode step with the rows of a
+#: request that got a token at this step (indices into the request's rows: prompt-major, then
+#: sample) and the request's :class:`StepBuffers`, whose column ``step`` holds those tokens'
+#: ids and statistics. Runs on the decoding thread; keep it short.
+TokenCallback = Callable[[torch.Tensor, int, StepBuffers], None]
+
+
+class RowGroup:
+    """The rows of one generate call (or one chunk of it): a :class:`RowDecoder` over them, the
+    distinct prompts they are prefilled from, and the traces they become.
+
+    Args:
+        texts, ids: the call's prompts as stored in traces and as token ids.
+        rows: (prompt index, sample index) per row.
+        seed_of: ``seed_of(i, s)`` → the row's sampling seed.
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        texts: Sequence[str],
+        ids: Sequence[list[int]],
+        rows: Sequence[tuple[int, int]],
+        config: GenerationConfig,
+        seed_of: Callable[[int, int], int],
+        warper: Warper | None = None,
+        step_hook: StepHook | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        sample_offset: int = 0,
+    ) -> None:
+        self.texts, self.ids, self.rows, self.sample_offset = texts, ids, list(rows), sample_offset
+        unique = sorted({i for i, _ in rows})
+        self.prompts = [ids[i] for i in unique]
+        self.row_prompt = [unique.index(i) for i, _ in rows]
+        self.dec = RowDecoder(
+            backend,
+            config,
+            [seed_of(i, s) for i, s in rows],
+            hook_rows=torch.tensor([i * config.num_samples + s for i, s in rows]),
+            warper=warper,
+            step_hook=step_hook,
+            progress=progress,
+        )
+
+    def traces(self, meta: dict[str, Any] | None = None) -> list[Trace]:
+        """One trace per row, in row order (``meta`` is added to each trace's meta)."""
+        return [
+            self.dec.trace(
+                r,
+                self.texts[i],
+                i,
+                s + self.sample_offset,
+                {"prompt_tokens": len(self.ids[i]), **(meta or {})},
+            )
+            for r, (i, s) in enumerate(self.rows)
+        ]
+
+
+class GenerationEngine:
+    """Continuous batching on an :class:`~entrolab.backends.HFBackend`: requests (generate calls)
+    join one running decode between steps and leave it when their rows finish.
+
+    ``add`` takes what ``generate`` takes and returns a handle; each :meth:`step` admits the
+    requests added since the last one (prefilled together, their KV cache merged into the
+    running batch), runs one decode step for every row and returns the requests that finished,
+    with their traces. A request's traces are those of ``backend.generate(prompts, config,
+    seeds=seeds)``: every row keeps its own generator and positions, so what it runs beside does
+    not change its tokens (up to float rounding of a wider batch). Each trace's
+    ``meta["batch"]`` says how many rows were already decoding when the request was added and
+    at which engine step. Not thread-safe: one thread drives the engine.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        from entrolab.decoding.loop import DecodeEngine
+
+        self.backend = backend
+        self.loop = DecodeEngine(backend.model, pad_id=backend.pad_id)
+        self._requests: dict[int, tuple[RowGroup, dict[str, int]]] = {}
+        self.steps = 0
+
+    @property
+    def idle(self) -> bool:
+        """No request decoding or waiting to join."""
+        return self.loop.idle
+
+    @property
+    def rows(self) -> int:
+        """Rows decoding or waiting to join."""
+        return self.loop.rows
+
+    def add(
+        self,
+        prompts: Sequence[Any] | str,
+        config: GenerationConfig | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
+        sample_offset: int = 0,
+        on_tokens: TokenCallback | None = None,
+    ) -> int:
+        """Queue a request (arguments as in ``HFBackend.generate``); returns its handle. Bad
+        input raises here, before the request touches the running batch."""
+        config, texts, ids, seed_of, warper = self.backend._prepare(
+            prompts, config, seeds, sample_offset
+        )
+        rows = [(i, s) for i in range(len(texts)) for s in range(config.num_samples)]
+        group = RowGroup(self.backend, texts, ids, rows, config, seed_of, warper, None, None,
+                         sample_offset)  # fmt: skip
+        dec = group.dec
+
+        def with_callback(active: torch.Tensor, step: int, raw: torch.Tensor):
+            chosen, finished = dec(active, step, raw)
+            on_tokens(active, step, dec.buf)  # type: ignore[misc]
+            return chosen, finished
+
+        meta = {"running_rows_at_join": int(self.loop.live.sum()), "engine_step": self.steps}
+        handle = self.loop.add(
+            group.prompts,
+            dec if on_tokens is None else with_callback,
+            max_new_tokens=config.max_new_tokens,
+            row_prompt=group.row_prompt,
+        )
+        self._requests[handle] = (group, meta)
+        return handle
+
+    def step(self) -> list[tuple[int, list[Trace]]]:
+        """One decode step; returns (handle, traces in row order) of the requests it finished."""
+        ended = self.loop.step()
+        self.steps += 1
+        out = []
+        for handle in ended:
+            group, meta = self._requests.pop(handle)
+            out.append((handle, group.traces({"batch": meta})))
+        return out
+
+    def cancel(self, handle: int) -> None:
+        """Drop a request (e.g. its client went away); its rows leave at the next step."""
+        self.loop.cancel(handle)
+        self._requests.pop(handle, None)
+
+    def reset(self) -> None:
+        """Drop every request (after a failed step)."""
+        from entrolab.decoding.loop import DecodeEngine
+
+        self.loop = DecodeEngine(self.backend.model, pad_id=self.backend.pad_id)
+        self._requests.clear()

@@ -326,7 +326,7 @@ class DecodeEngine:
     def cancel(self, group: int) -> None:
         """End a group's rows now (they leave at the next step without another token)."""
         self._pending = [p for p in self._pending if p[0] != group]
-        self.live[self.group_of == group] = False
+        self.live = self.live & (self.group_of != group)
         self.groups.pop(group, None)
 
     def _join(self, state, logits, group_of, row_of) -> None:
