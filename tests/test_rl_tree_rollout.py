@@ -8,10 +8,12 @@ import torch
 
 from entrolab.backends.tree import generate_tree
 from entrolab.config import GenerationConfig
+from entrolab.errors import EntrolabError
 from entrolab.rl.rollout import response_logprobs
 from entrolab.rl.tree_rollout import (
     critical_positions,
     cure_rollout,
+    cure_rule,
     shared_credit,
     tree_rollout,
 )
@@ -126,19 +128,37 @@ def _trace(pieces, entropy, finish="eos"):
     )
 
 
-def test_critical_positions_skip_single_characters_special_and_eos() -> None:
-    # entropies:    0.1   2.0  1.5   0.9   3.0(eos)
-    tr = _trace([" a", "b", " cd", "ef", "</s>"], [0.1, 2.0, 1.5, 0.9, 3.0])
-    # position 1 ("b") has one character; 4 is the final EOS; order by entropy: 2, 3, 0
-    assert critical_positions(tr, 5) == [2, 3, 0]
-    assert critical_positions(tr, 2) == [2, 3]
-    assert critical_positions(tr, 5, special_ids=[12]) == [3, 0]  # token id 12 = position 2
+def test_critical_positions_skip_position_0_single_characters_special_and_eos() -> None:
+    # entropies:    3.5(pos 0)  2.0  1.5   0.9   3.0(eos)
+    tr = _trace([" a1", "b", " cd", "ef", "</s>"], [3.5, 2.0, 1.5, 0.9, 3.0])
+    # CURE's code skips index 0; position 1 ("b") has one character; 4 is the final EOS;
+    # by entropy: 2 (1.5), 3 (0.9)
+    assert critical_positions(tr, 5) == [2, 3]
+    assert critical_positions(tr, 1) == [2]
+    assert critical_positions(tr, 5, special_ids=[12]) == [3]  # token id 12 = position 2
+    # byte-level setting: one character is enough -> 1 (2.0), 2, 3
+    assert critical_positions(tr, 5, min_chars=1) == [1, 2, 3]
+
+
+def test_cure_rule_draws_one_candidate_with_the_tree_generator() -> None:
+    tr = _trace([" a1", "b", " cd", "ef", "</s>"], [3.5, 2.0, 1.5, 0.9, 3.0])
+    rule = cure_rule(5, min_chars=1)
+    picks = {rule(tr, 1, torch.Generator().manual_seed(s))[0] for s in range(40)}
+    assert picks == {1, 2, 3}
+    assert rule(tr, 0, torch.Generator()) == []
+    assert cure_rule(5)(_trace(["a", "b"], [1.0, 2.0]), 1, torch.Generator()) == []  # none
 
 
 def test_cure_groups_hold_n1_plus_n1_n2_rows_with_prefix_as_prompt(tiny_backend) -> None:
     cfg = GenerationConfig.from_dict({**CFG.to_dict(), "num_samples": 2})
-    tr = cure_rollout(tiny_backend, PROMPTS, cfg, SEEDS, n2=2, top_k=4)
+    special = tiny_backend.tokenizer.all_special_ids
+    tr = cure_rollout(tiny_backend, PROMPTS, cfg, SEEDS, n2=2, top_k=4, min_chars=1)
     assert tr.rollout.group_size == 2 + 2 * 2 and len(tr.rollout) == 12
+    assert tr.fills == 0  # byte tokens with min_chars=1: every root has candidates
+    # the branches are exactly generate_tree's with CURE's rule (shared KV prefix)
+    tree = generate_tree(tiny_backend, PROMPTS, cfg, rule=cure_rule(4, special_ids=special,
+                         min_chars=1), points=1, branches=2, seeds=SEEDS)  # fmt: skip
+    assert [t.token_ids.tolist() for t in tr.traces] == [t.token_ids.tolist() for t in tree]
     roots = tiny_backend.generate(PROMPTS, cfg, seeds=SEEDS)
     for k in range(2):  # roots are the plain generation
         assert tr.traces[k].token_ids.tolist() == roots[k].token_ids.tolist()
@@ -147,9 +167,29 @@ def test_cure_groups_hold_n1_plus_n1_n2_rows_with_prefix_as_prompt(tiny_backend)
             c = tr.branch_position[r]
             root = tr.traces[par]
             assert tr.traces[r].token_ids[:c].tolist() == root.token_ids[:c].tolist()
-            cand = critical_positions(root, 4, special_ids=tiny_backend.tokenizer.all_special_ids)
-            assert c in cand or (not cand and c == 0)
+            assert c in critical_positions(root, 4, special_ids=special, min_chars=1)
             assert len(tr.rollout.prompt_ids[r]) == len(tr.rollout.prompt_ids[par]) + c
+    # CURE's default (2 characters) finds fewer critical tokens; a root without one gets n2
+    # fresh samples (CURE's c = 0), and every root token branched at has >= 2 characters
+    plain = cure_rollout(tiny_backend, PROMPTS, cfg, SEEDS, n2=2, top_k=4)
+    assert plain.fills > 0 and plain.fills % 2 == 0 and len(plain.rollout) == 12
+    for r, par in enumerate(plain.parent):
+        if par >= 0:
+            assert len(plain.traces[par].tokens[plain.branch_position[r]].strip()) >= 2
     # the same seeds give the same rollout
-    again = cure_rollout(tiny_backend, PROMPTS, cfg, SEEDS, n2=2, top_k=4)
+    again = cure_rollout(tiny_backend, PROMPTS, cfg, SEEDS, n2=2, top_k=4, min_chars=1)
     assert torch.equal(again.rollout.response_ids, tr.rollout.response_ids)
+
+
+def test_tree_rollout_cuts_and_fills_groups_to_size(tiny_backend) -> None:
+    # width 3 at one point per root: 2 roots + 6 branches, cut to 5 rows (roots first)
+    tr = tree_rollout(tiny_backend, PROMPTS, CFG, SEEDS, rule="entropy", points=1,
+                      branches=lambda root, t: 3, size=5)  # fmt: skip
+    assert len(tr.rollout) == 10 and tr.parent[:2] == [-1, -1] and tr.fills == 0
+    assert tr.parent[2:5] == [0, 0, 0]  # the first root's branches come first
+    # no branch point: every extra row is a fresh sample
+    none = tree_rollout(tiny_backend, PROMPTS, CFG, SEEDS, rule=lambda tr, k, g: [], points=1,
+                        branches=1, size=4)  # fmt: skip
+    assert none.fills == 4 and all(p < 0 for p in none.parent)
+    with pytest.raises(EntrolabError, match="group size"):
+        tree_rollout(tiny_backend, PROMPTS, CFG, SEEDS, branches=lambda root, t: 1)

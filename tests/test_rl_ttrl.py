@@ -257,7 +257,13 @@ def test_ttrl_votes_over_n_vote_and_trains_on_the_first_g(tmp_path) -> None:
          "explore.shaping=ettrl"),
         ("explore.mode=tree", "explore.rule=low_confidence", "explore.reward=majority",
          "explore.shaping=echo", "algorithm.loss=echo_clip"),
+        ("explore.mode=tree", "explore.rule=echo", "explore.points=1", "explore.branches=1",
+         "explore.reward=majority", "explore.shaping=echo", "algorithm.loss=echo_clip",
+         "explore.echo_tree={min_depth: 1, entropy_high: 0.3, entropy_low: 0.0, "
+         "branch_threshold: 4.0, entropy_delta_threshold: -1.0, prune_threshold: 3.4}"),
         ("explore.mode=cure", "explore.cure_n2=1", "explore.cure_top_k=3", "algorithm.loss=dapo"),
+        ("explore.mode=cure", "explore.cure_n2=1", "explore.cure_min_chars=1",
+         "explore.stage1_steps=1", "steps=2"),
         ("explore.mode=agent", "algorithm.loss=aepo_agentic", "explore.agent_max_turns=2"),
     ],
 )  # fmt: skip
@@ -269,8 +275,12 @@ def test_exploring_recipes_run_a_step(tmp_path, extra) -> None:
         assert rec["explore/rows"] == 2 * g
     if "explore.shaping=echo" in extra:
         assert 0.05 <= rec["loss/clip_epsilon"] <= 0.2
-    if "explore.mode=cure" in extra:
+    if "explore.rule=echo" in extra:  # the tiny model branches at every root (see test_rl_echo)
+        assert rec["echo/branch_root_frac"] == 1.0 and rec["echo/branches_planned"] > 0
+    if "explore.mode=cure" in extra and "steps=2" not in extra:
         assert rec["explore/rows"] == 2 * (2 + 2 * 1)
+    if "explore.stage1_steps=1" in extra:  # step 2 is CURE's stage 2: plain i.i.d. groups
+        assert rec["explore/stage"] == 2.0 and "explore/rows" not in rec
     if "explore.mode=agent" in extra:  # the random tiny model makes no tool call
         assert rec["agent/branch_frac"] == 0.0
         assert rec["agent/root_frac"] + rec["agent/fill_frac"] == 1.0

@@ -6,19 +6,20 @@ Recipes built from it (see ``recipes/``):
 - **tree** rollouts (``mode: tree``; :func:`entrolab.rl.tree_rollout.tree_rollout`): G roots and
   ``branches`` continuations at ``points`` positions per root picked by ``rule``; ``prefix`` says
   how inherited prefixes get gradient (``prompt``: none, ``shared``: 1/m credit, ``full``).
-- **CURE** (``mode: cure``, ``stage1_steps``): critical-token re-concatenation with DAPO for the
-  first ``stage1_steps`` steps, then plain i.i.d. DAPO (stage 2) in the same run.
+- **CURE** (``mode: cure``, ``stage1_steps``): critical-token re-concatenation (a tree rollout
+  with CURE's critical rule) with DAPO for the first ``stage1_steps`` steps, then plain i.i.d.
+  DAPO (stage 2) in the same run; ``explore/stage`` logs which stage a step ran.
 - **TTRL** (``reward: majority``): majority-vote pseudo-labels from ``vote_samples`` per prompt,
   training on the first G; **ETTRL** = tree rollouts + majority + ``shaping: ettrl``;
-  **ECHO** = ``rule: low_confidence`` tree + majority + ``shaping: echo`` + loss ``echo_clip``.
+  **ECHO** = ``rule: echo`` tree (DeepConf adaptive branch width and pruning,
+  :mod:`entrolab.rl.echo`, settings ``echo_tree``) + majority + ``shaping: echo`` + loss
+  ``echo_clip``.
   Pseudo-label accuracy (majority vs truth) is logged every step as ``ttrl/label_acc``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import torch
 
@@ -26,6 +27,8 @@ from entrolab.backends.decode import pad_batch
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.rl.agent import agent_rollout
+from entrolab.rl.echo import echo_rollout
+from entrolab.rl.explore_config import ECHO_DEFAULTS, ExploreConfig
 from entrolab.rl.rollout import Rollout, sample_rollout
 from entrolab.rl.spear import BufferEntry, ReplayBuffer, intrinsic_weight, sil_weight
 from entrolab.rl.tree_rollout import TreeRollout, cure_rollout, traces_rollout, tree_rollout
@@ -39,106 +42,6 @@ from entrolab.rl.ttrl import (
 )
 
 __all__ = ["ECHO_DEFAULTS", "ExploreConfig", "Explorer"]
-
-#: ECHO hybrid-advantage / adaptive-clip settings (user683/ECHO ppo_trainer.yaml ``hybrid_adv``).
-ECHO_DEFAULTS: dict[str, float] = {
-    "alpha": 1.0,
-    "beta": 1.0,
-    "s_max": 2.0,
-    "mult_coeff": 0.1,
-    "add_coeff": 0.0,
-    "tail_window": 16,
-    "confidence_topk": 5,
-    "eps_min": 0.05,
-    "eps_max": 0.2,
-    "kappa": 4.0,
-}
-
-
-@dataclass
-class ExploreConfig:
-    """How rollouts explore (default: plain i.i.d. groups, verifier rewards, no reshaping).
-
-    Attributes:
-        mode: ``iid`` | ``tree`` | ``cure``.
-        rule, points, branches, prefix: tree rollouts (``backends.tree.BRANCH_RULES``).
-        cure_n2, cure_top_k, cure_critical: CURE n2 (continuations per response), critical
-            top-K, ``entropy`` or ``random`` (control) positions.
-        stage1_steps: the tree/CURE mode applies to steps 1..stage1_steps, then i.i.d. sampling
-            (CURE stage 2); 0 = every step.
-        reward: ``verifier`` | ``majority`` (TTRL pseudo-labels; the task's answers are only used
-            to log the pseudo-label accuracy).
-        vote_samples: N_vote per prompt for ``majority`` in i.i.d. mode (0 = the group size);
-            the first ``rollout.group_size`` rows are trained on (TTRL downsampling).
-        shaping: ``none`` | ``ettrl`` | ``echo`` advantage reshaping.
-        ettrl_strength, ettrl_decay_steps: λ of :func:`entrolab.rl.ttrl.ettrl_damping`.
-        echo: overrides of :data:`ECHO_DEFAULTS`.
-        agent_*: multi-turn calculator rollouts (``mode: agent``, :mod:`entrolab.rl.agent`):
-            turns per episode, entropy window, AEPO's β of the budget split, the
-            consecutive-branch penalty, and whether to split the budget at all (``agent_aepo``).
-        replay, replay_capacity, sil_max, sil_warmup: SPEAR self-imitation
-            (:mod:`entrolab.rl.spear`): buffer of successful responses per prompt replayed into
-            later groups, advantage scaled by the rising SIL weight.
-        intrinsic, intrinsic_decay: SPEAR's decaying exploration bonus for tool use (agent mode:
-            reward + w(step)·1[the episode called the tool]).
-    """
-
-    mode: Literal["iid", "tree", "cure", "agent"] = "iid"
-    rule: str = "entropy"
-    points: int = 2
-    branches: int = 2
-    prefix: Literal["prompt", "shared", "full"] = "shared"
-    cure_n2: int = 3
-    cure_top_k: int = 20
-    cure_critical: Literal["entropy", "random"] = "entropy"
-    stage1_steps: int = 0
-    reward: Literal["verifier", "majority"] = "verifier"
-    vote_samples: int = 0
-    shaping: Literal["none", "ettrl", "echo"] = "none"
-    ettrl_strength: float = 0.5
-    ettrl_decay_steps: int = 0
-    echo: dict[str, Any] = field(default_factory=dict)
-    agent_max_turns: int = 4
-    agent_window: int = 4
-    agent_beta: float = 1.0
-    agent_penalty: float = 0.5
-    agent_aepo: bool = True
-    replay: bool = False
-    replay_capacity: int = 256
-    sil_max: float = 1.0
-    sil_warmup: int = 0
-    intrinsic: float = 0.0
-    intrinsic_decay: int = 0
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise EntrolabError(f"invalid explore config: {msg}")
-
-        need(self.points >= 0 and self.branches >= 0, "points and branches must be >= 0")
-        need(self.cure_n2 >= 1 and self.cure_top_k >= 1, "cure_n2 and cure_top_k must be >= 1")
-        need(self.stage1_steps >= 0, "stage1_steps must be >= 0")
-        need(self.vote_samples >= 0, "vote_samples must be >= 0 (0 = the group size)")
-        need(0 <= self.ettrl_strength <= 1, "ettrl_strength must be in [0, 1]")
-        unknown = sorted(set(self.echo) - set(ECHO_DEFAULTS))
-        need(not unknown, f"unknown echo settings {unknown}; known: {sorted(ECHO_DEFAULTS)}")
-        need(self.agent_max_turns >= 1 and self.agent_window >= 1, "agent turns/window >= 1")
-        need(0 <= self.agent_penalty <= 1, "agent_penalty must be in [0, 1]")
-        need(self.replay_capacity >= 1 and self.sil_max >= 0, "replay_capacity >= 1, sil_max >= 0")
-        need(self.intrinsic >= 0 and self.intrinsic_decay >= 0, "intrinsic settings must be >= 0")
-        need(
-            not (self.replay and self.mode in ("agent", "tree", "cure")),
-            "replay splices single responses into i.i.d. groups: use it with mode iid",
-        )
-        need(self.intrinsic == 0 or self.mode == "agent", "intrinsic tool bonus needs mode agent")
-        need(
-            self.mode != "agent" or self.shaping == "none",
-            "shaping needs sampling-time statistics, which multi-turn agent rollouts do not keep",
-        )
-        need(
-            self.vote_samples == 0 or self.mode == "iid",
-            "vote_samples applies to mode iid (tree groups vote over all their rows)",
-        )
 
 
 class Explorer:
@@ -183,15 +86,21 @@ class Explorer:
                 }
             )
         mode = self.active_mode(step)
-        self._agent_metrics: dict[str, float] = {}
+        self._rollout_metrics: dict[str, float] = {}
         if mode == "agent":
-            ro, self._agent_metrics = agent_rollout(
+            ro, self._rollout_metrics = agent_rollout(
                 backend, prompts, gen, seeds, max_turns=c.agent_max_turns,
                 window=c.agent_window, beta=c.agent_beta, penalty=c.agent_penalty,
                 aepo=c.agent_aepo,
             )  # fmt: skip
             return ro
-        if mode == "tree":
+        if mode == "tree" and c.rule == "echo":
+            g_rows = gen.num_samples * (1 + c.points * c.branches)
+            self.last, self._rollout_metrics = echo_rollout(
+                backend, prompts, gen, seeds, size=g_rows, params=c.echo_tree, prefix=c.prefix,
+                prune=c.echo_prune,
+            )  # fmt: skip
+        elif mode == "tree":
             self.last = tree_rollout(
                 backend, prompts, gen, seeds, rule=c.rule, points=c.points,
                 branches=c.branches, prefix=c.prefix,
@@ -199,7 +108,7 @@ class Explorer:
         elif mode == "cure":
             self.last = cure_rollout(
                 backend, prompts, gen, seeds, n2=c.cure_n2, top_k=c.cure_top_k,
-                critical=c.cure_critical,
+                critical=c.cure_critical, min_chars=c.cure_min_chars,
             )  # fmt: skip
         if self.last is not None:
             self._traces = self.last.traces
@@ -227,7 +136,9 @@ class Explorer:
         metrics: dict[str, float] = {}
         if self.last is not None:
             metrics.update(self.last.metrics())
-        metrics.update(getattr(self, "_agent_metrics", {}))
+        metrics.update(getattr(self, "_rollout_metrics", {}))
+        if c.stage1_steps:
+            metrics["explore/stage"] = 1.0 if self._step <= c.stage1_steps else 2.0
         g_vote = rollout.group_size
         answers = [task.extract(it, t) for it, t in zip(row_items, rollout.texts, strict=True)]
         metrics["train/distinct_answers"] = distinct_answers(answers, g_vote)

@@ -25,15 +25,14 @@ Budget accounting: ``TreeRollout.new_tokens`` counts only newly generated tokens
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
-from entrolab.backends.decode import pad_batch
-from entrolab.backends.tree import branch_seed, generate_tree
+from entrolab.backends.decode import StepHook, pad_batch
+from entrolab.backends.tree import BranchRule, branch_seed, generate_tree
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.rl.rollout import Rollout
@@ -44,6 +43,7 @@ __all__ = [
     "TreeRollout",
     "critical_positions",
     "cure_rollout",
+    "cure_rule",
     "shared_credit",
     "traces_rollout",
     "tree_rollout",
@@ -200,28 +200,52 @@ def tree_rollout(
     config: GenerationConfig,
     seeds: Sequence[int],
     *,
-    rule: str = "entropy",
+    rule: str | BranchRule = "entropy",
     points: int = 2,
-    branches: int = 2,
+    branches: int | Callable[[Trace, int], int] = 2,
     prefix: PrefixMode = "shared",
+    size: int | None = None,
+    branch_hook: StepHook | None = None,
+    roots_post: Callable[[list[Trace]], list[Trace]] | None = None,
 ) -> TreeRollout:
-    """G roots per prompt (``config.num_samples``) and ``branches`` continuations at up to
-    ``points`` positions of each root chosen by ``rule`` (``backends.tree.BRANCH_RULES``), the
-    prefix reused from the roots' KV cache; short roots' missing branches are filled with fresh
-    samples. Returns G' = G·(1 + points·branches) rows per prompt."""
+    """G roots per prompt (``config.num_samples``) and continuations at up to ``points``
+    positions of each root chosen by ``rule`` (a name in ``backends.tree.BRANCH_RULES`` or a
+    callable), ``branches`` per point (an int, or a per-point width function), the prefix reused
+    from the roots' KV cache; ``branch_hook`` prunes branch rows online.
+
+    Every prompt gets exactly ``size`` rows (default ``G·(1 + points·branches)``): roots first,
+    then branches in plan order, cut at ``size`` (as ECHO caps a group at n) and filled with
+    fresh samples when fewer (short roots, or a rule that found no point). ``roots_post`` may
+    rewrite the roots after the branches were planned (ECHO prunes them after the fact)."""
     if prefix not in PREFIX_MODES:
         raise EntrolabError(f"prefix must be one of {PREFIX_MODES}, got {prefix!r}")
     if len(prompts) != len(seeds):
         raise EntrolabError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
     g = config.num_samples
-    size = g * (1 + points * branches)
+    if size is None:
+        if callable(branches):
+            raise EntrolabError("a branch width function needs an explicit group size (size=)")
+        size = g * (1 + points * branches)
+    if size < g:
+        raise EntrolabError(f"the group size {size} is smaller than the {g} roots")
     tb = generate_tree(
-        backend, list(prompts), config, rule=rule, points=points, branches=branches, seeds=seeds
-    )
+        backend, list(prompts), config, rule=rule, points=points, branches=branches,
+        seeds=seeds, branch_hook=branch_hook,
+    )  # fmt: skip
+    traces = list(tb)
+    if roots_post is not None:
+        root_rows = [k for k, tr in enumerate(traces) if "parent" not in tr.meta]
+        for k, tr in zip(root_rows, roots_post([traces[k] for k in root_rows]), strict=True):
+            traces[k] = tr
+    return _groups_from_tree(backend, prompts, config, seeds, traces, prefix, size)
+
+
+def _groups_from_tree(backend, prompts, config, seeds, traces, prefix, size) -> TreeRollout:
+    """Per-prompt groups of ``size`` rows from ``generate_tree``'s traces (cut, then filled)."""
     ids = _prompt_ids(backend, prompts, config)
     by_prompt: list[list[tuple[Trace, int, int]]] = [[] for _ in prompts]
     starts: dict[int, int] = {}
-    for k, tr in enumerate(tb):
+    for k, tr in enumerate(traces):
         if tr.prompt_index not in starts:
             starts[tr.prompt_index] = k
         par = tr.meta.get("parent")
@@ -229,6 +253,7 @@ def tree_rollout(
         by_prompt[tr.prompt_index].append((tr, local, int(tr.meta.get("branch_position", 0))))
     fills = 0
     for i, group in enumerate(by_prompt):
+        del group[size:]
         need = size - len(group)
         if need > 0:
             group += [(t, -1, 0) for t in _fill(backend, ids, config, seeds, i, need)]
@@ -239,21 +264,59 @@ def tree_rollout(
 def critical_positions(
     trace: Trace, top_k: int, *, special_ids: Sequence[int] = (), min_chars: int = 2
 ) -> list[int]:
-    """CURE's candidate positions: the ``top_k`` highest-entropy tokens of ``trace`` whose token
-    is not special and whose text piece has at least ``min_chars`` characters (CURE: "decodes to
-    more than one character"); a final EOS is never a candidate. Highest entropy first (ties:
-    earliest)."""
+    """CURE's candidate positions (``get_critic_key_token_mask`` of bytedance/CURE): positions in
+    decreasing entropy order (ties: earliest), skipping position 0, special tokens (and a final
+    EOS), and tokens whose text without surrounding spaces has fewer than ``min_chars``
+    characters (CURE: "decodes to more than one character"); the first ``top_k`` that pass."""
     n = len(trace)
     if trace.finish_reason == "eos":
         n -= 1
     special = set(int(s) for s in special_ids)
+    order = sorted(range(1, n), key=lambda p: (-float(trace.entropy[p]), p))
     ok = [
         p
-        for p in range(n)
-        if int(trace.token_ids[p]) not in special and len(trace.tokens[p]) >= min_chars
+        for p in order
+        if int(trace.token_ids[p]) not in special and len(trace.tokens[p].strip()) >= min_chars
     ]
-    ent = trace.entropy.double()
-    return sorted(ok, key=lambda p: (-float(ent[p]), p))[:top_k]
+    return ok[:top_k]
+
+
+def cure_rule(
+    top_k: int = 20,
+    *,
+    special_ids: Sequence[int] = (),
+    min_chars: int = 2,
+    mode: Literal["entropy", "random"] = "entropy",
+) -> BranchRule:
+    """CURE's branch rule for :func:`~entrolab.backends.tree.generate_tree`: one position drawn
+    uniformly (with the tree's per-root generator) from :func:`critical_positions`, or, with
+    ``mode="random"`` (CURE's control), from every eligible position in a random order; no
+    point when there is no candidate (CURE then branches at 0: a fresh sample, filled by
+    :func:`tree_rollout`).
+
+    The backend's own ``critical`` rule differs from CURE's code (it keeps special tokens such
+    as EOS and counts its pool before the character filter; /work/notes/tree_needs.md), so RL
+    passes this callable."""
+    if top_k < 1 or min_chars < 0:
+        raise EntrolabError("CURE needs top_k >= 1 and min_chars >= 0")
+    if mode not in ("entropy", "random"):
+        raise EntrolabError(f"critical must be 'entropy' or 'random', got {mode!r}")
+
+    def rule(trace: Trace, k: int, generator: torch.Generator) -> list[int]:
+        if k < 1:
+            return []
+        if mode == "entropy":
+            cand = critical_positions(trace, top_k, special_ids=special_ids, min_chars=min_chars)
+        else:
+            every = critical_positions(trace, len(trace), special_ids=special_ids,
+                                       min_chars=min_chars)  # fmt: skip
+            perm = torch.randperm(len(every), generator=generator).tolist()
+            cand = [every[j] for j in perm][:top_k]
+        if not cand:
+            return []
+        return [cand[int(torch.randint(len(cand), (1,), generator=generator))]]
+
+    return rule
 
 
 def cure_rollout(
@@ -265,53 +328,21 @@ def cure_rollout(
     n2: int = 3,
     top_k: int = 20,
     critical: Literal["entropy", "random"] = "entropy",
+    min_chars: int = 2,
 ) -> TreeRollout:
-    """CURE stage 1 (critical-token re-concatenation): n1 = ``config.num_samples`` responses per
-    prompt; for each, one position c drawn uniformly from its :func:`critical_positions` (or from
-    all positions with ``critical="random"``); ``n2`` new continuations from prompt + response[:c]
-    (the critical token itself is resampled). Group = n1 + n1·n2 rows; branch prefixes are part
-    of the prompt (no gradient). A response with no candidate branches at c = 0 (a fresh sample).
+    """CURE stage 1 (critical-token re-concatenation) as a tree rollout: n1 =
+    ``config.num_samples`` roots per prompt, one critical position c per root
+    (:func:`cure_rule`), ``n2`` continuations from root tokens ``0..c−1`` sharing the root's KV
+    cache (the critical token itself is resampled). Group = n1 + n1·n2 rows; branch prefixes are
+    part of the prompt (no gradient). A root with no candidate gets n2 fresh samples (CURE's
+    c = 0). ``min_chars=1`` for byte-level tokenizers, where every token is one character.
     """
-    if critical not in ("entropy", "random"):
-        raise EntrolabError(f"critical must be 'entropy' or 'random', got {critical!r}")
     if n2 < 1 or top_k < 1:
         raise EntrolabError("CURE needs n2 >= 1 and top_k >= 1")
-    if len(prompts) != len(seeds):
-        raise EntrolabError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
-    n1 = config.num_samples
-    roots = sorted(
-        backend.generate(list(prompts), config, seeds=list(seeds)),
-        key=lambda t: (t.prompt_index, t.sample_index),
-    )
-    ids = _prompt_ids(backend, prompts, config)
     special = list(getattr(getattr(backend, "tokenizer", None), "all_special_ids", []) or [])
-    jobs, plan = [], []
-    for k, root in enumerate(roots):
-        rng = random.Random(branch_seed(int(seeds[root.prompt_index]), -2, k))
-        cand = (
-            critical_positions(root, top_k, special_ids=special)
-            if critical == "entropy"
-            else list(range(max(len(root) - (root.finish_reason == "eos"), 0)))
-        )
-        c = rng.choice(cand) if cand else 0
-        jobs.append(ids[root.prompt_index] + root.token_ids[:c].tolist())
-        plan.append((k, c))
-    budget = [config.max_new_tokens - c for _, c in plan]
-    groups: list[list[tuple[Trace, int, int]]] = [[] for _ in prompts]
-    for root in roots:
-        groups[root.prompt_index].append((root, -1, 0))
-    for (k, c), job, left in zip(plan, jobs, budget, strict=True):
-        root = roots[k]
-        cfg = GenerationConfig.from_dict(
-            {**config.to_dict(), "num_samples": n2, "max_new_tokens": max(left, 1)}
-        )
-        seed = branch_seed(int(seeds[root.prompt_index]) ^ root.sample_index, c, -3)
-        for tr in backend.generate([job], cfg, seeds=[seed]):
-            groups[root.prompt_index].append((_join(backend, root, tr, c), root.sample_index, c))
-    return _finish(backend, ids, groups, "prompt", n1 * (1 + n2), 0)
-
-
-def _join(backend, root: Trace, own: Trace, c: int) -> Trace:
-    """Root tokens 0..c−1 then the continuation (statistics of the continuation's own tokens)."""
-    meta = {**own.meta, "branch_position": c, "new_tokens": len(own)}
-    return Trace.joined(root, c, own, prompt=root.prompt, meta=meta)
+    rule = cure_rule(top_k, special_ids=special, min_chars=min_chars, mode=critical)
+    n1 = config.num_samples
+    return tree_rollout(
+        backend, prompts, config, seeds, rule=rule, points=1, branches=n2, prefix="prompt",
+        size=n1 * (1 + n2),
+    )  # fmt: skip
