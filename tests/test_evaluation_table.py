@@ -38,3 +38,31 @@ def test_rows_and_slices():
     assert isinstance(top, RankingTable) and str(top).count("\n") == 2  # header + 2 rows
     assert table[0] is ROWS[0]
     assert str(RankingTable()) == "(no estimators)"
+
+
+def test_terminal_summary_never_cuts_a_name_at_80_columns():
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from entrolab.evaluation.core import results_from_rows
+    from entrolab.evaluation.report import print_summary
+
+    rng = np.random.default_rng(0)
+    y = rng.random(60) < 0.5
+    names = ["mc_sequence_entropy_normalized", "semantic_entropy_polygraph", "msp"]
+    u = {k: -(y * (i + 1) + rng.normal(size=60)) for i, k in enumerate(names)}
+    rows = [
+        {"index": i, "correct": bool(y[i]), "reason": "ok", "u": {k: float(v[i]) for k, v in u.items()}}
+        for i in range(60)
+    ]  # fmt: skip
+    res = results_from_rows({"task": "t", "samples": 1, "estimators_run": names}, rows)
+    for width, layout_line in ((80, "  # "), (120, " estimator ")):
+        buf = io.StringIO()
+        print_summary(res, Console(file=buf, width=width, color_system=None))
+        lines = buf.getvalue().splitlines()
+        assert max(len(line) for line in lines) <= width
+        assert any(layout_line in line for line in lines)  # list layout at 80, table at 120
+        for name in names:  # each name whole on one line, next to its rank
+            assert any(line.split()[1:2] == [name] for line in lines if line.split()), name

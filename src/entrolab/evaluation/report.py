@@ -122,20 +122,39 @@ def footnote(rows: list[dict], n_items: int) -> str:
 
 
 def print_summary(results: EvalResults, console: Console | None = None) -> None:
-    """Accuracy and the ranking table (figures with intervals, ties marked) in the terminal."""
+    """Accuracy and the ranking table (figures with intervals, ties marked) in the terminal.
+
+    Estimator names are never cut: when the table with full names does not fit the console,
+    each estimator's rank and name take a line of their own, with its figures below.
+    """
     console = console or Console()
     console.print(Text(headline(results), style="bold"))
     rows = results.table(ci=0.95)
-    sep = " " if console.width >= 140 else "\n"  # narrow terminal: interval on a 2nd line
+    name_width = max((len(r["name"]) for r in rows), default=9)
+    if console.width < name_width + 4 + 11 * len(_COLUMNS) + 5:
+        _print_list_layout(rows, console)
+    else:
+        _print_table(rows, console)
+    note = footnote(rows, len(results.rows))
+    if note:
+        console.print(Text(note, style="dim"))
+    for line in reading_lines(rows):
+        console.print(Text(line))
+    for line in skipped_lines(results.config):
+        console.print(Text(line, style="dim"))
+
+
+_TITLE = "estimators, best AUROC first (ECE/Brier after isotonic calibration)"
+
+
+def _print_table(rows: list[dict], console: Console) -> None:
+    """One row per estimator; below 140 columns each interval goes on a second line."""
+    sep = " " if console.width >= 140 else "\n"
     table = Table(
-        title="estimators, best AUROC first (ECE/Brier after isotonic calibration)",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        collapse_padding=True,
-        pad_edge=False,
+        title=_TITLE, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False
     )
     table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("estimator", overflow="fold", min_width=10, max_width=24)
+    table.add_column("estimator", no_wrap=True)
     for _, label, _ in _COLUMNS:
         table.add_column(label, justify="right", min_width=10)
     table.add_column("#u", justify="right", no_wrap=True)
@@ -147,13 +166,22 @@ def print_summary(results: EvalResults, console: Console | None = None) -> None:
             str(r["n_distinct"]),
         )
     console.print(table)
-    note = footnote(rows, len(results.rows))
-    if note:
-        console.print(Text(note, style="dim"))
-    for line in reading_lines(rows):
-        console.print(Text(line))
-    for line in skipped_lines(results.config):
-        console.print(Text(line, style="dim"))
+
+
+def _print_list_layout(rows: list[dict], console: Console) -> None:
+    """The ranking for narrow terminals: rank and full name on one line, the figures on the
+    next and their intervals on the one after (fixed 11-character columns, 64 in all)."""
+    console.print(Text(_TITLE, style="bold"))
+    heads = "  # " + "".join(f"{label:>11}" for _, label, _ in _COLUMNS) + f"{'#u':>5}"
+    console.print(Text(heads, style="bold"), no_wrap=True)
+    for i, r in enumerate(rows, start=1):
+        console.print(Text(f"{rank_label(r, i):>3} {r['name']}", style="bold"), no_wrap=True)
+        cells = [cell(r, k, f, sep="\n").split("\n") for k, _, f in _COLUMNS]
+        figures = "".join(f"{c[0]:>11}" for c in cells) + f"{r['n_distinct']:>5}"
+        console.print(Text("    " + figures), no_wrap=True)
+        if any(len(c) > 1 for c in cells):
+            intervals = "".join(f"{c[1] if len(c) > 1 else '':>11}" for c in cells)
+            console.print(Text("    " + intervals), no_wrap=True)
 
 
 def skipped_lines(config: dict) -> list[str]:
