@@ -91,7 +91,8 @@ def test_fit_sdm_and_bad_options(parrot_dir, task_file, tmp_path):
     v = load_sdm(out)
     # 2 samples per item, half the items right; 3 items train, 3 calibrate (seeded split)
     assert len(v.train_labels) + sum(len(c) for c in v.qbin_cdfs) == 2 * N_ITEMS
-    assert "'sdm'" in result.output and (tmp_path / "sdm.support.safetensors").is_file()
+    assert f"--param sdm.scorer={out}" in result.output
+    assert (tmp_path / "sdm.support.safetensors").is_file()
     bad = runner.invoke(app, [*_base("sdm", parrot_dir, task_file), "--continuations", "2"])
     assert bad.exit_code != 0 and "fit fince" in str(bad.exception or bad.output)
     bad = runner.invoke(app, [*_base("fince", parrot_dir, task_file), "--rule", "paragraph"])

@@ -79,6 +79,9 @@ def eval_command(
         run_dir = out or Path("runs") / f"eval-{task.replace(':', '-').replace('/', '_')}"
         names = [s.strip() for s in estimators.split(",") if s.strip()] if estimators else None
         params = _estimator_params(param, names, exclude, max_new_tokens)
+        from entrolab.inference.fitted import check_fitted_given
+
+        check_fitted_given(params, names)  # a fitted estimator without its artefact: fail now
         settings = dict(
             n=n,
             samples=samples,
@@ -145,6 +148,10 @@ def _run(
         )
     else:
         backend = load_backend(console, model, dtype)
+    from entrolab.inference.fitted import resolve_fitted
+
+    # --param fince.scorer=PATH etc.: load the artefacts and check them against this model now
+    fitted = resolve_fitted(settings["estimator_params"], backend, settings["estimators"])
     saved = f"finished items are in {settings['out']}/results.jsonl"
     with on_interrupt(console, saved), stage_progress(console, total=settings["n"]) as update:
-        return evaluate(backend, task, on_progress=update, **settings)
+        return evaluate(backend, task, on_progress=update, fitted=fitted, **settings)

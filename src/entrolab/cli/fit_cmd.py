@@ -14,8 +14,15 @@ it with ``entrolab think``.
   fit_zip_rc`) for ``think``/``pareto --strategy zip-rc --param head=PATH``.
 * ``sdm``: an SDM verifier (:func:`~entrolab.inference.sdm.fit_sdm_on_task`; also
   ``OUT.support.safetensors``) for the ``sdm`` estimator.
+* ``set-size``: the split-conformal q̂ of the ``set_size`` estimator on labelled
+  multiple-choice items (:func:`~entrolab.inference.cip.fit_option_qhat`; ``OUT.json`` only).
+* ``sayself``: SaySelf stage 1 (:func:`~entrolab.inference.sayself.fit_sayself`: the model's own
+  chains → confidence targets → LoRA SFT, merged); OUT is a model *directory* (safetensors
+  checkpoint + tokenizer + ``sayself.json``) for ``entrolab eval --model OUT``.
 
-All are saved as ``OUT.json`` + ``OUT.safetensors``.
+The others are saved as ``OUT.json`` + ``OUT.safetensors``. The fitted estimators (fince, sdm,
+set_size) run in ``entrolab eval --estimators NAME --param NAME.scorer=OUT`` (``qhat=OUT`` for
+set_size); the command is printed after the fit.
 """
 
 from __future__ import annotations
@@ -32,16 +39,19 @@ from rich.console import Console
 from rich.text import Text
 
 from entrolab.cli.common import load_backend, stage_progress, task_and_items
+from entrolab.cli.fit_learned import eval_line, fit_sayself_kind, fit_set_size_kind, save_sayself
 from entrolab.errors import EntrolabError
 
 console = Console()
 
-KINDS = ("lynx", "diffadapt", "fince", "sdm", "zip-rc")
+KINDS = ("lynx", "diffadapt", "fince", "sdm", "zip-rc", "set-size", "sayself")
 #: The options that belong to one kind only (CLI flag → kind).
 _OWN = {
     **dict.fromkeys(("--delta", "--cues", "--scope"), "lynx"),
     **dict.fromkeys(("--k", "--feature", "--routes"), "diffadapt"),
     **dict.fromkeys(("--continuations", "--rule"), "fince"),
+    "--alpha": "set-size",
+    **dict.fromkeys(("--samples", "--steps"), "sayself"),
 }
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
@@ -175,8 +185,18 @@ def _fit_zip_rc(backend: Any, task_obj: Any, items: list, common: dict[str, Any]
 def _check_values(
     max_new_tokens: int | None, delta: float | None, scope: str | None, k: int | None,
     feature: str | None, continuations: int | None = None, rule: str | None = None,
+    alpha: float | None = None, samples: int | None = None, steps: int | None = None,
 ) -> None:  # fmt: skip
     """Bad values fail before the model loads (the fits would only notice after sampling)."""
+    if alpha is not None and not 0 < alpha < 1:
+        raise EntrolabError(f"--alpha (the miscoverage) must be in (0, 1), got {alpha}")
+    if samples is not None and samples < 2:
+        raise EntrolabError(
+            f"--samples must be >= 2 (chains per question; SaySelf's confidence is the majority "
+            f"answer's share among them), got {samples}"
+        )
+    if steps is not None and steps < 1:
+        raise EntrolabError(f"--steps (LoRA SFT steps) must be >= 1, got {steps}")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise EntrolabError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
     if delta is not None and not 0 < delta < 1:
@@ -224,7 +244,9 @@ def fit_command(
         str,
         typer.Argument(
             help="lynx (a LYNX exit), diffadapt (a difficulty router), fince (a prefix "
-            "confidence probe), sdm (an SDM verifier) or zip-rc (a reward × length head)"
+            "confidence probe), sdm (an SDM verifier), zip-rc (a reward × length head), "
+            "set-size (a conformal q̂ for set_size) or sayself (a model fine-tuned to state "
+            "its confidence)"
         ),
     ],
     task: Annotated[
@@ -274,12 +296,21 @@ def fit_command(
     rule: Annotated[
         str | None, typer.Option(help="fince: steps, interval or stable [default: steps]")
     ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="set-size: target miscoverage α [default: 0.1]")
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="sayself: chains per question [default: 8]")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="sayself: LoRA SFT steps [default: 60]")] = None,
 ) -> None:
-    """Fit a LYNX exit, a DiffAdapt router, a FineCE probe or an SDM verifier on a task."""
+    """Fit a learned artefact (exit, router, probe, verifier, head, q̂, SaySelf model) on a task."""
     _check_options(kind, {"--delta": delta, "--cues": cues, "--scope": scope, "--k": k,
                           "--feature": feature, "--routes": routes,
-                          "--continuations": continuations, "--rule": rule})  # fmt: skip
-    _check_values(max_new_tokens, delta, scope, k, feature, continuations, rule)
+                          "--continuations": continuations, "--rule": rule, "--alpha": alpha,
+                          "--samples": samples, "--steps": steps})  # fmt: skip
+    _check_values(max_new_tokens, delta, scope, k, feature, continuations, rule, alpha, samples,
+                  steps)  # fmt: skip
     cue_list = None if cues is None else parse_cues(cues)
     route_cfg = _load_routes(routes)
     task_obj, items = task_and_items(task, task_setting, n, seed)
@@ -304,10 +335,16 @@ def fit_command(
             fitted, summary = _fit_sdm(backend, task_obj, items, common)
         elif kind == "zip-rc":
             fitted, summary = _fit_zip_rc(backend, task_obj, items, common)
+        elif kind == "set-size":
+            fitted, summary = fit_set_size_kind(backend, items, alpha)
+        elif kind == "sayself":
+            fitted, summary = fit_sayself_kind(backend, task_obj, items, common, samples=samples,
+                                           steps=steps)  # fmt: skip
         else:
             fitted, summary = _fit_diffadapt(
                 backend, task_obj, items, common, k=k, feature=feature, routes=route_cfg
             )
+    from entrolab.inference.cip import save_qhat
     from entrolab.inference.exits import save_lynx
     from entrolab.inference.fince import save_fince
     from entrolab.inference.routing import save_router
@@ -315,17 +352,18 @@ def fit_command(
     from entrolab.inference.zip_rc import save_zip_rc
 
     save = {"lynx": save_lynx, "diffadapt": save_router, "fince": save_fince, "sdm": save_sdm,
-            "zip-rc": save_zip_rc}  # fmt: skip
+            "zip-rc": save_zip_rc, "set-size": save_qhat,
+            "sayself": lambda f, t: save_sayself(backend, f, t)}  # fmt: skip
     saved = save[kind](fitted, target)
-    stem = saved.with_suffix("")
+    stem = saved if kind == "sayself" else saved.with_suffix("")
     console.print(summary)
-    console.print(Text.assemble("saved to ", (f"{stem}.json", "bold"), " + .safetensors"))
-    if kind == "sdm":
-        console.print("use it as the 'sdm' estimator (Python):")
-        typer.echo(
-            f"run_estimators(backend, items, ['sdm'], params={{'sdm': {{'scorer': "
-            f"load_sdm({str(stem)!r}, backend)}}}})"
-        )
-        return
+    if kind == "sayself":
+        console.print(Text.assemble("model saved to ", (f"{stem}/", "bold")))
+    else:
+        extra = "" if kind == "set-size" else " + .safetensors"
+        console.print(Text.assemble("saved to ", (f"{stem}.json", "bold"), extra))
     console.print("use it with (another --seed, so generated tasks draw new items):")
-    typer.echo(think_line(kind, stem, task, task_setting, model, dtype, seed))
+    if kind in ("lynx", "diffadapt", "fince", "zip-rc"):
+        typer.echo(think_line(kind, stem, task, task_setting, model, dtype, seed))
+    if kind in ("fince", "sdm", "set-size", "sayself"):
+        typer.echo(eval_line(kind, stem, task, task_setting, model, dtype, seed))

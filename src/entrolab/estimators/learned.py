@@ -7,6 +7,11 @@ this one, so an estimator here takes the fitted object as a parameter — any ob
 e.g. ``run_estimators(backend, items, ["fince"], params={"fince": {"scorer":
 load_fince(path)}})``. Without one the estimator says how to make one.
 
+``sayself``: the confidence a model states *in its own greedy reply* ("Confidence: 7/10", the
+format SaySelf teaches; :func:`entrolab.inference.sayself.fit_sayself`) — no extra generation.
+Give it a task whose instructions ask for the statement; replies that state none get the run's
+``unparsed_confidence``.
+
 Statistic ``greedy_hidden`` (needs the backend's ``hidden_states`` capability): a reader of the
 hidden states of the greedy answer's last token (prompt as generated + answer tokens), read once
 per layer on first use.
@@ -22,11 +27,13 @@ import numpy as np
 from entrolab.backends.base import require
 from entrolab.errors import EntrolabError
 from entrolab.estimators.base import register
+from entrolab.estimators.reflexive import parse_confidence
 from entrolab.estimators.stats import StatContext, statistic
 
-__all__ = ["GreedyHidden", "fince_uncertainty", "sdm_uncertainty"]
+__all__ = ["GreedyHidden", "fince_uncertainty", "sayself_uncertainty", "sdm_uncertainty"]
 
 _FINCE = "Han et al. 2025, FineCE, arXiv:2508.12040"
+_SAYSELF = "Xu et al. 2024, SaySelf, arXiv:2405.20974"
 _SDM = "Schmaltz 2025, Similarity-Distance-Magnitude universal verification, arXiv:2502.20167"
 
 
@@ -105,3 +112,30 @@ def sdm_uncertainty(stats: Mapping[str, Any], scorer: Any = None) -> np.ndarray:
     """u = 1 − p̂_lower(correct | x) of an SDM verifier on the greedy answer's last-token hidden
     state (``scorer``: :func:`entrolab.inference.sdm.load_sdm`); OOD answers get u = 1."""
     return _scored(stats, scorer, "sdm", "`entrolab fit sdm --out P`, load_sdm(P)")
+
+
+@statistic(
+    "stated_confidence",
+    deps={"greedy"},
+    summary="confidence stated in each greedy reply itself ('Confidence: k/10'; unparsed → fallback)",
+)
+def _stated_confidence(ctx: StatContext, stats: Mapping[str, Any]) -> dict[str, Any]:
+    values = [parse_confidence(t.text, allow_bare=False) for t in stats["greedy"]]
+    parsed = np.array([v is not None for v in values], dtype=bool)
+    fallback = ctx.config.unparsed_confidence
+    ctx.meta.setdefault("unparsed", {})["sayself"] = int((~parsed).sum())
+    conf = np.array([fallback if v is None else v for v in values], dtype=np.float64)
+    return {"confidence": conf, "parsed": parsed}
+
+
+@register(
+    "sayself",
+    level="sequence",
+    needs={"stated_confidence"},
+    summary="u = 1 − confidence stated inside the greedy reply (SaySelf format; needs a task "
+    "whose instructions ask for it)",
+    paper=_SAYSELF,
+)
+def sayself_uncertainty(stats: Mapping[str, Any]) -> np.ndarray:
+    """u = 1 − c, c the confidence the greedy reply states (``stated_confidence`` statistic)."""
+    return 1.0 - np.asarray(stats["stated_confidence"]["confidence"], dtype=np.float64)

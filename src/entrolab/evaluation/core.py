@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,6 +284,7 @@ def evaluate(
     out: str | Path | None = None,
     overwrite: bool = False,
     on_progress: ProgressFn | None = None,
+    fitted: Mapping[str, Mapping[str, Any]] | None = None,
     **settings: Any,
 ) -> EvalResults:
     """Evaluate how well each confidence estimator predicts the model's correctness on a task.
@@ -299,6 +300,10 @@ def evaluate(
             everything in memory.
         overwrite: discard an existing run in ``out`` with other settings.
         on_progress: ``(items_done, items_total, stage)`` callback.
+        fitted: loaded artefacts of fitted estimators, ``{name: {key: object}}``, merged over
+            ``estimator_params`` when running (which keep what is stored: their paths; see
+            :func:`entrolab.inference.fitted.resolve_fitted`). With ``estimators=None`` the
+            fitted estimators given here run beside all that apply.
         **settings: other :class:`EvalConfig` fields (``task_settings``, ``temperature``,
             ``max_new_tokens``, ``seed``, ``chunk``, ``dtype``).
     """
@@ -331,6 +336,7 @@ def evaluate(
     )
     applicable, skipped = applicable_estimators(backend, est_cfg)
     names = list(cfg.estimators) if cfg.estimators is not None else applicable
+    names += [n for n in fitted or {} if n not in names]
     if exclude:
         from entrolab.estimators import ESTIMATORS
 
@@ -359,7 +365,7 @@ def evaluate(
             names,
             config=est_cfg,
             extract_fn=task_obj.extract,
-            params=cfg.estimator_params or None,
+            params=_merged(cfg.estimator_params, fitted) or None,
         )
         new = _rows(task_obj, [items[i] for i in idx], idx, res, time.perf_counter() - t0)
         if run is not None:
@@ -369,6 +375,16 @@ def evaluate(
     if on_progress is not None:
         on_progress(len(done), len(items), "scoring")
     return results_from_rows(stored, rows, run.path if run is not None else None)
+
+
+def _merged(
+    params: Mapping[str, Mapping[str, Any]], fitted: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
+    """``params`` with the loaded artefacts of ``fitted`` in place of their stored paths."""
+    out = {k: dict(v) for k, v in params.items()}
+    for name, values in (fitted or {}).items():
+        out.setdefault(name, {}).update(values)
+    return out
 
 
 def _rows(task, items, indices, res, seconds: float) -> list[dict[str, Any]]:

@@ -21,8 +21,11 @@ greater than k?" and "Is it even?", the embedded model's option log-probabilitie
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -32,14 +35,18 @@ from entrolab.errors import EntrolabError
 from entrolab.estimators.option_sets import conformal_qhat, option_probs, set_size
 
 __all__ = [
+    "ConformalQhat",
     "GameResult",
     "Query",
     "bayes_label_probs",
     "calibrate_qhat",
     "entropy_nats",
+    "fit_option_qhat",
     "llm_label_probs",
+    "load_qhat",
     "number_queries",
     "play",
+    "save_qhat",
     "select_query",
 ]
 
@@ -159,6 +166,102 @@ def calibrate_qhat(
     index = {lab: i for i, lab in enumerate(labels)}
     p_true = [label_probs(h)[index[y]] for h, y in histories]
     return conformal_qhat(p_true, alpha)
+
+
+# ------------------------------------------------------------------------------ multiple choice
+@dataclass(frozen=True)
+class ConformalQhat:
+    """q̂ of the ``set_size`` estimator, fitted on labelled multiple-choice items of one model.
+
+    Attributes:
+        qhat: the split-conformal threshold (scores 1 − p̂(true option); +inf when n is too
+            small for α, then every set is the whole option list).
+        alpha: target miscoverage α.
+        n: calibration items.
+        model: the backend name the option probabilities came from ("" = any).
+        chat_template: whether prompts were chat-templated (must match the eval run).
+    """
+
+    qhat: float
+    alpha: float
+    n: int
+    model: str = ""
+    chat_template: bool = True
+
+    def check_backend(self, backend: Backend) -> None:
+        """Raise if q̂ was calibrated on another model's probabilities."""
+        name = getattr(backend, "name", "")
+        if self.model and name != self.model:
+            raise EntrolabError(
+                f"this q̂ was calibrated on model {self.model!r}, not {name!r}: its coverage "
+                "guarantee holds only for the model it was fitted on. Run `entrolab fit "
+                "set-size --model …` for this model"
+            )
+
+
+def fit_option_qhat(
+    backend: Backend, items: Sequence[Any], alpha: float = 0.1, *, chat_template: bool = True
+) -> ConformalQhat:
+    """q̂ from labelled multiple-choice items (``item.meta["options"]``, ``item.answer`` one of
+    them): p̂(option | prompt) as the ``set_size`` estimator computes it, scores 1 − p̂(answer).
+
+    Raises:
+        EntrolabError: no items, an item without options (or with one), an answer that is not
+            among its options, α outside (0, 1).
+    """
+    if not items:
+        raise EntrolabError("the conformal calibration set is empty; give some labelled items")
+    options, truth = [], []
+    for it in items:
+        opts = [str(o) for o in ((getattr(it, "meta", None) or {}).get("options") or [])]
+        if not opts:
+            raise EntrolabError(
+                f"item {it.id!r} has no 'options'; q̂ for set_size needs multiple-choice items "
+                '(JSONL lines with "options": [...] and "answer" one of them)'
+            )
+        if str(it.answer) not in opts:
+            raise EntrolabError(f"item {it.id!r}: answer {it.answer!r} is not among {opts}")
+        options.append(opts)
+        truth.append(opts.index(str(it.answer)))
+    probs = option_probs(backend, [it.prompt for it in items], options,
+                         chat_template=chat_template)  # fmt: skip
+    p_true = [float(p[t]) for p, t in zip(probs, truth, strict=True)]
+    q = conformal_qhat(p_true, alpha)
+    return ConformalQhat(q, float(alpha), len(items), getattr(backend, "name", ""), chat_template)
+
+
+def save_qhat(fit: ConformalQhat, path: str | Path) -> Path:
+    """Write ``<stem>.json`` (q̂ = inf is stored as null); returns its path."""
+    p = Path(path)
+    p = p.with_name(p.name.removesuffix(".json") + ".json")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = {"format": "entrolab-conformal-qhat", "qhat": fit.qhat if math.isfinite(fit.qhat)
+            else None, "alpha": fit.alpha, "n": fit.n, "model": fit.model,
+            "chat_template": fit.chat_template}  # fmt: skip
+    p.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return p
+
+
+def load_qhat(path: str | Path, backend: Backend | None = None) -> ConformalQhat:
+    """Load a q̂ saved by :func:`save_qhat` (checked against ``backend`` if given)."""
+    p = Path(path)
+    p = p.with_name(p.name.removesuffix(".json") + ".json")
+    if not p.is_file():
+        raise EntrolabError(f"q̂ file {str(p)!r} not found; make it with `entrolab fit set-size`")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+        if d.get("format") != "entrolab-conformal-qhat":
+            raise KeyError("format")
+        q = math.inf if d["qhat"] is None else float(d["qhat"])
+        fit = ConformalQhat(q, float(d["alpha"]), int(d["n"]), str(d.get("model", "")),
+                            bool(d.get("chat_template", True)))  # fmt: skip
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        raise EntrolabError(
+            f"{str(p)!r} is not a q̂ file of `entrolab fit set-size`; make one with it"
+        ) from None
+    if backend is not None:
+        fit.check_backend(backend)
+    return fit
 
 
 # ------------------------------------------------------------------------------ the number game

@@ -13,13 +13,18 @@ parse_confidence` reads. Questions whose chains have no parseable answer are ski
 Stage 2 (RL with the Brier confidence reward 1 − 2(y − c)²) is the landed trainer with the
 ``confidence_reward`` term of :mod:`entrolab.rl.reward_terms` (``recipes/smollm_confidence.yaml``),
 not a second implementation here.
+
+:func:`fit_sayself` runs stage 1 end to end (sample → targets → LoRA SFT, adapter merged into
+the weights); ``entrolab fit sayself --out DIR`` saves the merged model as a checkpoint
+directory, so ``entrolab eval --model DIR --task-setting instructions=… --estimators sayself``
+scores the confidence it states (the ``sayself`` estimator reads it off the greedy reply).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,15 @@ from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.inference.base import item_seeds
 
-__all__ = ["SftExample", "lora_sft", "sayself_examples", "sayself_target"]
+__all__ = [
+    "INSTRUCTIONS",
+    "SaySelfFit",
+    "SftExample",
+    "fit_sayself",
+    "lora_sft",
+    "sayself_examples",
+    "sayself_target",
+]
 
 #: The reply format asked for (as recipes/smollm_confidence.yaml does).
 INSTRUCTIONS = (
@@ -123,11 +136,14 @@ def lora_sft(
     batch_size: int = 4,
     seed: int = 0,
     out: str | Path | None = None,
+    merge: bool = False,
 ) -> list[float]:
     """LoRA SFT of the backend's model on ``examples`` (cross-entropy on the target tokens only,
     prompt chat-templated as at generation). The adapter stays attached to the model (the
-    backend generates with it); with ``out`` it is saved (peft ``save_pretrained``, safetensors).
-    Returns the loss per step."""
+    backend generates with it); with ``out`` it is saved (peft ``save_pretrained``, safetensors);
+    with ``merge`` it is then folded into the weights (W + (α/r)·BA; the model's modules are
+    plain again, so it saves as an ordinary checkpoint). Returns the loss per step (mean
+    cross-entropy of the micro-batch's target tokens, nats)."""
     from peft import LoraConfig, get_peft_model
 
     if not examples:
@@ -165,4 +181,74 @@ def lora_sft(
     peft_model.eval()
     if out is not None:
         peft_model.save_pretrained(str(out), safe_serialization=True)
+    if merge:
+        peft_model.merge_and_unload()  # in place: the backend's module holds merged weights
     return losses
+
+
+@dataclass
+class SaySelfFit:
+    """What :func:`fit_sayself` did: the SFT examples, the loss per step and its settings."""
+
+    examples: list[SftExample]
+    losses: list[float]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        conf = [e.confidence for e in self.examples]
+        return {
+            "format": "entrolab-sayself",
+            "stage": 1,
+            "instructions": INSTRUCTIONS,
+            "examples": len(self.examples),
+            "mean_target_confidence": sum(conf) / len(conf) if conf else None,
+            "first_loss": self.losses[0] if self.losses else None,
+            "last_loss": self.losses[-1] if self.losses else None,
+            **self.settings,
+        }
+
+
+def fit_sayself(
+    backend: Backend,
+    task: Any,
+    items: Sequence[Any],
+    *,
+    samples: int = 8,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    steps: int = 60,
+    lr: float = 1e-4,
+    r: int = 16,
+    alpha: float = 32.0,
+    batch_size: int = 4,
+    seed: int = 0,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> SaySelfFit:
+    """SaySelf stage 1 on ``items``: :func:`sayself_examples` then :func:`lora_sft` with the
+    adapter merged into the backend's model (the backend then states confidences as taught).
+
+    Raises:
+        EntrolabError: bad sizes, or no item with a parseable answer among its chains.
+    """
+    for name, v in (("samples", samples), ("steps", steps), ("batch_size", batch_size),
+                    ("max_new_tokens", max_new_tokens), ("r", r)):  # fmt: skip
+        if int(v) < 1:
+            raise EntrolabError(f"SaySelf {name} must be >= 1, got {v}")
+    if samples < 2:
+        raise EntrolabError(
+            f"SaySelf needs >= 2 chains per question (got samples={samples}): the confidence "
+            "is the majority answer's share among them"
+        )
+    if on_progress is not None:
+        on_progress("sampling chains", 0, len(items))
+    examples = sayself_examples(backend, task, items, samples=samples,
+                                max_new_tokens=max_new_tokens, temperature=temperature,
+                                seed=seed)  # fmt: skip
+    if on_progress is not None:
+        on_progress("LoRA SFT", len(items), len(items))
+    losses = lora_sft(backend, examples, steps=steps, lr=lr, r=r, alpha=alpha,
+                      batch_size=batch_size, seed=seed, merge=True)  # fmt: skip
+    settings = {"model": backend.name, "items": len(items), "samples": samples,
+                "max_new_tokens": max_new_tokens, "temperature": temperature, "steps": steps,
+                "lr": lr, "r": r, "alpha": alpha, "batch_size": batch_size, "seed": seed}  # fmt: skip
+    return SaySelfFit(examples, losses, settings)
