@@ -60,6 +60,20 @@ def test_plain_lines_are_periodic_with_rate_and_eta_by_hand():
     ]
 
 
+def test_a_stage_that_changes_only_in_its_numbers_is_no_new_stage():
+    bar, console, clock = _plain(every=60.0)
+    bar.update(0, 10, stage="3 tokens")
+    clock.now += 1.0
+    bar.update(0, 10, stage="17 tokens")  # same stage, new number: no line (60 s not passed)
+    bar.update(1, 10, stage="reward -0.5 H 1.2e-3")  # new words: a line
+    clock.now += 1.0
+    bar.update(2, 10, stage="reward 0.25 H 2.5")  # same words: no line
+    assert [ln.split(":")[0] for ln in console.export_text().splitlines()] == [
+        "think 3 tokens",
+        "think reward -0.5 H 1.2e-3",
+    ]
+
+
 def test_plain_progress_without_a_total_and_the_hour_clock():
     bar, console, clock = _plain(every=0.0, total=None)
     bar.update(0, None, stage="loading model")
@@ -80,7 +94,7 @@ def test_stage_progress_off_a_terminal_prints_plain_lines_on_stderr(capsys, monk
     captured = capsys.readouterr()
     assert captured.out == ""  # nothing on stdout: it may be a result being piped on
     lines = captured.err.splitlines()
-    assert [ln.split(" ")[1] for ln in lines] == ["1/3", "2/3", "3/3"]
+    assert [ln.split(" ")[1] for ln in lines] == ["0/3", "1/3", "2/3", "3/3"]  # 0/3 at start
     assert all(re.fullmatch(r"pareto: \d/3 \(\d+%\) \S+/s elapsed \S+ ETA \S+", ln) for ln in lines)
 
 

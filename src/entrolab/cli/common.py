@@ -8,169 +8,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import ProgressColumn, Task
 from rich.text import Text
 
 from entrolab.errors import EntrolabError
+from entrolab.report.progress import (  # noqa: F401 - the commands' progress helpers, re-exported
+    PlainProgress,
+    StageProgress,
+    _rate_text,
+    quiet_hf_progress,
+    stage_progress,
+)
 
 _WORDS: dict[str, Any] = {"true": True, "false": False, "none": None, "null": None}
-
-
-@contextmanager
-def quiet_hf_progress() -> Iterator[None]:
-    """Silence transformers' own progress bars (ours are shown instead); restores the setting."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
-@contextmanager
-def stage_progress(
-    console: Console, label: str = "", *, total: int | None = None, stage: str = "starting"
-) -> Iterator[Callable[..., None]]:
-    """A transient progress bar ``[label] stage ━━━ done/total rate/s elapsed ETA remaining`` with
-    transformers' own bars silenced meanwhile (the one progress display of every command). When
-    ``console`` is not a terminal (output piped or redirected), :class:`PlainProgress` prints
-    periodic plain lines on stderr instead.
-
-    Yields ``update(done, total, stage=None)``: sets the bar to ``done`` of ``total`` items and,
-    when ``stage`` is given, the text after ``label``. ``total=None`` starts an open-ended bar.
-    """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    if not console.is_terminal:  # piped or redirected: periodic plain lines on stderr instead
-        with quiet_hf_progress():
-            yield PlainProgress(label, stage, total).update
-        return
-    head = f"[bold]{label} " if label else "[bold]"
-    progress = Progress(
-        TextColumn(head + "{task.fields[stage]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-    with quiet_hf_progress(), progress:
-        bar = progress.add_task(label or "run", total=total, stage=stage)
-
-        def update(done: int, total: int | None, stage: str | None = None) -> None:
-            fields = {} if stage is None else {"stage": stage}
-            progress.update(bar, completed=done, total=total, **fields)
-
-        yield update
-
-
-#: Seconds between two plain progress lines when output is not a terminal (env override).
-PLAIN_PROGRESS_ENV = "ENTROLAB_PROGRESS_SECONDS"
-PLAIN_PROGRESS_SECONDS = 10.0
-
-
-class PlainProgress:
-    """Progress as plain lines on stderr for output that is not a terminal (a pipe, a log file,
-    CI): ``label stage: done/total (pct) rate/s elapsed 0:00:12 ETA 0:01:48``.
-
-    A line is printed at the first update, when the stage text changes, when ``done`` reaches
-    ``total``, and otherwise at most every ``every`` seconds (default
-    ``$ENTROLAB_PROGRESS_SECONDS`` or :data:`PLAIN_PROGRESS_SECONDS`). The rate counts only the
-    items done since the first update (resumed items do not inflate it).
-    """
-
-    def __init__(
-        self,
-        label: str,
-        stage: str = "",
-        total: int | None = None,
-        *,
-        every: float | None = None,
-        console: Console | None = None,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        import os
-        import time
-
-        if every is None:
-            try:
-                every = float(os.environ.get(PLAIN_PROGRESS_ENV, PLAIN_PROGRESS_SECONDS))
-            except ValueError:
-                every = PLAIN_PROGRESS_SECONDS
-        self.label, self.stage, self.total, self.every = label, stage, total, every
-        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
-        self.clock = clock or time.monotonic
-        self.start: float | None = None
-        self.first_done = 0
-        self.last: float | None = None
-        self.finished = False
-
-    def update(self, done: int, total: int | None, stage: str | None = None) -> None:
-        """Record ``done`` of ``total``; print a line when one is due (see the class doc)."""
-        now = self.clock()
-        if self.start is None:
-            self.start, self.first_done = now, done
-        new_stage = stage is not None and stage != self.stage
-        if stage is not None:
-            self.stage = stage
-        self.total = total
-        final = total is not None and done >= total
-        due = self.last is None or new_stage or now - self.last >= self.every
-        if final and not self.finished:
-            due, self.finished = True, True
-        elif final:
-            due = False
-        if due:
-            self.last = now
-            self.console.print(self.line(done, now), markup=False, highlight=False)
-
-    def line(self, done: int, now: float) -> str:
-        """The text of one progress line at time ``now`` with ``done`` items finished."""
-        elapsed = now - (self.start if self.start is not None else now)
-        made = done - self.first_done
-        speed = made / elapsed if elapsed > 0 and made > 0 else None
-        head = " ".join(x for x in (self.label, self.stage) if x) or "progress"
-        if self.total:
-            count = f"{done}/{self.total} ({100 * done / self.total:.0f}%)"
-        else:
-            count = f"{done} done"
-        eta = "–"
-        if speed and self.total:
-            eta = _clock(max(self.total - done, 0) / speed)
-        return f"{head}: {count} {_rate_text(speed)} elapsed {_clock(elapsed)} ETA {eta}"
-
-
-def _clock(seconds: float) -> str:
-    """``h:mm:ss`` as rich's time columns show it."""
-    s = round(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def _rate_text(speed: float | None) -> str:
-    """Items per second as shown in the bar: ``"0.25/s"``; ``"–/s"`` before the first item."""
-    if not speed:
-        return "–/s"
-    return f"{speed:.2f}/s" if speed < 10 else f"{speed:.0f}/s"
-
-
-class _RateColumn(ProgressColumn):
-    """Items per second of a task."""
-
-    def render(self, task: Task) -> Text:
-        return Text(_rate_text(task.speed), style="cyan")
 
 
 def resume_command(argv: Sequence[str] | None = None) -> str:

@@ -35,32 +35,20 @@ _LIBC: Any = None
 
 
 class ProgressBar:
-    """A rich progress bar over RL steps (no-op when disabled).
+    """The progress display (:class:`entrolab.report.progress.StageProgress`) over the steps of a
+    trainer stage; a no-op when disabled.
 
     Args:
-        enabled: show the bar. total: steps of the run. done: steps already done (a resume).
+        enabled: show it. total: steps of the stage. done: steps already done (a resume).
+        label: what is counted (``"RL steps"``, ``"SFT steps"``).
     """
 
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
+    def __init__(self, enabled: bool, total: int, done: int, label: str = "RL steps") -> None:
         self.bar = None
         if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
+            from entrolab.report.progress import StageProgress
 
-            self.bar = Progress(
-                TextColumn("[bold]RL steps"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-            )
-            self.task = self.bar.add_task("train", total=total, completed=done, info="")
-            self.bar.start()
+            self.bar = StageProgress(None, label, total=total, done=done).start()
 
     def update(self, rec: dict[str, Any]) -> None:
         """Advance to ``rec["step"]``, showing its reward, entropy and pass@1 (if evaluated)."""
@@ -69,12 +57,17 @@ class ProgressBar:
         info = f"reward {rec['train/reward']:.3f}  H {rec['dyn/entropy']:.3f}"
         if rec.get("eval/pass@1") is not None:
             info += f"  pass@1 {rec['eval/pass@1']:.3f}"
-        self.bar.update(self.task, completed=rec["step"], info=info)
+        self.bar.update(rec["step"], stage=info)
+
+    def advance(self, done: int) -> None:
+        """Set the count to ``done`` steps (no per-step text)."""
+        if self.bar is not None:
+            self.bar.update(done)
 
     def close(self) -> None:
         """Stop the bar (idempotent on a disabled bar)."""
         if self.bar is not None:
-            self.bar.stop()
+            self.bar.close()
 
 
 def tensorboard_writer(log_dir: str | Path, purge_step: int):
