@@ -217,7 +217,17 @@ def test_completions_several_prompts_token_prompts_and_echo(client, tiny_backend
     assert streamed == whole.choices[0].logprobs.token_logprobs  # prompt logprobs first
 
 
-def test_micro_batching_gives_each_request_its_own_answer(url, tiny_backend):
+@pytest.mark.parametrize("mode", ["continuous", "micro"])
+def test_batching_gives_each_request_its_own_answer(url, tiny_backend, mode):
+    if mode == "micro":  # the module's server batches continuously; start a micro-batching one
+        config = ServeConfig(model_id=MODEL, port=0, batching="micro", batch_window_s=0.05)
+        with running(tiny_backend, config) as base:
+            _check_batching(base, tiny_backend, mode)
+    else:
+        _check_batching(url, tiny_backend, mode)
+
+
+def _check_batching(url, tiny_backend, mode):
     prompts = [f"question {i}" for i in range(8)]
     body = lambda i: {  # noqa: E731
         "model": MODEL,
@@ -235,7 +245,7 @@ def test_micro_batching_gives_each_request_its_own_answer(url, tiny_backend):
         )
     with urllib.request.urlopen(url.removesuffix("/v1") + "/health") as resp:
         health = json.loads(resp.read())
-    assert health["batching"]["mode"] == "micro-batching"
+    assert health["batching"]["mode"] == {"micro": "micro-batching"}.get(mode, mode)
     assert health["batching"]["max_batch_jobs"] > 1  # some requests shared a decode
 
 
@@ -318,10 +328,9 @@ def test_validation_errors_are_openai_style_and_the_server_keeps_serving(url, cl
         (
             {
                 **ok,
-                "messages": [
+                "messages": [  # a conversation must end with a user message
                     {"role": "user", "content": "a"},
                     {"role": "assistant", "content": "b"},
-                    {"role": "user", "content": "c"},
                 ],
             },
             400,

@@ -34,7 +34,7 @@ The common contract (checked by ``tests/test_backend_conformance.py`` for every 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -44,8 +44,9 @@ if TYPE_CHECKING:
     from entrolab.config import GenerationConfig
     from entrolab.types import TraceBatch
 
-#: A prompt: text (chat-formatted per the generation config) or token ids used verbatim.
-Prompt = str | Sequence[int]
+#: A prompt: text (chat-formatted per the generation config), token ids used verbatim, or (where
+#: ``message_prompts`` is declared) a chat: a list of ``{"role", "content"}`` messages.
+Prompt = str | Sequence[int] | Sequence[Mapping[str, str]]
 #: on_progress(rows_done, rows_total, tokens_generated)
 ProgressFn = Callable[[int, int, int], None]
 
@@ -70,6 +71,8 @@ class Capabilities:
         seeded: the same seed reproduces the same samples.
         continuous_batching: ``engine()`` gives a step-wise engine whose requests join a
             running decode between steps (``entrolab serve --batching continuous``).
+        message_prompts: a prompt may be a chat (a list of ``{"role", "content"}`` messages),
+            rendered with the model's chat template (multi-turn conversations).
     """
 
     full_logits: bool
@@ -82,6 +85,7 @@ class Capabilities:
     scoring: bool = True
     seeded: bool = True
     continuous_batching: bool = False
+    message_prompts: bool = False
 
     def names(self) -> list[str]:
         """The boolean capabilities this backend has, by name."""
@@ -98,6 +102,7 @@ _WHAT = {
     "scoring": "teacher-forced scoring",
     "seeded": "seeded, reproducible sampling",
     "continuous_batching": "continuous batching (rows joining a running decode)",
+    "message_prompts": "chat message-list prompts (multi-turn conversations)",
 }
 
 
@@ -209,8 +214,11 @@ def prompt_as_ids(
     chat_template: bool = True,
     system_prompt: str | None = None,
 ) -> list[int]:
-    """Token ids for a prompt given as text (templated per the arguments) or as ids (verbatim)."""
-    if isinstance(prompt, str):
+    """Token ids for a prompt given as text (templated per the arguments), as a chat message list
+    (the backend's ``prompt_ids`` renders it) or as ids (verbatim)."""
+    if isinstance(prompt, str) or is_messages(prompt):
+        if not isinstance(prompt, str):
+            require(backend, "message_prompts", "a message-list (multi-turn chat) prompt")
         return backend.prompt_ids(prompt, chat_template=chat_template, system_prompt=system_prompt)
     ids = [int(t) for t in prompt]
     if not ids:
@@ -219,6 +227,16 @@ def prompt_as_ids(
     if vocab is not None and any(not 0 <= t < vocab for t in ids):
         raise EntrolabError(f"a token-id prompt has ids outside the vocabulary [0, {vocab})")
     return ids
+
+
+def is_messages(prompt: Any) -> bool:
+    """Whether ``prompt`` is a chat message list (a non-empty sequence of mappings)."""
+    return (
+        isinstance(prompt, Sequence)
+        and not isinstance(prompt, str)
+        and len(prompt) > 0
+        and all(isinstance(m, Mapping) for m in prompt)
+    )
 
 
 def prompt_text(prompt: Prompt) -> str:

@@ -213,13 +213,23 @@ def replay_step_hook(
 
 
 def chat_prompt_ids(
-    tokenizer: Any, prompt: str, *, chat_template: bool = True, system_prompt: str | None = None
+    tokenizer: Any,
+    prompt: str | Sequence[Any],
+    *,
+    chat_template: bool = True,
+    system_prompt: str | None = None,
 ) -> list[int]:
     """Token ids of ``prompt`` as a transformers tokenizer's model sees it: a user message (after
     an optional system message) in the chat template with the generation prompt added, or the
     plain text (with the tokenizer's special tokens) when there is no template or
-    ``chat_template`` is False."""
-    if not isinstance(prompt, str) or not prompt.strip():
+    ``chat_template`` is False.
+
+    ``prompt`` may also be a whole conversation: a list of ``{"role", "content"}`` messages
+    (roles ``system``, ``user``, ``assistant``; the last one a user message), rendered with the
+    chat template (``system_prompt`` is put first unless the list has a system message)."""
+    if not isinstance(prompt, str):
+        return _conversation_ids(tokenizer, prompt, chat_template, system_prompt)
+    if not prompt.strip():
         raise EntrolabError("prompt is empty; give the model some text to respond to")
     if chat_template and getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": prompt}]
@@ -228,6 +238,31 @@ def chat_prompt_ids(
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     return list(tokenizer(prompt)["input_ids"])
+
+
+def _conversation_ids(
+    tokenizer: Any, messages: Sequence[Any], chat_template: bool, system_prompt: str | None
+) -> list[int]:
+    if not chat_template or not getattr(tokenizer, "chat_template", None):
+        raise EntrolabError(
+            "a conversation (message list) needs the model's chat template; this tokenizer has "
+            "none (or chat_template=False): give the prompt as text instead"
+        )
+    clean = []
+    for i, m in enumerate(messages):
+        role, content = (m.get("role"), m.get("content")) if hasattr(m, "get") else (None, None)
+        if role not in ("system", "user", "assistant") or not isinstance(content, str):
+            raise EntrolabError(
+                f"message {i} must be {{'role': 'system'|'user'|'assistant', 'content': str}}, "
+                f"got {m!r}"
+            )
+        clean.append({"role": role, "content": content})
+    if not clean or clean[-1]["role"] != "user" or not clean[-1]["content"].strip():
+        raise EntrolabError("a conversation must end with a non-empty user message")
+    if system_prompt and clean[0]["role"] != "system":
+        clean.insert(0, {"role": "system", "content": system_prompt})
+    text = tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:

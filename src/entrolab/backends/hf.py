@@ -9,7 +9,7 @@ compute. Scoring runs one forward pass per batch and applies the LM head in chun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -61,6 +61,7 @@ class HFBackend(TeacherForcedScoring):
             kv_branching=True,
             torch_module=True,
             continuous_batching=supports_merge(preallocated_cache(model.config, 1)),
+            message_prompts=True,
         )
 
     @classmethod
@@ -130,9 +131,15 @@ class HFBackend(TeacherForcedScoring):
 
     # ------------------------------------------------------------------ prompts
     def prompt_ids(
-        self, prompt: str, *, chat_template: bool = True, system_prompt: str | None = None
+        self,
+        prompt: str | Sequence[Mapping[str, str]],
+        *,
+        chat_template: bool = True,
+        system_prompt: str | None = None,
     ) -> list[int]:
-        """Token ids of ``prompt`` as the model sees it (chat-formatted, generation prompt added)."""
+        """Token ids of ``prompt`` as the model sees it (chat-formatted, generation prompt added);
+        ``prompt`` may be a whole conversation (a list of ``{"role", "content"}`` messages, see
+        :func:`~entrolab.backends.decode.chat_prompt_ids`)."""
         return chat_prompt_ids(
             self.tokenizer, prompt, chat_template=chat_template, system_prompt=system_prompt
         )

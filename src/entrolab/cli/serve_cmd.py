@@ -54,10 +54,22 @@ def serve_command(
     ] = "0.7,0.4",
     max_tokens_limit: Annotated[int, typer.Option(help="largest max_tokens accepted")] = 1024,
     max_queue: Annotated[int, typer.Option(help="requests queued at most (then 429)")] = 256,
+    batching: Annotated[
+        str,
+        typer.Option(
+            help="continuous: requests join the running decode between steps and stream token "
+            "by token; micro: requests arriving within --batch-window-ms share one decode; "
+            "auto: continuous where the backend can (in-process models)"
+        ),
+    ] = "auto",
     batch_window_ms: Annotated[
-        float, typer.Option(help="gather requests this long into one decode")
+        float,
+        typer.Option(
+            help="micro: gather requests this long into one decode; continuous: an idle "
+            "server waits this long for requests arriving together"
+        ),
     ] = 10.0,
-    max_batch_rows: Annotated[int, typer.Option(help="rows (prompts × n) per decode")] = 64,
+    max_batch_rows: Annotated[int, typer.Option(help="rows (prompts × n) decoding at once")] = 64,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
@@ -97,14 +109,20 @@ def serve_command(
         max_tokens_limit=max_tokens_limit,
         default_max_tokens=min(128, max_tokens_limit),
         max_queue=max_queue,
+        batching=batching,
         batch_window_s=batch_window_ms / 1000.0,
         max_batch_rows=max_batch_rows,
         estimator=estimator,
         calibrator=calibrator,
         thresholds=theta,  # type: ignore[arg-type]
     )
+    from entrolab.backends.base import has
+
+    mode = config.batching
+    if mode == "auto":
+        mode = "continuous" if has(backend, "continuous_batching") else "micro"
     console.print(
         f"serving [bold]{config.model_id}[/] at http://{host}:{port}/v1 "
-        f"(micro-batching, window {batch_window_ms:g} ms; estimator {estimator})"
+        f"({mode} batching, window {batch_window_ms:g} ms; estimator {estimator})"
     )
     serve(backend, config, log_level=log_level)

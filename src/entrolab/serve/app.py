@@ -5,8 +5,12 @@ server-sent events), ``GET /v1/models``, ``GET /health``. Every choice carries a
 object (:mod:`.extension`). Requests are validated (:mod:`.protocol`) and answered with
 OpenAI-style error bodies: malformed JSON / invalid fields 400, bad API key 401, unknown model
 404, a full queue 429, backend failures 500. Generation runs on the :class:`~.batcher.Batcher`
-thread; streamed answers are sent once their batch has decoded (the decode loop has no
-per-token callback yet), so a client that disconnects mid-stream only drops its own chunks.
+thread: with continuous batching (backends that declare it; ``ServeConfig.batching``) requests
+join the running decode between steps and ``stream: true`` sends each token as it is produced
+(:mod:`.streaming`; a client that disconnects mid-stream has its rows dropped at the next step);
+with micro-batching a streamed answer is sent once its batch has decoded.
+Multi-turn ``messages`` go through the model's chat template on backends that take message
+lists (``message_prompts``); others answer 400 for them.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import json
 import secrets
 import time
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -31,9 +34,12 @@ from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.serve.batcher import Batcher, Job, QueueFull
 from entrolab.serve.config import ServeConfig
+from entrolab.serve.continuous import ContinuousBatcher
+from entrolab.serve.echo import echo_text, echo_trace
 from entrolab.serve.extension import Annotator, deepconf
 from entrolab.serve.protocol import ChatRequest, CompletionRequest, ServeError, error_body
-from entrolab.serve.responses import Rendered, envelope, render_choice, stream_chunks
+from entrolab.serve.responses import Rendered, envelope, render_choice, sse, stream_chunks
+from entrolab.serve.streaming import TokenStreamer, closing
 from entrolab.types import Trace
 
 __all__ = ["create_app"]
@@ -50,7 +56,16 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
     """
     config = config or ServeConfig()
     annotator = Annotator(backend, config.estimator, config.calibrator, config.thresholds)
-    batcher = Batcher(
+    continuous = config.batching == "continuous" or (
+        config.batching == "auto" and has(backend, "continuous_batching")
+    )
+    if continuous and not has(backend, "continuous_batching"):
+        raise EntrolabError(
+            f"--batching continuous needs a backend with continuous batching (an in-process "
+            f"transformers model); {getattr(backend, 'name', '')!r} ({type(backend).__name__}) "
+            "has none: use --batching micro"
+        )
+    batcher = (ContinuousBatcher if continuous else Batcher)(
         backend,
         max_queue=config.max_queue,
         window_s=config.batch_window_s,
@@ -147,9 +162,9 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
             raise ServeError(400, str(err), param="sampler" if req.sampler else None) from None
         return cfg
 
-    async def run(job: Job) -> Any:
+    def submit(job: Job) -> Any:
         try:
-            future = batcher.submit(job)
+            return batcher.submit(job)
         except QueueFull:
             raise ServeError(
                 429,
@@ -157,25 +172,27 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
                 type="rate_limit_error",
                 code="rate_limit_exceeded",
             ) from None
+
+    def failure(err: BaseException) -> ServeError:
+        if isinstance(err, ServeError):
+            return err
+        if isinstance(err, EntrolabError):
+            return ServeError(400, str(err))
+        return ServeError(500, f"generation failed: {err}", type="server_error")
+
+    async def run(job: Job) -> Any:
+        future = submit(job)
         try:
             return await asyncio.wrap_future(future)
-        except EntrolabError as err:
-            raise ServeError(400, str(err)) from None
-        except ServeError:
-            raise
         except Exception as err:
-            raise ServeError(500, f"generation failed: {err}", type="server_error") from None
+            raise failure(err) from None
 
-    async def answer(
-        req: Any,
-        groups: list[list[Trace]],
-        *,
-        chat: bool,
-        votes: list[dict | None],
-        echoes: list[Any] | None = None,
-    ) -> Any:
+    def wants_logprobs(req: Any, chat: bool) -> bool:
+        return bool(req.logprobs) if chat else req.logprobs is not None
+
+    def annotate(req: Any, groups: list[list[Trace]], votes: list[dict | None]) -> tuple:
+        """(rendered choices, their entrolab objects, usage, top-level extra)."""
         k, as_ids = req.k(), req.return_tokens_as_token_ids
-        want = bool(req.logprobs) if chat else req.logprobs is not None
         opts = req.entrolab
         kind = opts.answer_kind if opts else "auto"
         thresholds = opts.thresholds if opts else None
@@ -190,6 +207,9 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
                     e["vote"] = vote
             rendered += [Rendered(t, k, as_ids, alt_text, req.stops()) for t in traces]
             exts += ext
+            for e, t in zip(ext, traces, strict=True):
+                if "batch" in t.meta:  # continuous batching: what the request joined
+                    e["batch"] = t.meta["batch"]
         prompt_tokens = sum(int(g[0].meta.get("prompt_tokens") or 0) for g in groups if g)
         completion = sum(len(t) for g in groups for t in g)
         usage = {
@@ -198,6 +218,18 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
             "total_tokens": prompt_tokens + completion,
         }
         extra = {"entrolab": {"vote": votes[0]}} if votes and votes[0] is not None else {}
+        return rendered, exts, usage, extra
+
+    async def answer(
+        req: Any,
+        groups: list[list[Trace]],
+        *,
+        chat: bool,
+        votes: list[dict | None],
+        echoes: list[Any] | None = None,
+    ) -> Any:
+        want = wants_logprobs(req, chat)
+        rendered, exts, usage, extra = annotate(req, groups, votes)
         if req.stream:
             lines = stream_chunks(
                 rendered,
@@ -273,16 +305,74 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
 
         return Job(run=work, post=post)
 
+    async def live(req: Any, prompts: list[Any], cfg: GenerationConfig, seeds: list[int],
+                   *, chat: bool) -> StreamingResponse:  # fmt: skip
+        """Stream tokens as the decode produces them (continuous batching only)."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        streamer = TokenStreamer(
+            backend.decode, alt_text, len(prompts) * req.n, chat=chat,
+            logprobs=wants_logprobs(req, chat), k=req.k(),
+            as_ids=req.return_tokens_as_token_ids, stops=req.stops(), model=config.model_id,
+        )  # fmt: skip
+
+        def on_tokens(rows: Any, step: int, buf: Any) -> None:  # the worker thread
+            lines = streamer.step(rows, step, buf)
+            if lines:
+                loop.call_soon_threadsafe(events.put_nowait, lines)
+
+        job = Job(prompts=prompts, config=cfg, seeds=seeds, post=warm(req), on_tokens=on_tokens)
+        job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
+        submit(job)  # a full queue answers 429 before the stream starts
+
+        async def lines() -> Any:
+            done = False
+            try:
+                for line in streamer.opening():
+                    yield line
+                while (item := await events.get()) is not None:
+                    for line in item:
+                        yield line
+                done = True
+                try:
+                    groups = job.future.result()
+                    rendered, exts, usage, extra = annotate(req, groups, [None] * len(prompts))
+                except Exception as err:
+                    yield sse(failure(err).body())
+                    yield "data: [DONE]\n\n"
+                    return
+                for line in closing(streamer, rendered, exts, extra=extra,
+                                    usage=usage if req.include_usage() else None):  # fmt: skip
+                    yield line
+            finally:
+                if not done:  # the client went away: its rows leave the decode
+                    job.cancelled = True
+
+        return StreamingResponse(lines(), media_type="text/event-stream")
+
+    def streams_live(req: Any) -> bool:
+        return bool(req.stream) and batcher.mode == "continuous"
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         req: ChatRequest = await parse(request, ChatRequest)
-        user, system = req.prompt_parts()
+        prompt, system = req.conversation()
+        if not isinstance(prompt, str) and not has(backend, "message_prompts"):
+            raise ServeError(
+                400,
+                f"multi-turn conversations need a backend that takes message lists; "
+                f"{getattr(backend, 'name', '')!r} ({type(backend).__name__}) takes a single "
+                "user message (optionally after one system message)",
+                param="messages",
+            )
         cfg = generation(req, chat=True, system=system)
         seed = seed_of(req)
         if req.entrolab is not None and req.entrolab.deepconf is not None:
-            traces, vote = await run(deepconf_job(user, cfg, seed, req))
+            traces, vote = await run(deepconf_job(prompt, cfg, seed, req))
             return await answer(req, [traces], chat=True, votes=[vote])
-        groups = await run(Job(prompts=[user], config=cfg, seeds=[seed], post=warm(req)))
+        if streams_live(req):
+            return await live(req, [prompt], cfg, [seed], chat=True)
+        groups = await run(Job(prompts=[prompt], config=cfg, seeds=[seed], post=warm(req)))
         return await answer(req, groups, chat=True, votes=[None])
 
     @app.post("/v1/completions")
@@ -301,6 +391,8 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
                 raise ServeError(400, "DeepConf takes one prompt per request", param="prompt")
             traces, vote = await run(deepconf_job(prompts[0], cfg, seed, req))
             groups, votes = [traces], [vote]
+        elif streams_live(req) and not req.echo:
+            return await live(req, prompts, cfg, seeds, chat=False)
         else:
             groups = await run(Job(prompts=prompts, config=cfg, seeds=seeds, post=warm(req)))
             votes = [None] * len(prompts)
@@ -309,10 +401,10 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
             if req.logprobs is None and all(isinstance(p, str) for p in prompts):
                 echoes = list(prompts)
             elif req.logprobs is None:
-                echoes = await run(Job(run=lambda b: [_echo_text(b, p) for p in prompts]))
+                echoes = await run(Job(run=lambda b: [echo_text(b, p) for p in prompts]))
             else:
                 k, as_ids = req.k(), req.return_tokens_as_token_ids
-                job = Job(run=lambda b: [_echo(b, p, k) for p in prompts], post=warm(req))
+                job = Job(run=lambda b: [echo_trace(b, p, k) for p in prompts], post=warm(req))
                 echoes = [Rendered(t, k, as_ids, alt_text, ()) for t in await run(job)]
         return await answer(req, groups, chat=False, votes=votes, echoes=echoes)
 
@@ -341,7 +433,7 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
             "queue": batcher.pending,
             "max_queue": config.max_queue,
             "batching": {
-                "mode": "micro-batching",
+                "mode": batcher.mode,
                 "window_s": config.batch_window_s,
                 **batcher.stats,
             },
@@ -350,48 +442,3 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
         }
 
     return app
-
-
-def _echo_text(backend: Any, prompt: Any) -> str:
-    return prompt if isinstance(prompt, str) else backend.decode(prompt)
-
-
-def _echo(backend: Any, prompt: Any, k: int) -> Trace:
-    """The prompt as a trace with teacher-forced logprobs of its tokens 2…L (the first has
-    none: logprob -inf, shown as null)."""
-    import torch
-
-    ids = (
-        list(prompt)
-        if not isinstance(prompt, str)
-        else backend.prompt_ids(prompt, chat_template=False)
-    )
-    text = prompt if isinstance(prompt, str) else backend.decode(ids)
-    kk = max(k, 1)
-    pieces = backend.token_pieces(ids)
-    first = Trace(
-        prompt="",
-        text="",
-        token_ids=ids[:1],
-        tokens=pieces[:1],
-        logprob=[float("-inf")],
-        entropy=[float("nan")],
-        varentropy=[float("nan")],
-        topk_ids=torch.full((1, kk), -1),
-        topk_logprobs=torch.full((1, kk), float("-inf")),
-    )
-    parts = [first]
-    if len(ids) > 1:
-        parts.append(backend.score([ids[:1]], [ids[1:]], k=kk, chat_template=False)[0])
-    cat = lambda name: torch.cat([getattr(t, name) for t in parts])  # noqa: E731
-    return replace(
-        first,
-        text=text,
-        token_ids=torch.tensor(ids),
-        tokens=tuple(pieces),
-        logprob=cat("logprob"),
-        entropy=cat("entropy"),
-        varentropy=cat("varentropy"),
-        topk_ids=cat("topk_ids"),
-        topk_logprobs=cat("topk_logprobs"),
-    )

@@ -7,8 +7,9 @@ apart from the seed, and runs each group as one ``generate`` call with one seed 
 (``seeds=``), so every request's samples are exactly what it would get alone. Jobs that cannot
 share a call (DeepConf early stopping, echo scoring) run alone, in arrival order.
 
-This is *micro-batching*, not continuous batching: a request arriving while a batch decodes waits
-for that batch to finish. The queue is bounded: :meth:`Batcher.submit` raises :class:`QueueFull`
+This is *micro-batching*: a request arriving while a batch decodes waits for that batch to
+finish. Backends that declare ``continuous_batching`` are served by
+:class:`~entrolab.serve.continuous.ContinuousBatcher` instead (``--batching``). The queue is bounded: :meth:`Batcher.submit` raises :class:`QueueFull`
 when ``max_queue`` jobs are waiting or running (the server answers 429).
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 from entrolab.config import GenerationConfig
 from entrolab.types import TraceBatch
 
-__all__ = ["Batcher", "Job", "QueueFull"]
+__all__ = ["Batcher", "Job", "QueueFull", "by_prompt"]
 
 
 class QueueFull(Exception):
@@ -46,6 +47,10 @@ class Job:
         post: ``post(result) -> result`` run on the worker thread before the future resolves
             (work that must not race the backend, e.g. tokenizer calls).
         future: resolves to a list of P lists of traces (sample order), or ``run``'s result.
+        on_tokens: a per-step token callback (continuous batching only; see
+            :data:`~entrolab.backends.hf_rows.TokenCallback`), for streaming.
+        cancelled: set by the server when the client went away; the continuous batcher then
+            drops the request's rows (its future resolves to None).
     """
 
     prompts: Sequence[Any] = ()
@@ -54,6 +59,8 @@ class Job:
     run: Callable[[Any], Any] | None = None
     post: Callable[[Any], Any] | None = None
     future: Future = field(default_factory=Future)
+    on_tokens: Callable[..., None] | None = None
+    cancelled: bool = False
 
     @property
     def rows(self) -> int:
@@ -69,7 +76,7 @@ class Job:
 
 
 class Batcher:
-    """The worker thread and its bounded queue.
+    """The worker thread and its bounded queue (micro-batching).
 
     Args:
         backend: the backend every job runs on.
@@ -88,6 +95,9 @@ class Batcher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.stats = {"jobs": 0, "calls": 0, "rows": 0, "max_batch_jobs": 0}
+
+    #: the batching mode reported by ``/health``
+    mode = "micro-batching"
 
     @property
     def pending(self) -> int:
@@ -170,13 +180,19 @@ class Batcher:
         config = group[0].config
         self.stats["rows"] += len(prompts) * config.num_samples  # type: ignore[union-attr]
         batch: TraceBatch = self.backend.generate(prompts, config, seeds=seeds)
-        by_prompt: list[list[Any]] = [[] for _ in prompts]
-        for trace in batch:
-            by_prompt[trace.prompt_index].append(trace)
+        groups = by_prompt(batch, len(prompts))
         start = 0
         for job in group:
-            _resolve(job, by_prompt[start : start + len(job.prompts)])
+            _resolve(job, groups[start : start + len(job.prompts)])
             start += len(job.prompts)
+
+
+def by_prompt(traces: Any, prompts: int) -> list[list[Any]]:
+    """Traces grouped by ``prompt_index`` (P lists, sample order kept)."""
+    out: list[list[Any]] = [[] for _ in range(prompts)]
+    for trace in traces:
+        out[trace.prompt_index].append(trace)
+    return out
 
 
 def _resolve(job: Job, result: Any) -> None:

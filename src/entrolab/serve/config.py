@@ -24,8 +24,14 @@ class ServeConfig:
             ``max_tokens_limit``: larger values are lowered to it).
         max_n: the largest ``n`` accepted.
         max_queue: requests waiting or decoding at once (more → 429).
-        batch_window_s: how long the batcher gathers requests into one decode (seconds).
-        max_batch_rows: rows (prompts × n) that close a batch early.
+        batching: ``continuous`` (requests join the running decode between steps and stream
+            token by token; backends with the ``continuous_batching`` capability), ``micro``
+            (requests arriving within ``batch_window_s`` share one decode run to its end) or
+            ``auto`` (continuous where the backend can).
+        batch_window_s: how long the batcher gathers requests into one decode (micro), or how
+            long an idle engine waits for requests arriving together (continuous; seconds).
+        max_batch_rows: rows (prompts × n) per decode: a micro-batch closes early at this
+            many; continuous batching decodes at most this many at once.
         signal_topk: top-k logprobs kept per token for the signals (DeepConf uses 20); the
             response returns only what the request asks for.
         estimator: sequence-level estimator for ``entrolab.uncertainty``/``confidence``.
@@ -41,6 +47,7 @@ class ServeConfig:
     default_max_tokens: int = 128
     max_n: int = 64
     max_queue: int = 256
+    batching: str = "auto"
     batch_window_s: float = 0.01
     max_batch_rows: int = 64
     signal_topk: int = 20
@@ -66,6 +73,10 @@ class ServeConfig:
                 "batch_window_s must be >= 0",
             ),
             (self.max_batch_rows >= 1, "max_batch_rows must be >= 1"),
+            (
+                self.batching in ("auto", "micro", "continuous"),
+                f"batching must be auto, micro or continuous, got {self.batching!r}",
+            ),
             (1 <= self.signal_topk <= 20, "signal_topk must be in 1..20"),
         ]
         for ok, message in checks:

@@ -175,16 +175,39 @@ class ChatRequest(_Common):
     def budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def conversation(self) -> tuple[str | list[dict[str, str]], str | None]:
+        """The prompt of this chat: (user message, system message or None) for a single user
+        turn (every backend takes it), else the whole conversation as a message list
+        (``{"role", "content"}``, ``developer`` as ``system``) and None; the backend then
+        renders it with the model's chat template (``message_prompts`` capability)."""
+        system = [m for m in self.messages if m.role in ("system", "developer")]
+        rest = [m for m in self.messages if m.role not in ("system", "developer")]
+        if len(system) <= 1 and len(rest) == 1 and rest[0].role == "user":
+            return self.prompt_parts()
+        if any(m.role == "tool" for m in self.messages):
+            raise ServeError(400, "tool messages are not supported", param="messages")
+        if not rest or rest[-1].role != "user":
+            raise ServeError(400, "the last message must be a user message", param="messages")
+        messages = []
+        for i, m in enumerate(self.messages):
+            try:
+                text = m.text()
+            except ValueError as err:
+                raise ServeError(400, str(err), param=f"messages.{i}.content") from None
+            role = "system" if m.role == "developer" else m.role
+            messages.append({"role": role, "content": text})
+        if not messages[-1]["content"].strip():
+            raise ServeError(400, "the last user message is empty", param="messages")
+        return messages, None
+
     def prompt_parts(self) -> tuple[str, str | None]:
-        """(user message, system message or None); the one conversation shape a backend
-        prompt can take (multi-turn chats need a message-list prompt in the Backend protocol)."""
+        """(user message, system message or None) of a single-turn chat."""
         system = [m for m in self.messages if m.role in ("system", "developer")]
         rest = [m for m in self.messages if m.role not in ("system", "developer")]
         if len(rest) != 1 or rest[0].role != "user" or len(system) > 1:
             raise ServeError(
                 400,
-                "only a single user message (optionally after one system message) is supported; "
-                "multi-turn conversations are not yet",
+                "expected a single user message (optionally after one system message)",
                 param="messages",
             )
         user = rest[0].text()
