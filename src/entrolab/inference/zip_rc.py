@@ -17,8 +17,11 @@ entry (:func:`utility`; exact expectations of max via products of CDFs). Meta-ac
 (:class:`ZipRcStrategy`): the **initial sample count** n₀ = argmax_n U(n copies of the
 prompt-end prediction) (:func:`initial_count`); **pruning** at ``prune_at`` tokens to the subset
 of live samples with the highest U (:func:`best_subset`: exact over subsets up to 12 samples);
-the paper's planned future pruning is not implemented (one pruning point). Survivors finish and
-the majority answer among them is the reply; every generated token is counted.
+with ``future_prune=True`` the decision also plans a future prune
+(:func:`~entrolab.inference.zip_rc_plan.choose_action`, the official code's rule): survivors
+still unfinished after the lower edge of the chosen remaining-length bin are pruned then (they
+leave the vote; their tokens count). One decision point (``prune_at``). Survivors finish and the
+majority answer among them is the reply; every generated token is counted.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from entrolab.inference.base import (
 )
 from entrolab.inference.hidden import hidden_at, resolve_layer
 from entrolab.inference.probes import Probe, ProbeInfo, fit_probe, load_probe, save_probe
+from entrolab.inference.zip_rc_plan import choose_action
 
 __all__ = [
     "ZipRcHead",
@@ -233,13 +237,15 @@ def load_zip_rc(path: str | Path, backend: Backend | None = None) -> ZipRcHead:
 # ------------------------------------------------------------------------------ the strategy
 class ZipRcStrategy:
     """n₀ samples by utility, prune at ``prune_at`` tokens to the best-utility subset, finish the
-    survivors, majority vote. ``budget``: the most samples per item."""
+    survivors, majority vote. ``budget``: the most samples per item. ``future_prune``: also plan
+    a later prune of the survivors (:func:`~entrolab.inference.zip_rc_plan.choose_action`)."""
 
     name = "zip-rc"
 
     def __init__(
         self, head: ZipRcHead | str | Path | None = None, budget: int = 8, prune_at: int = 8,
         lam_c: float = 0.002, lam_l: float = 0.0, sampling: Sampling | None = None,
+        future_prune: bool = False,
     ) -> None:  # fmt: skip
         if head is None:
             raise EntrolabError("the 'zip-rc' strategy needs a fitted head (fit_zip_rc, "
@@ -250,6 +256,7 @@ class ZipRcStrategy:
         self.budget, self.prune_at = int(budget), int(prune_at)
         self.lam = {"lam_c": float(lam_c), "lam_l": float(lam_l)}
         self.sampling = sampling or Sampling()
+        self.future_prune = bool(future_prune)
 
     def run(self, backend: Backend, task: Any, items: Sequence[Any], *, seed: int = 0,
             on_progress: ProgressFn | None = None) -> list[ItemOutcome]:  # fmt: skip
@@ -275,17 +282,26 @@ class ZipRcStrategy:
             for k in np.flatnonzero(done):  # finished: nothing remains
                 joint[k] = 0.0
                 joint[k][:, 0] = h.joint(hid[k : k + 1])[0].sum(1)
-            keep = best_subset(joint, rv, lv, [len(t) for t in first], **self.lam)
+            plan = None
+            if self.future_prune:
+                keep, plan, _ = choose_action(joint, rv, lv, finished=done, **self.lam)
+            else:
+                keep = best_subset(joint, rv, lv, [len(t) for t in first], **self.lam)
             cont = [k for k in keep if not done[k]]
             texts = {k: first[k].text for k in keep}
-            extra = 0
-            if cont and self.sampling.max_new_tokens > self.prune_at:
+            extra, left = 0, self.sampling.max_new_tokens - self.prune_at
+            cut = left if plan is None else min(left, h.length_edges[plan - 1])
+            late: list[int] = []  # reached the planned prune unfinished: out of the vote
+            if cont and cut > 0:
                 rest = GenerationConfig(**{**self.sampling.config(1).to_dict(), "seed": seeds[i] + 1,
-                                           "max_new_tokens": self.sampling.max_new_tokens - self.prune_at})  # fmt: skip
+                                           "max_new_tokens": cut})  # fmt: skip
                 more = list(backend.generate([seqs[k] for k in cont], rest))
                 for k, t in zip(cont, more, strict=True):
                     texts[k] = backend.decode(first[k].token_ids.tolist() + t.token_ids.tolist())
                     extra += len(t)
+                    if cut < left and t.finish_reason == "length":
+                        late.append(k)
+            keep = [k for k in keep if k not in late]
             keys = {k: task.extract(item, texts[k]) for k in keep}
             keys = {k: None if a is None else answer_key(a) for k, a in keys.items()}
             counts: dict[str, int] = {}
@@ -299,7 +315,8 @@ class ZipRcStrategy:
                 item_id=item.id, answer=answer, correct=bool(correct),
                 generated_tokens=int(sum(len(t) for t in first) + extra),
                 prompt_tokens=len(p_ids), num_traces=n0,
-                meta={"n0": n0, "kept": keep, "pruned": n0 - len(keep)},
+                meta={"n0": n0, "kept": keep, "pruned": n0 - len(keep) - len(late),
+                      "future_bin": plan, "planned_pruned": late},
             ))  # fmt: skip
             if on_progress is not None:
                 on_progress(i + 1, len(items))
@@ -316,5 +333,5 @@ STRATEGIES.register(
     "zip-rc",
     summary="ZIP-RC: initial sample count and pruning by the utility of a joint reward × remaining-length head",
     paper=_PAPER,
-    defaults={"budget": 8, "prune_at": 8, "lam_c": 0.002, "lam_l": 0.0},
+    defaults={"budget": 8, "prune_at": 8, "lam_c": 0.002, "lam_l": 0.0, "future_prune": False},
 )(_factory)
