@@ -19,7 +19,8 @@ import torch
 
 from entrolab.backends import OpenAIBackend
 from entrolab.backends.base import Backend
-from entrolab.backends.openai_compat import parse_logprobs, topk_statistics
+from entrolab.backends.openai_wire import parse_logprobs
+from entrolab.backends.topk_trace import topk_statistics
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 
@@ -327,3 +328,35 @@ def test_step_hook_is_replayed_on_the_finished_traces(scripted):
     assert len(a) == 4 and a.finish_reason == "length"
     assert len(b) == 2 and b.finish_reason == "stopped" and b.text == "aa"
     assert len(b.meta["entropy_lower"]) == 2 and b.meta["replayed_stop"]
+
+
+def test_completions_with_chat_layout_logprobs_and_ids_as_llama_cpp_sends_them(scripted):
+    # llama.cpp's server answers /v1/completions with logprobs in the chat layout
+    # (logprobs.content) and each entry's token id in "id"; tokens 7 ("x") and 3 ("y")
+    entries = [
+        {
+            "id": tid,
+            "token": text,
+            "bytes": list(text.encode()),
+            "logprob": lp,
+            "top_logprobs": [{"id": a, "token": "?", "bytes": [63], "logprob": b} for a, b in alts],
+        }
+        for tid, text, lp, alts in [
+            (7, "x", HALF, [(7, HALF), (2, QUARTER)]),
+            (3, "y", QUARTER, [(2, HALF), (3, QUARTER)]),
+        ]
+    ]
+    choice = {"index": 0, "text": "xy", "logprobs": {"content": entries}, "finish_reason": "length"}
+    scripted.default = (200, reply(choice), 0, {})
+    be = backend(scripted, model="m", extra_body={"top_k": 0, "min_p": 0.0, "seed": -1})
+    cfg = GenerationConfig(max_new_tokens=2, topk_logprobs=2, chat_template=False, min_p=0.1)
+    (t,) = be.generate(["p"], cfg, seeds=[11])
+    _, body, _ = scripted.requests[-1]
+    # extra fields are sent; the config's own values (seed, a set min_p) take precedence
+    assert body["top_k"] == 0 and body["min_p"] == 0.1 and body["seed"] == 11
+    assert body["logprobs"] == 2 and body["prompt"] == "p"
+    assert t.token_ids.tolist() == [7, 3] and t.tokens == ("x", "y") and t.text == "xy"
+    assert t.topk_ids.tolist() == [[7, 2], [2, 3]]
+    assert t.logprob.tolist() == pytest.approx([HALF, QUARTER])
+    with pytest.raises(EntrolabError, match="extra_body must be a dict"):
+        backend(scripted, model="m", extra_body=[("top_k", 0)])

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from entrolab.backends.vllm import _finish, topk_rows
+from entrolab.backends.vllm_wire import finish_reason, topk_rows
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 
@@ -73,12 +73,12 @@ def test_topk_rows_without_logprobs_is_a_clear_error() -> None:
 
 
 def test_finish_reasons_follow_vllms_stop_reason() -> None:
-    assert _finish("length", None) == "length"
-    assert _finish("stop", None) == "eos"  # the EOS token
-    assert _finish("stop", 2) == "eos"  # a stop token id from the generation config
-    assert _finish("stop", "\n\n") == "stop"  # a stop string
+    assert finish_reason("length", None) == "length"
+    assert finish_reason("stop", None) == "eos"  # the EOS token
+    assert finish_reason("stop", 2) == "eos"  # a stop token id from the generation config
+    assert finish_reason("stop", "\n\n") == "stop"  # a stop string
     with pytest.raises(EntrolabError, match="unexpected reason"):
-        _finish("abort", None)
+        finish_reason("abort", None)
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="checks the message shown where vLLM is missing")

@@ -33,37 +33,22 @@ The API key comes from ``api_key``, else ``ENTROLAB_API_KEY``, else ``OPENAI_API
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from typing import Any
 
-import torch
-
 from entrolab.backends.base import Capabilities, ProgressFn, Prompt, prompt_text, require
 from entrolab.backends.decode import chat_prompt_ids, replay_step_hook, token_pieces
-from entrolab.backends.openai_wire import (
-    Token,
-    finish_reason,
-    parse_logprobs,
-    server_message,
-    topk_statistics,
-)
+from entrolab.backends.http_client import JSONClient
+from entrolab.backends.openai_wire import Token, finish_reason, parse_logprobs, request_body
 from entrolab.backends.sampling import row_seed
+from entrolab.backends.topk_trace import pad_alternatives, topk_trace
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.types import Provenance, Trace, TraceBatch
 
-__all__ = ["OpenAIBackend", "parse_logprobs", "topk_statistics"]
-
-#: HTTP statuses worth retrying (rate limits, overload, transient server errors).
-_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+__all__ = ["OpenAIBackend"]
 
 
 class OpenAIBackend:
@@ -86,6 +71,9 @@ class OpenAIBackend:
         token_ids: ask for ``return_tokens_as_token_ids`` (vLLM, entrolab serve) to get ids.
         scoring: whether the server supports ``echo`` with prompt logprobs.
         logits: what the server's logprobs are computed from (``"raw"``: vLLM's default).
+        extra_body: fields added to every request body (server-specific options, e.g.
+            ``{"top_k": 0, "min_p": 0.0}`` to turn off llama.cpp's default top-k/min-p
+            truncation); the fields entrolab sets from the config take precedence.
     """
 
     def __init__(
@@ -105,22 +93,29 @@ class OpenAIBackend:
         scoring: bool = True,
         logits: str = "raw",
         name: str = "",
+        extra_body: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise EntrolabError(f"base_url must be an http(s) URL, got {base_url!r}")
         root = base_url.rstrip("/")
         self.base_url = root if root.endswith("/v1") else root + "/v1"
-        for what, value, low in (("concurrency", concurrency, 1), ("max_topk", max_topk, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise EntrolabError(f"{what} must be an int >= {low}, got {value!r}")
-        if not timeout > 0 or max_retries < 0 or backoff < 0:
-            raise EntrolabError("timeout must be > 0, max_retries >= 0 and backoff >= 0")
+        if isinstance(max_topk, bool) or not isinstance(max_topk, int) or max_topk < 1:
+            raise EntrolabError(f"max_topk must be an int >= 1, got {max_topk!r}")
         self.api_key = (
             api_key or os.environ.get("ENTROLAB_API_KEY") or os.environ.get("OPENAI_API_KEY")
         )
-        self.concurrency, self.timeout = concurrency, float(timeout)
-        self.max_retries, self.backoff = int(max_retries), float(backoff)
+        self.http = JSONClient(
+            self.base_url,
+            api_key=self.api_key,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+        )
         self.token_ids, self._logits = bool(token_ids), Provenance(logits=logits, vocab="topk")
+        if extra_body is not None and not isinstance(extra_body, dict):
+            raise EntrolabError(f"extra_body must be a dict of request fields, got {extra_body!r}")
+        self.extra_body = dict(extra_body or {})
         if isinstance(tokenizer, str):
             from transformers import AutoTokenizer
 
@@ -140,43 +135,9 @@ class OpenAIBackend:
             full_logits=False, max_topk=max_topk, token_prompts=True, scoring=scoring, seeded=True
         )
 
-    # ------------------------------------------------------------------------------ HTTP
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict[str, Any]:
-        """One JSON request with retries; raises EntrolabError with the server's message."""
-        url = self.base_url + path
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            req = urllib.request.Request(url, data=data, headers=headers, method=method)
-            wait = self.backoff * 2**attempt
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read().decode("utf-8"))
-            except urllib.error.HTTPError as err:
-                text = err.read().decode("utf-8", errors="replace")
-                last = f"HTTP {err.code}: {server_message(text)}"
-                if err.code not in _RETRY_STATUS:
-                    raise EntrolabError(f"{method} {url} failed with {last}") from None
-                retry_after = err.headers.get("Retry-After") if err.headers else None
-                if retry_after and retry_after.replace(".", "", 1).isdigit():
-                    wait = min(float(retry_after), 60.0)
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-                last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
-            except json.JSONDecodeError:
-                raise EntrolabError(f"{method} {url} returned a body that is not JSON") from None
-            if attempt < self.max_retries:
-                time.sleep(min(wait, 60.0))
-        raise EntrolabError(
-            f"{method} {url} failed after {self.max_retries + 1} attempts ({last}); is the "
-            "server running and reachable, and is the load within its limits?"
-        )
-
     def _model_card(self, model: str | None) -> dict[str, Any]:
         try:
-            cards = self._request("GET", "/models").get("data") or []
+            cards = self.http.request("GET", "/models").get("data") or []
         except EntrolabError:
             if model is None:
                 raise
@@ -217,42 +178,6 @@ class OpenAIBackend:
         return token_pieces(self._tok("token_pieces"), list(ids))
 
     # ------------------------------------------------------------------------ generation
-    def _body(
-        self, prompt: Prompt, config: GenerationConfig, seed: int, n: int
-    ) -> tuple[str, dict]:
-        k = config.topk_logprobs
-        body: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": config.max_new_tokens,
-            "temperature": config.temperature,
-            "top_p": config.top_p,
-            "n": n,
-            "seed": int(seed),
-        }
-        if config.stop:
-            body["stop"] = list(config.stop)
-        if config.top_k:
-            body["top_k"] = config.top_k  # vLLM/SGLang extension
-        if config.min_p:
-            body["min_p"] = config.min_p  # vLLM/SGLang extension
-        if config.sampler:  # honoured by entrolab serve only
-            body["sampler"], body["sampler_params"] = config.sampler, dict(config.sampler_params)
-        if self.token_ids:
-            body["return_tokens_as_token_ids"] = True
-        if isinstance(prompt, str) and config.chat_template:
-            body.update(
-                messages=_messages(prompt, config.system_prompt), logprobs=True, top_logprobs=k
-            )
-            return "/chat/completions", body
-        if not isinstance(prompt, str):
-            prompt = [int(t) for t in prompt]
-            if not prompt:
-                raise EntrolabError("a token-id prompt is empty; give at least one token")
-        elif not prompt.strip():
-            raise EntrolabError("prompt is empty; give the model some text to respond to")
-        body.update(prompt=prompt, logprobs=k)
-        return "/completions", body
-
     def generate(
         self,
         prompts: Sequence[Prompt] | str,
@@ -290,11 +215,22 @@ class OpenAIBackend:
         base = [int(x) for x in seeds] if seeds is not None else None
         seed_of = lambda i: base[i] if base is not None else row_seed(config.seed, i, 0)  # noqa: E731
         n_req = sample_offset + config.num_samples
-        requests = [self._body(p, config, seed_of(i), n_req) for i, p in enumerate(prompts)]
+        requests = [
+            request_body(
+                p,
+                config,
+                model=self.model,
+                seed=seed_of(i),
+                n=n_req,
+                token_ids=self.token_ids,
+                extra=self.extra_body,
+            )
+            for i, p in enumerate(prompts)
+        ]
 
         def one(i: int) -> list[Trace]:
             path, body = requests[i]
-            resp = self._request("POST", path, body)
+            resp = self.http.request("POST", path, body)
             choices = sorted(resp.get("choices") or [], key=lambda c: c.get("index", 0))
             if len(choices) != n_req:
                 raise EntrolabError(
@@ -319,70 +255,42 @@ class OpenAIBackend:
                 )
             return out
 
-        groups = self._run(len(prompts), one, on_progress, rows_each=config.num_samples)
+        groups = self.http.map(len(prompts), one, on_progress, rows_each=config.num_samples)
         traces = [t for g in groups for t in g]
         if step_hook is not None:
             cut = replay_step_hook(traces, step_hook, config.num_samples, sample_offset)
             traces = [_cut_meta(a, b) for a, b in zip(traces, cut, strict=True)]
         return TraceBatch(tuple(traces))
 
-    def _run(
-        self, n: int, one: Any, on_progress: ProgressFn | None, rows_each: int = 1
-    ) -> list[Any]:
-        """``[one(0), …, one(n − 1)]`` computed ``concurrency`` at a time (in order)."""
-        out: list[Any] = [None] * n
-        done = tokens = 0
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, n)) as pool:
-            futures = {pool.submit(one, r): r for r in range(n)}
-            try:
-                for fut in as_completed(futures):
-                    result = out[futures[fut]] = fut.result()
-                    done += rows_each
-                    tokens += sum(len(t) for t in result) if isinstance(result, list) else 0
-                    if on_progress is not None:
-                        on_progress(done, n * rows_each, tokens)
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-        return out
-
     def _trace(self, prompt, text, tokens: list[Token], k, finish, i, s, meta) -> Trace:
         """A top-k Trace from parsed tokens (``text`` None: the pieces joined)."""
-        n = len(tokens)
-        top_ids = torch.full((n, k), -1, dtype=torch.int64)
-        top_lp = torch.full((n, k), -math.inf, dtype=torch.float32)
         for t, (*_, alts) in enumerate(tokens):
             if not alts:
                 raise EntrolabError(
                     f"the server at {self.base_url} returned no top_logprobs for token {t}; "
                     "request top_logprobs >= 1 from a server that supports them"
                 )
-            best = sorted(alts, key=lambda a: -a[1])[:k]
-            top_ids[t, : len(best)] = torch.tensor([a[0] for a in best], dtype=torch.int64)
-            top_lp[t, : len(best)] = torch.tensor([a[1] for a in best], dtype=torch.float32)
-        stats = topk_statistics(top_lp, self.vocab_size)
+        top_ids, top_lp = pad_alternatives([sorted(tk[3], key=lambda a: -a[1]) for tk in tokens], k)
         ids, pieces = [tk[1] for tk in tokens], [tk[0] for tk in tokens]
         if self.tokenizer is not None and ids and min(ids) >= 0:
             # exact pieces from the ids (vLLM's completions text_offset counts the characters of
             # "token_id:N" strings when ids are asked for, so offsets cannot be trusted then)
             pieces = self.token_pieces(ids)
-        return Trace(
+        return topk_trace(
             prompt=prompt,
             text="".join(pieces) if text is None else text,
             token_ids=ids,
             tokens=pieces,
             logprob=[tk[2] for tk in tokens],
-            entropy=stats.pop("entropy"),
-            varentropy=stats.pop("varentropy"),
             topk_ids=top_ids,
             topk_logprobs=top_lp,
+            vocab_size=self.vocab_size,
             provenance=self._logits,
             finish_reason=finish,
             prompt_index=i,
             sample_index=s,
             model=self.name,
-            meta={**meta, **stats},
+            meta=meta,
         )
 
     # --------------------------------------------------------------------------- scoring
@@ -430,6 +338,7 @@ class OpenAIBackend:
         def one(r: int) -> Trace:
             prompt, start, count, chars = jobs[r]
             body = {
+                **self.extra_body,
                 "model": self.model,
                 "prompt": prompt,
                 "echo": True,
@@ -441,7 +350,7 @@ class OpenAIBackend:
                 body["return_tokens_as_token_ids"] = True
             where = self.base_url + "/completions"
             try:
-                resp = self._request("POST", "/completions", body)
+                resp = self.http.request("POST", "/completions", body)
             except EntrolabError as err:
                 raise EntrolabError(
                     f"scoring needs `echo` with prompt logprobs, which {where} refused ({err}); "
@@ -464,14 +373,7 @@ class OpenAIBackend:
             meta = {"prompt_tokens": start}
             return self._trace(prompt_text(prompts[r]), text, tokens, k, "scored", r, 0, meta)
 
-        return TraceBatch(tuple(self._run(len(jobs), one, None)))
-
-
-def _messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
-    messages = [{"role": "user", "content": prompt}]
-    if system_prompt:
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return messages
+        return TraceBatch(tuple(self.http.map(len(jobs), one)))
 
 
 def _cut_meta(before: Trace, after: Trace) -> Trace:

@@ -1,6 +1,6 @@
-"""Wire-format helpers of :class:`~entrolab.backends.openai_compat.OpenAIBackend`: parsing the
-``logprobs`` of OpenAI chat/completions responses, top-k statistics of a trace, finish reasons,
-and error bodies."""
+"""Wire-format helpers of :class:`~entrolab.backends.openai_compat.OpenAIBackend`: request bodies
+for OpenAI chat/completions, parsing the ``logprobs`` of their responses, finish reasons, and
+error bodies."""
 
 from __future__ import annotations
 
@@ -9,22 +9,17 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
+from entrolab.backends.base import Prompt
+from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
-from entrolab.signals import (
-    entropy_and_varentropy,
-    renormalized_topk_entropy,
-    topk_entropy_bounds,
-)
-from entrolab.signals.topk import topk_tail_mass
 
 __all__ = [
     "Token",
+    "chat_messages",
     "finish_reason",
     "parse_logprobs",
+    "request_body",
     "server_message",
-    "topk_statistics",
 ]
 
 #: One token as parsed from a response: (piece, id or -1, logprob, [(id, logprob), ...]).
@@ -40,6 +35,15 @@ def _token_id(token: str) -> int:
         except ValueError:
             return -1
     return -1
+
+
+def _entry_id(entry: dict[str, Any]) -> int:
+    """A chat-format logprobs entry's token id: its ``id`` (llama.cpp's server sends it), else
+    from a ``"token_id:N"`` token string, else -1."""
+    tid = entry.get("id")
+    if isinstance(tid, int) and not isinstance(tid, bool) and tid >= 0:
+        return tid
+    return _token_id(entry.get("token", ""))
 
 
 def _pieces_from_bytes(chunks: Sequence[bytes]) -> list[str]:
@@ -59,10 +63,15 @@ def _pieces_from_bytes(chunks: Sequence[bytes]) -> list[str]:
 def parse_logprobs(choice: dict[str, Any], *, chat: bool, where: str) -> list[Token]:
     """The per-token logprobs of one response ``choice`` (chat or completions format).
 
+    A completions choice whose ``logprobs`` come in the chat layout (a ``content`` list, as
+    llama.cpp's server sends them) is read as such.
+
     Raises:
         EntrolabError: the choice has no logprobs (the server ignored ``logprobs``).
     """
     lp = choice.get("logprobs")
+    if not chat and isinstance(lp, dict) and "token_logprobs" not in lp:
+        chat = isinstance(lp.get("content"), list)
     if chat:
         entries = lp.get("content") if isinstance(lp, dict) else None
         if entries is None:
@@ -74,11 +83,8 @@ def parse_logprobs(choice: dict[str, Any], *, chat: bool, where: str) -> list[To
             pieces = [e.get("token", "") for e in entries]
         out = []
         for e, piece in zip(entries, pieces, strict=True):
-            alts = [
-                (_token_id(a.get("token", "")), _lp(a.get("logprob")))
-                for a in e.get("top_logprobs") or []
-            ]
-            out.append((piece, _token_id(e.get("token", "")), _lp(e.get("logprob")), alts))
+            alts = [(_entry_id(a), _lp(a.get("logprob"))) for a in e.get("top_logprobs") or []]
+            out.append((piece, _entry_id(e), _lp(e.get("logprob")), alts))
         return out
     if not isinstance(lp, dict) or lp.get("token_logprobs") is None:
         _no_logprobs(where)
@@ -138,26 +144,65 @@ def server_message(text: str) -> str:
     return text[:300]
 
 
-def topk_statistics(topk_logprobs: torch.Tensor, vocab_size: int | None) -> dict[str, Any]:
-    """Per-token statistics from top-k logprobs [T, K] (nats): ``entropy`` and ``varentropy``
-    of the renormalised top-k distribution (tensors [T]); ``entropy_lower``/``entropy_upper``
-    (bounds on the full-vocabulary entropy, lists [T]; None without ``vocab_size`` or when the
-    top-k mass exceeds 1), ``tail_mass`` (list [T]) and ``entropy_kind``."""
-    n = topk_logprobs.shape[0]
-    out: dict[str, Any] = {"entropy_kind": "renormalized_topk"}
-    if n == 0:
-        out.update(entropy=torch.zeros(0), varentropy=torch.zeros(0))
-        out.update(entropy_lower=[], entropy_upper=[], tail_mass=[])
-        return out
-    out["entropy"] = renormalized_topk_entropy(topk_logprobs)
-    out["varentropy"] = entropy_and_varentropy(topk_logprobs.double())[1].float()
-    try:
-        out["tail_mass"] = topk_tail_mass(topk_logprobs).tolist()
-        if vocab_size is None:
-            raise EntrolabError("vocab_size unknown")
-        lower, upper = topk_entropy_bounds(topk_logprobs, vocab_size)
-        out["entropy_lower"], out["entropy_upper"] = lower.tolist(), upper.tolist()
-    except EntrolabError as err:
-        out.setdefault("tail_mass", None)
-        out.update(entropy_lower=None, entropy_upper=None, bounds_note=str(err))
-    return out
+def chat_messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
+    """One user message, after a system message when ``system_prompt`` is given."""
+    messages = [{"role": "user", "content": prompt}]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def request_body(
+    prompt: Prompt,
+    config: GenerationConfig,
+    *,
+    model: str,
+    seed: int,
+    n: int,
+    token_ids: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """``(path, body)`` of the request for ``n`` completions of one prompt.
+
+    A text prompt with ``config.chat_template`` goes to ``/chat/completions`` (``logprobs`` +
+    ``top_logprobs``); a text prompt without it or a token-id prompt to ``/completions``
+    (``logprobs=k``). ``top_k``/``min_p`` (vLLM/SGLang), ``sampler`` (entrolab serve) and
+    ``return_tokens_as_token_ids`` (vLLM, entrolab serve; with ``token_ids``) are sent only when
+    set. ``extra`` fields come first, so the config's values win where both set a field.
+
+    Raises:
+        EntrolabError: the prompt is empty.
+    """
+    k = config.topk_logprobs
+    body: dict[str, Any] = {
+        **(extra or {}),
+        "model": model,
+        "max_tokens": config.max_new_tokens,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "n": n,
+        "seed": int(seed),
+    }
+    if config.stop:
+        body["stop"] = list(config.stop)
+    if config.top_k:
+        body["top_k"] = config.top_k  # vLLM/SGLang extension
+    if config.min_p:
+        body["min_p"] = config.min_p  # vLLM/SGLang extension
+    if config.sampler:  # honoured by entrolab serve only
+        body["sampler"], body["sampler_params"] = config.sampler, dict(config.sampler_params)
+    if token_ids:
+        body["return_tokens_as_token_ids"] = True
+    if isinstance(prompt, str) and config.chat_template:
+        body.update(
+            messages=chat_messages(prompt, config.system_prompt), logprobs=True, top_logprobs=k
+        )
+        return "/chat/completions", body
+    if not isinstance(prompt, str):
+        prompt = [int(t) for t in prompt]
+        if not prompt:
+            raise EntrolabError("a token-id prompt is empty; give at least one token")
+    elif not prompt.strip():
+        raise EntrolabError("prompt is empty; give the model some text to respond to")
+    body.update(prompt=prompt, logprobs=k)
+    return "/completions", body

