@@ -11,13 +11,28 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from entrolab.evaluation.figures import _COLORS, _figure, _svg
 from entrolab.report.assets import CSS
+from entrolab.report.figures import (
+    legend_below,
+    new_figure,
+    nudge,
+    pad_limits,
+    plain_log_ticks,
+    same_as_notes,
+    series_style,
+    to_svg,
+)
 
 if TYPE_CHECKING:
     from entrolab.evaluation.sampler_compare import CompareResults
 
-__all__ = ["COLUMNS", "accuracy_svg", "print_compare_table", "render_compare_html"]
+__all__ = [
+    "COLUMNS",
+    "accuracy_figure",
+    "accuracy_svg",
+    "print_compare_table",
+    "render_compare_html",
+]
 
 #: (key, heading, format) of the summary table
 COLUMNS = (
@@ -64,34 +79,81 @@ def _cell(row: dict[str, Any], key: str, spec: str, sep: str = " ") -> str:
     return text
 
 
-def accuracy_svg(table: Sequence[dict[str, Any]]) -> str:
-    """pass@1 (±1 SE) vs temperature, one line per sampler, next to the mean kept-set size."""
-    fig = _figure(9.0, 3.4)
+def accuracy_figure(table: Sequence[dict[str, Any]]):
+    """Left: pass@1 vs temperature, one line per sampler, with 95% bootstrap intervals over
+    items as error bars (samplers nudged sideways so no bar hides another) and pass@k as a thin
+    line of the same style without markers. Right: mean kept-set size (log scale). A sampler
+    whose curve coincides with an earlier one says so in the legend."""
+    from matplotlib.lines import Line2D
+
+    fig = new_figure(9.0, 3.6)
     ax_acc, ax_kept = fig.subplots(1, 2)
     samplers = list(dict.fromkeys(r["sampler"] for r in table))
-    for name, color in zip(samplers, _COLORS * 4, strict=False):
-        rows = sorted((r for r in table if r["sampler"] == name), key=lambda r: r["temperature"])
+    by_name = {
+        name: sorted((r for r in table if r["sampler"] == name), key=lambda r: r["temperature"])
+        for name in samplers
+    }
+    kept = {
+        n: tuple(zip(*[(r["temperature"], r["kept"]) for r in rows if r["kept"]], strict=True))
+        or ((), ())
+        for n, rows in by_name.items()
+    }
+    notes = same_as_notes(
+        {
+            "pass@1": {
+                n: ([r["temperature"] for r in rows], [r["pass1"] for r in rows])
+                for n, rows in by_name.items()
+            },
+            "kept": kept,
+        }
+    )
+    handles = []
+    for i, (name, rows) in enumerate(by_name.items()):
+        style = series_style(i)
         t = [r["temperature"] for r in rows]
-        se = [r["pass1_se"] or 0.0 for r in rows]
+        p1 = [r["pass1"] for r in rows]
+        if all(r.get("pass1_low") is not None for r in rows):
+            err = [
+                [p - r["pass1_low"] for p, r in zip(p1, rows, strict=True)],
+                [r["pass1_high"] - p for p, r in zip(p1, rows, strict=True)],
+            ]
+        else:
+            err = [r.get("pass1_se") or 0.0 for r in rows]
+        shift = nudge(ax_acc, i, len(samplers))
         ax_acc.errorbar(
-            t,
-            [r["pass1"] for r in rows],
-            yerr=se,
-            label=name,
-            color=color,
-            marker="o",
-            ms=3,
-            lw=1.5,
-            capsize=2,
+            t, p1, yerr=err, transform=shift, lw=1.5, capsize=2, elinewidth=0.9, **style
         )
-        ax_acc.plot(t, [r["passk"] for r in rows], color=color, ls=":", lw=1)
-        kept = [(r["temperature"], r["kept"]) for r in rows if r["kept"]]
-        if kept:
-            ax_kept.plot(*zip(*kept, strict=True), color=color, marker="o", ms=3, lw=1.5)
-    ax_acc.set(xlabel="temperature", ylabel="accuracy (pass@1; dotted: pass@k)", ylim=(0, 1))
-    ax_kept.set(xlabel="temperature", ylabel="mean kept-set size (tokens)", yscale="log")
-    ax_acc.legend(fontsize=7, loc="best")
-    return _svg(fig)
+        ax_acc.plot(
+            t,
+            [r["passk"] for r in rows],
+            color=style["color"],
+            ls=style["ls"],
+            lw=0.8,
+            alpha=0.7,
+            transform=shift,
+        )
+        if kept[name][0]:
+            ax_kept.plot(*kept[name], lw=1.5, transform=nudge(ax_kept, i, len(samplers)), **style)
+        handles.append(Line2D([], [], label=name + notes.get(name, ""), **style))
+    handles.append(Line2D([], [], color="grey", lw=0.8, label="thin line: pass@k (same sampler)"))
+    temps = sorted({r["temperature"] for r in table})
+    ax_acc.set(xlabel="temperature", ylabel="pass@1 (95% bootstrap interval)", ylim=(0, 1.02))
+    ax_kept.set(xlabel="temperature", ylabel="mean kept-set size (tokens, log scale)", yscale="log")
+    plain_log_ticks(ax_kept.yaxis)
+    values = [v for _, ys in kept.values() for v in ys]
+    if values:
+        ax_kept.set_ylim(min(values) / 1.3, max(values) * 1.3)
+    for ax in (ax_acc, ax_kept):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(temps, [f"{t:g}" for t in temps])
+        pad_limits(ax, temps)
+    legend_below(fig, handles, [h.get_label() for h in handles], ncols=min(len(handles), 4))
+    return fig
+
+
+def accuracy_svg(table: Sequence[dict[str, Any]]) -> str:
+    """:func:`accuracy_figure` as an SVG string."""
+    return to_svg(accuracy_figure(table))
 
 
 def print_compare_table(results: CompareResults, console: Console | None = None) -> None:
@@ -185,7 +247,7 @@ def render_compare_html(results: CompareResults, *, examples_per_cell: int = 3) 
         "<h2>Accuracy vs temperature</h2>"
         f"<p>{c['n']} items × {c['samples']} samples per sampler and temperature, the same seeds "
         "in every cell. pass@1 = mean share of correct samples, with a 95% bootstrap interval "
-        "over items (the figure shows ±1 standard error); Δ vs baseline = pass@1 minus the "
+        "over items (the error bars in the figure); Δ vs baseline = pass@1 minus the "
         f"first sampler's ({esc(c['samplers'][0])}) at the same temperature on the same items, "
         "95% paired-bootstrap interval, n.s. when it includes 0 (uncorrected for the number of "
         "cells); "

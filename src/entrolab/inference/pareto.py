@@ -33,6 +33,7 @@ __all__ = [
     "ParetoPoint",
     "load_points",
     "paired_comparisons",
+    "pareto_figure",
     "pareto_svg",
     "points_from_rows",
     "run_pareto",
@@ -247,46 +248,92 @@ def load_points(run_dir: str | Path) -> list[ParetoPoint]:
     return points_from_rows(rows)
 
 
-def pareto_svg(points: Sequence[ParetoPoint], *, title: str = "") -> str:
-    """Accuracy (y) against generated tokens per item (x, log scale): one curve per strategy,
-    each point labelled with its budget. Returns an SVG string."""
-    from entrolab.evaluation.figures import _COLORS, _figure, _svg
+def pareto_figure(points: Sequence[ParetoPoint], *, title: str = ""):
+    """Accuracy (y, with 95% exact intervals) against generated tokens per item (x, log scale):
+    one curve per strategy, each point labelled with its budget. Strategies get distinct
+    colours, markers and line styles and are nudged sideways by a few points, so coinciding
+    curves and error bars stay visible; a strategy identical to another says so in the legend,
+    which sits outside the data."""
+    from entrolab.report.figures import (
+        legend_right,
+        new_figure,
+        nudge,
+        pad_limits,
+        plain_log_ticks,
+        same_as_notes,
+        series_style,
+    )
 
     if not points:
         raise EntrolabError("no points to plot")
-    fig = _figure(5.6, 3.6)
+    fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     names = sorted({p.strategy for p in points})
-    for name, color in zip(names, _COLORS * 4, strict=False):
-        pts = sorted((p for p in points if p.strategy == name), key=lambda p: p.tokens_per_item)
+    curves = {
+        name: sorted((p for p in points if p.strategy == name), key=lambda p: p.tokens_per_item)
+        for name in names
+    }
+    notes = same_as_notes(
+        {
+            "": {
+                n: ([p.tokens_per_item for p in c], [p.accuracy for p in c])
+                for n, c in curves.items()
+            }
+        }
+    )
+    for i, (name, pts) in enumerate(curves.items()):
+        style = series_style(i)
+        shift = nudge(ax, i, len(names))
         xs, ys = [p.tokens_per_item for p in pts], [p.accuracy for p in pts]
-        ax.plot(xs, ys, marker="o", lw=1.5, color=color, label=name)
         if all(p.accuracy_low is not None and p.accuracy_high is not None for p in pts):
             err = [
                 [p.accuracy - p.accuracy_low for p in pts],  # type: ignore[operator]
                 [p.accuracy_high - p.accuracy for p in pts],  # type: ignore[operator]
             ]
-            ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor=color, elinewidth=0.8, capsize=2)
+        else:
+            err = None
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=err,
+            transform=shift,
+            lw=1.5,
+            capsize=2,
+            elinewidth=0.8,
+            label=name + notes.get(name, ""),
+            **style,
+        )
         for p in pts:
             ax.annotate(
                 str(p.budget),
                 (p.tokens_per_item, p.accuracy),
+                xycoords=shift,
                 textcoords="offset points",
-                xytext=(3, 3),
+                xytext=(4, 3 + 8 * (i % 2)),
                 fontsize=7,
-                color=color,
+                color=style["color"],
             )
-    if all(p.tokens_per_item > 0 for p in points):
-        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
-
+    xs_all = [p.tokens_per_item for p in points]
+    log = all(x > 0 for x in xs_all)
+    if log:
         ax.set_xscale("log")  # ticks at 1, 2, 5 × 10^k as plain numbers; no overlapping minors
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(xlabel="generated tokens per item", ylabel="accuracy (95% exact CI)", title=title)
+        plain_log_ticks(ax.xaxis)
+    pad_limits(ax, xs_all, log=log)
+    lows = [p.accuracy if p.accuracy_low is None else p.accuracy_low for p in points]
+    highs = [p.accuracy if p.accuracy_high is None else p.accuracy_high for p in points]
+    ax.set_ylim(max(0.0, min(lows) - 0.05), min(1.02, max(highs) + 0.08))
+    ax.set(
+        xlabel="generated tokens per item (log scale)",
+        ylabel="accuracy (95% exact CI)",
+        title=title,
+    )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    from matplotlib import rc_context
+    legend_right(ax, title="strategy (number = budget)")
+    return fig
 
-    with rc_context({"svg.fonttype": "none"}):  # text stays text (searchable, smaller)
-        return _svg(fig)
+
+def pareto_svg(points: Sequence[ParetoPoint], *, title: str = "") -> str:
+    """:func:`pareto_figure` as an SVG string."""
+    from entrolab.report.figures import to_svg
+
+    return to_svg(pareto_figure(points, title=title))

@@ -2,6 +2,8 @@
 
 Uses matplotlib's object API (``matplotlib.figure.Figure``), so no global pyplot state and no
 display is needed. Input: the records of ``metrics.jsonl`` (see :mod:`entrolab.rl.trainer`).
+The house style (distinct colour + marker + line style per series, legends outside the data,
+notes when two series coincide) comes from :mod:`entrolab.report.figures`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,26 @@ from typing import Any
 import numpy as np
 
 from entrolab.errors import EntrolabError
+from entrolab.report.figures import (
+    COLORS,
+    legend_below,
+    legend_under,
+    new_figure,
+    same_as_notes,
+    save_figure,
+    seed_band,
+    series_style,
+)
 from entrolab.rl.checkpoint import read_metrics
 
-__all__ = ["calibration_names", "plot_comparison", "plot_run", "series"]
+__all__ = [
+    "calibration_names",
+    "comparison_figure",
+    "dynamics_figure",
+    "plot_comparison",
+    "plot_run",
+    "series",
+]
 
 
 def series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -38,14 +57,16 @@ def _pass_k_key(records: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
-    out = []
-    for fmt in formats:
-        if fmt not in ("svg", "png", "pdf"):
-            raise EntrolabError(f"unknown figure format {fmt!r}; use svg, png or pdf")
-        path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        out.append(path)
-    return out
+    return save_figure(fig, stem, formats, dpi=120)
+
+
+def _draw_lines(ax, lines: Sequence[tuple[str, str, tuple[np.ndarray, np.ndarray]]]) -> None:
+    """Draw (key, label, (x, y)) lines in distinct styles; a line identical to an earlier one
+    gets "(= …)" in its label. Held-out evaluations (few points) keep their markers."""
+    notes = same_as_notes({"": {label: xy for _, label, xy in lines}})
+    for i, (key, label, (x, y)) in enumerate(lines):
+        style = series_style(i, markers=key.startswith("eval") or len(x) <= 12)
+        ax.plot(x, y, lw=1.3, label=label + notes.get(label, ""), **style)
 
 
 def _law_panel(ax, records: Sequence[Mapping[str, Any]]) -> None:
@@ -56,11 +77,11 @@ def _law_panel(ax, records: Sequence[Mapping[str, Any]]) -> None:
     common = sorted(set(steps_h) & set(steps_r))
     h = np.array([h[list(steps_h).index(s)] for s in common])
     r = np.array([r[list(steps_r).index(s)] for s in common])
-    sc = ax.scatter(h, r, c=common, cmap="viridis", s=14)
+    sc = ax.scatter(h, r, c=common, cmap="viridis", s=14, label="one training step")
     ax.figure.colorbar(sc, ax=ax, label="step")
     ax.set_xlabel("mean token entropy H (nats)")
     ax.set_ylabel("mean reward R")
-    title = "law R = −a·e^H + b"
+    title = "entropy law R = −a·e^H + b"
     if len(common) >= 3:
         try:
             fit = fit_entropy_law(h, r)
@@ -68,11 +89,90 @@ def _law_panel(ax, records: Sequence[Mapping[str, Any]]) -> None:
             fit = None
         if fit is not None:
             grid = np.linspace(0.0, max(float(h.max()), 1e-3) * 1.05, 100)
-            ax.plot(grid, fit.predict(grid), color="C3", label="fit")
-            ax.axhline(fit.ceiling, color="C3", ls=":", label=f"ceiling b−a = {fit.ceiling:.3f}")
-            title += f": a={fit.a:.3g}, b={fit.b:.3g}, R²={fit.r2:.2f}"
-            ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
+            ax.plot(grid, fit.predict(grid), color=COLORS[1], label="fit")
+            ax.axhline(
+                fit.ceiling, color=COLORS[1], ls=":", label=f"ceiling b−a = {fit.ceiling:.3f}"
+            )
+            title += f"\nfit: a={fit.a:.3g}, b={fit.b:.3g}, R²={fit.r2:.2f}"
+    ax.set_title(title)
+    legend_under(ax, ncols=3)
+
+
+def dynamics_figure(records: Sequence[Mapping[str, Any]]):
+    """The four-panel ``dynamics`` figure: token entropy, reward/accuracy, covariance term vs
+    entropy change, and the entropy–reward law."""
+    fig = new_figure(12, 9.5)
+    (ax_h, ax_r), (ax_c, ax_l) = fig.subplots(2, 2)
+    lines = []
+    for key, label in [
+        ("dyn/entropy", "batch responses"),
+        ("dyn/probe_H_after", "probe set"),
+        ("eval/token_entropy", "held-out samples"),
+    ]:
+        x, y = series(records, key)
+        if key == "dyn/probe_H_after" and len(x):  # add the probe entropy before the first step
+            x0, y0 = series(records, "dyn/probe_H_before")
+            x, y = np.concatenate([[x0[0] - 1], x]), np.concatenate([[y0[0]], y])
+        if len(x):
+            lines.append((key, label, (x, y)))
+    _draw_lines(ax_h, lines)
+    ax_h.set(title="mean token entropy", xlabel="step", ylabel="entropy (nats per token)")
+    legend_under(ax_h, ncols=3)
+    pk = _pass_k_key(records)
+    lines = []
+    for key, label in [
+        ("train/reward", "train reward"),
+        ("train/accuracy", "train accuracy"),
+        ("eval/pass@1", "held-out pass@1"),
+        *([(pk, f"held-out {pk.split('/')[1]}")] if pk else []),
+    ]:
+        x, y = series(records, key)
+        if len(x):
+            lines.append((key, label, (x, y)))
+    _draw_lines(ax_r, lines)
+    ax_r.set(title="reward and accuracy", xlabel="step", ylabel="mean reward / share correct")
+    legend_under(ax_r)
+    x, cov = series(records, "dyn/cov")
+    ax_c.plot(
+        x, cov, label="cov(log π, A) (batch; left axis)", lw=1.3, **series_style(0, markers=False)
+    )
+    ax_c.axhline(0, color="grey", lw=0.5)
+    ax_c.set(title="covariance term and entropy change", xlabel="step")
+    ax_c.set_ylabel("cov(log π, A)  (nats × advantage)", color=COLORS[0])
+    ax2 = ax_c.twinx()
+    for i, (key, label) in enumerate(
+        [
+            ("dyn/probe_dH", "realised ΔH on the probe (right axis)"),
+            ("dyn/pred_dH", "predicted ΔH = −η̂·cov (right axis)"),
+        ],
+        start=1,
+    ):
+        xs, ys = series(records, key)
+        if len(xs):
+            ax2.plot(xs, ys, lw=1.0, label=label, **series_style(i, markers=False))
+    ax2.set_ylabel("ΔH per step (nats per token)")
+    h1, l1 = ax_c.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    legend_under(ax_c, handles=h1 + h2, labels=l1 + l2)
+    _law_panel(ax_l, records)
+    return fig
+
+
+def deciles_figure(last: Mapping[str, Any]):
+    """Bar chart of the probe's cumulative entropy change per step-0 entropy decile."""
+    fig = new_figure(6, 3.5)
+    ax = fig.subplots()
+    vals = [v if v is not None else np.nan for v in last["dyn/decile_dH_cum"]]
+    ticks = np.arange(1, len(vals) + 1)
+    ax.bar(ticks, vals, color=COLORS[3])
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xticks(ticks)
+    ax.set(
+        title=f"probe entropy change, step 0 → {last['step']}, by step-0 entropy decile",
+        xlabel="entropy decile at step 0 (1 = lowest)",
+        ylabel="ΔH (nats per token)",
+    )
+    return fig
 
 
 def plot_run(
@@ -84,73 +184,18 @@ def plot_run(
     """Draw a run's entropy, reward, covariance and entropy-law panels (``dynamics.*``), its
     per-decile entropy change (``deciles.*``) and, when tracked, its held-out calibration
     (``calibration.*``) into ``out_dir`` (default ``RUN_DIR/plots``)."""
-    from matplotlib.figure import Figure
-
     records = read_metrics(run_dir)
     if not any("dyn/entropy" in r for r in records):
         raise EntrolabError(f"{run_dir} has no training steps yet; nothing to plot")
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(12, 8.5), layout="constrained")
-    (ax_h, ax_r), (ax_c, ax_l) = fig.subplots(2, 2)
-    for key, label in [
-        ("dyn/entropy", "batch responses"),
-        ("dyn/probe_H_after", "probe set"),
-        ("eval/token_entropy", "held-out samples"),
-    ]:
-        x, y = series(records, key)
-        if key == "dyn/probe_H_after" and len(x):  # add the probe entropy before the first step
-            x0, y0 = series(records, "dyn/probe_H_before")
-            x, y = np.concatenate([[x0[0] - 1], x]), np.concatenate([[y0[0]], y])
-        if len(x):
-            ax_h.plot(x, y, marker="o" if key.startswith("eval") else None, ms=3, label=label)
-    ax_h.set(title="mean token entropy (nats)", xlabel="step")
-    ax_h.legend(fontsize=8)
-    pk = _pass_k_key(records)
-    for key, label in [
-        ("train/reward", "train reward"),
-        ("train/accuracy", "train accuracy"),
-        ("eval/pass@1", "held-out pass@1"),
-        *([(pk, f"held-out {pk.split('/')[1]}")] if pk else []),
-    ]:
-        x, y = series(records, key)
-        if len(x):
-            ax_r.plot(x, y, marker="o" if key.startswith("eval") else None, ms=3, label=label)
-    ax_r.set(title="reward and accuracy", xlabel="step")
-    ax_r.legend(fontsize=8)
-    x, cov = series(records, "dyn/cov")
-    ax_c.plot(x, cov, color="C0", label="cov(ℓ, A) (batch)")
-    ax_c.axhline(0, color="grey", lw=0.5)
-    ax_c.set(title="covariance term and entropy change", xlabel="step")
-    ax_c.set_ylabel("cov", color="C0")
-    ax2 = ax_c.twinx()
-    for key, label, color in [
-        ("dyn/probe_dH", "realised ΔH (probe)", "C1"),
-        ("dyn/pred_dH", "predicted −η̂·cov", "C2"),
-    ]:
-        xs, ys = series(records, key)
-        if len(xs):
-            ax2.plot(xs, ys, color=color, lw=1, label=label)
-    ax2.set_ylabel("ΔH per step (nats)")
-    lines = ax_c.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax_c.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8)
-    _law_panel(ax_l, records)
-    paths = _save(fig, out / "dynamics", formats)
+    paths = _save(dynamics_figure(records), out / "dynamics", formats)
     last = next((r for r in reversed(records) if r.get("dyn/decile_dH_cum")), None)
     if last is not None:
-        fig = Figure(figsize=(6, 3.5), layout="constrained")
-        ax = fig.subplots()
-        vals = [v if v is not None else np.nan for v in last["dyn/decile_dH_cum"]]
-        ax.bar(np.arange(1, len(vals) + 1), vals, color="C4")
-        ax.axhline(0, color="grey", lw=0.5)
-        ax.set(
-            title=f"probe entropy change, step 0 → {last['step']}, by step-0 entropy decile",
-            xlabel="entropy decile at step 0 (1 = lowest)",
-            ylabel="ΔH (nats)",
-        )
-        paths += _save(fig, out / "deciles", formats)
-    paths += _calibration_figure(records, out, formats)
+        paths += _save(deciles_figure(last), out / "deciles", formats)
+    fig = calibration_figure(records)
+    if fig is not None:
+        paths += _save(fig, out / "calibration", formats)
     return paths
 
 
@@ -160,35 +205,77 @@ def calibration_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted({k.split("/")[1] for k in keys})
 
 
-def _calibration_figure(
-    records: Sequence[Mapping[str, Any]], out: Path, formats: Sequence[str]
-) -> list[Path]:
-    """``calibration.*``: held-out ECE, AUROC, Brier and confident-wrong share over training,
-    one line per tracked confidence (:mod:`entrolab.rl.calibration_track`); none if untracked."""
-    from matplotlib.figure import Figure
-
+def calibration_figure(records: Sequence[Mapping[str, Any]]):
+    """Held-out ECE, AUROC, Brier and confident-wrong share over training, one line per
+    tracked confidence (:mod:`entrolab.rl.calibration_track`), and the greedy accuracy in its
+    own panel; None if calibration was not tracked."""
     names = calibration_names(records)
     if not names:
-        return []
-    fig = Figure(figsize=(14, 3.6), layout="constrained")
-    axes = fig.subplots(1, 4)
+        return None
     panels = [
-        ("ece", "held-out ECE (frozen map)"),
-        ("auroc", "AUROC of correctness"),
-        ("brier", "Brier score"),
-        ("confident_wrong", "wrong answers with c ≥ threshold"),
+        ("ece", "held-out ECE (frozen Platt map)", "ECE (lower is better)"),
+        ("auroc", "AUROC of correctness", "AUROC (0.5 = chance)"),
+        ("brier", "Brier score (frozen map)", "Brier (lower is better)"),
+        ("confident_wrong", "confident wrong answers", "share of wrong answers ≥ step-0 median"),
     ]
-    for ax, (metric, title) in zip(axes, panels, strict=True):
-        for i, name in enumerate(names):
-            x, y = series(records, f"calib/{name}/{metric}")
+    fig = new_figure(16, 3.9)
+    axes = fig.subplots(1, len(panels) + 1)
+    for ax, (metric, title, ylabel) in zip(axes, panels, strict=False):
+        lines = {name: series(records, f"calib/{name}/{metric}") for name in names}
+        notes = same_as_notes({"": lines})
+        for i, (name, (x, y)) in enumerate(lines.items()):
             if len(x):
-                ax.plot(x, y, marker="o", ms=3, color=f"C{i}", label=name)
-        ax.set(title=title, xlabel="step")
+                ax.plot(x, y, lw=1.3, label=name + notes.get(name, ""), **series_style(i))
+        ax.set(title=title, xlabel="step", ylabel=ylabel)
+        if metric == "auroc":
+            ax.axhline(0.5, color="grey", lw=0.6, ls=":")
     x, acc = series(records, "calib/accuracy")
+    ax = axes[-1]
     if len(x):
-        axes[0].plot(x, acc, color="grey", ls=":", label="greedy accuracy")
-    axes[0].legend(fontsize=7)
-    return _save(fig, out / "calibration", formats)
+        ax.plot(x, acc, color="grey", marker="o", ms=4, lw=1.3)
+    ax.set(title="greedy accuracy (held-out)", xlabel="step", ylabel="share correct")
+    legend_below(fig, ncols=min(len(names), 5), title="confidence")
+    return fig
+
+
+def comparison_figure(
+    runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+    keys: Sequence[tuple[str, str]],
+    *,
+    level: float = 0.95,
+):
+    """One panel per metric: for each arm the mean over its seeds (line) and the Student-t
+    ``level`` interval of that mean (band; none for a single seed). Steps are those every seed
+    of the arm logged."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig = new_figure(4.4 * len(keys), 3.9)
+    axes = np.atleast_1d(fig.subplots(1, len(keys)))
+    n_seeds: set[int] = set()
+    for ax, (key, title) in zip(axes, keys, strict=True):
+        for i, seeds in enumerate(runs.values()):
+            curves = [series(recs, key) for recs in seeds]
+            curves = [c for c in curves if len(c[0])]
+            if not curves:
+                continue
+            steps = sorted(set.intersection(*(set(c[0]) for c in curves)))
+            ys = np.array([[c[1][list(c[0]).index(s)] for s in steps] for c in curves])
+            mean, low, high = seed_band(ys, level)
+            n_seeds.add(len(curves))
+            style = series_style(i, markers=len(steps) <= 12)
+            ax.plot(steps, mean, lw=1.4, **style)
+            if len(curves) > 1:
+                ax.fill_between(steps, low, high, color=style["color"], alpha=0.18, lw=0)
+        ax.set(title=title, xlabel="step", ylabel=title)
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], label=label, **series_style(i)) for i, label in enumerate(runs)]
+    seeds = "/".join(str(s) for s in sorted(n_seeds)) or "0"
+    handles.append(
+        Patch(color="grey", alpha=0.3, label=f"band: {level:.0%} t-interval over {seeds} seeds")
+    )
+    legend_below(fig, handles, [h.get_label() for h in handles], ncols=min(len(handles), 5))
+    return fig
 
 
 def plot_comparison(
@@ -203,28 +290,13 @@ def plot_comparison(
     ),
     formats: Sequence[str] = ("svg", "png"),
 ) -> list[Path]:
-    """One panel per metric: mean over seeds (line) ± one sd (band) for each arm.
+    """:func:`comparison_figure` (mean over seeds ± 95% t-interval band per arm) saved as
+    ``out_stem.<fmt>``.
 
     Args:
         runs: arm label → the metric records of each seed's run.
         out_stem: output path without extension.
     """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5 * len(keys), 3.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(keys)))
-    for ax, (key, title) in zip(axes, keys, strict=True):
-        for i, (label, seeds) in enumerate(runs.items()):
-            curves = [series(recs, key) for recs in seeds]
-            curves = [c for c in curves if len(c[0])]
-            if not curves:
-                continue
-            steps = sorted(set.intersection(*(set(c[0]) for c in curves)))
-            ys = np.array([[c[1][list(c[0]).index(s)] for s in steps] for c in curves])
-            mean, sd = ys.mean(0), ys.std(0)
-            ax.plot(steps, mean, color=f"C{i}", label=label)
-            ax.fill_between(steps, mean - sd, mean + sd, color=f"C{i}", alpha=0.2)
-        ax.set(title=title, xlabel="step")
-    axes[0].legend(fontsize=8)
+    fig = comparison_figure(runs, keys)
     Path(out_stem).parent.mkdir(parents=True, exist_ok=True)
     return _save(fig, Path(out_stem), formats)
