@@ -55,7 +55,8 @@ def train_command(
 
     saved = (
         f"the last checkpoint in {run_dir}/checkpoints (every checkpoint_every steps) and the "
-        "metrics up to it are kept; a cached SFT model is reused"
+        f"metrics up to it are kept; an unfinished proxy SFT resumes from {run_dir}/sft, a "
+        "finished one is reused from the cache"
     )
     with on_interrupt(console, saved), quiet_hf_progress():
         trainer = make_trainer(config, run_dir, log=log)  # DPO/VPO when preference.method set

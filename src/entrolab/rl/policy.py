@@ -12,8 +12,13 @@ from entrolab.rl.config import TrainConfig
 __all__ = ["build_policy", "reference_context"]
 
 
-def build_policy(config: TrainConfig, task, model=None, tokenizer=None, log=None):
+def build_policy(
+    config: TrainConfig, task, model=None, tokenizer=None, log=None, sft_dir=None, on_sft_step=None
+):
     """(policy module, tokenizer, peft model or None) for ``config.model``.
+
+    ``sft_dir``/``on_sft_step``: where the proxy SFT checkpoints (it resumes from there) and a
+    ``(done, steps)`` progress callback (see :func:`entrolab.rl.proxy.sft_model`).
 
     ``model.name``: ``"tiny"`` → :func:`entrolab.models.tiny_model` (seed = ``config.seed``);
     ``"proxy"`` → the SFT'd proxy model (:func:`entrolab.rl.proxy.sft_model`); anything else →
@@ -33,7 +38,9 @@ def build_policy(config: TrainConfig, task, model=None, tokenizer=None, log=None
                 raise EntrolabError(
                     "model.name 'proxy' is trained on the proxy task: set task.spec: proxy"
                 )
-            model, tokenizer, _info = sft_model(config.sft, task, log=log)
+            model, tokenizer, _info = sft_model(
+                config.sft, task, log=log, state_dir=sft_dir, on_step=on_sft_step
+            )
         else:
             from entrolab.models import load_model
 

@@ -21,6 +21,7 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ __all__ = [
 _REPLY_RE = re.compile(r"\s*(\d+)\s*\+\s*(\d+)\s*")
 #: bump when the task or SFT procedure changes, so cached models are not reused.
 _VERSION = 1
+#: SFT steps between two resume checkpoints (a tiny model: a save takes milliseconds).
+SFT_CHECKPOINT_EVERY = 100
 
 
 def solutions(numbers: list[int], target: int) -> list[tuple[int, int]]:
@@ -168,11 +171,20 @@ def train_sft(
     lr: float,
     seed: int = 0,
     loss: str = "ce",
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = SFT_CHECKPOINT_EVERY,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[float]:
     """Next-token cross-entropy on the reply tokens (prompt tokens masked), AdamW with a cosine
     schedule; batches drawn with a seeded generator. Returns the per-step mean loss (nats/token).
     The model is left in eval mode with no gradients (``.grad`` None), as a model loaded from
     the SFT cache.
+
+    With ``checkpoint_dir``, the state (weights, AdamW moments, schedule, batch generator, losses
+    so far) is saved there every ``checkpoint_every`` steps, and a call that finds a checkpoint
+    there resumes from it: an interrupted SFT continues where it was saved and ends with the
+    same weights and losses, bit for bit, as an uninterrupted one (safetensors + JSON, no
+    pickle). ``on_step(steps_done, steps)`` is called after every step (a progress display).
 
     ``loss="entropy_sft"``: Light-IF's Entropy-SFT form, each token's cross-entropy weighted by
     the clamped entropy ratio of the model's own prediction
@@ -187,8 +199,11 @@ def train_sft(
         opt, lambda s: 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / steps)).item())
     )
     model.train()
-    losses = []
-    for _ in range(steps):
+    losses: list[float] = []
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if folder is not None:
+        losses = _load_sft_state(folder, model, opt, sched, gen, steps)
+    for step in range(len(losses), steps):
         rows = torch.randint(0, len(pairs), (batch_size,), generator=gen)
         width = int(attn[rows].sum(-1).max())
         x, a, m = ids[rows, :width], attn[rows, :width], loss_mask[rows, :width]
@@ -209,11 +224,69 @@ def train_sft(
         opt.step()
         sched.step()
         losses.append(float(value.detach()))
+        if folder is not None and checkpoint_every > 0 and (step + 1) % checkpoint_every == 0:
+            _save_sft_state(folder, model, opt, sched, gen, losses)
+        if on_step is not None:
+            on_step(step + 1, steps)
     # no gradient may outlive SFT: the RL update accumulates into .grad (zeroed after each step),
     # so a leftover last-SFT-step gradient would make the first run differ from cached ones
     model.zero_grad(set_to_none=True)
     model.eval()
     return losses
+
+
+def _save_sft_state(folder: Path, model, opt, sched, gen: torch.Generator, losses) -> None:
+    """Write the SFT state after ``len(losses)`` steps to ``folder`` (built under a temporary
+    name, then swapped in: a kill mid-save leaves the previous state)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from entrolab.rl.checkpoint import optimizer_to_parts, trainable_state
+
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state(model), str(tmp / "model.safetensors"))
+    tensors, meta = optimizer_to_parts(opt)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "optimizer.safetensors"))
+    (tmp / "optimizer.json").write_text(json.dumps(meta))
+    save_file({"generator": gen.get_state()}, str(tmp / "rng.safetensors"))
+    state = {"step": len(losses), "losses": losses, "scheduler": sched.state_dict()}
+    (tmp / "state.json").write_text(json.dumps(state, allow_nan=False))
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_sft_state(folder: Path, model, opt, sched, gen: torch.Generator, steps: int):
+    """Load the state :func:`_save_sft_state` wrote (or the previous one, if a save was cut
+    between its two renames) into the objects; return the losses so far ([] when none)."""
+    from safetensors.torch import load_file
+
+    from entrolab.rl.checkpoint import load_trainable, optimizer_from_parts
+
+    old = folder.with_name(folder.name + ".old")
+    found = next((f for f in (folder, old) if (f / "state.json").is_file()), None)
+    if found is None:
+        return []
+    state = json.loads((found / "state.json").read_text())
+    if not 0 < state["step"] <= steps:
+        raise EntrolabError(
+            f"SFT checkpoint {found} is at step {state['step']} of a {steps}-step SFT; "
+            f"delete {found} to start the SFT over"
+        )
+    load_trainable(model, load_file(str(found / "model.safetensors")))
+    optimizer_from_parts(
+        opt,
+        load_file(str(found / "optimizer.safetensors")),
+        json.loads((found / "optimizer.json").read_text()),
+    )
+    sched.load_state_dict(state["scheduler"])
+    gen.set_state(load_file(str(found / "rng.safetensors"))["generator"])
+    return [float(x) for x in state["losses"]]
 
 
 def sft_cache_key(sft: dict[str, Any], task_settings: dict[str, Any]) -> str:
@@ -228,9 +301,22 @@ def sft_cache_key(sft: dict[str, Any], task_settings: dict[str, Any]) -> str:
     )
 
 
-def sft_model(sft, task: ProxySumTask, *, cache_dir: Path | None = None, log=None):
+def sft_model(
+    sft,
+    task: ProxySumTask,
+    *,
+    cache_dir: Path | None = None,
+    log=None,
+    state_dir: str | Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+):
     """The tiny proxy model after SFT: loaded from the cache when present, else trained (and
     cached when ``sft.cache``). ``sft`` is an :class:`entrolab.rl.config.SFTConfig`.
+
+    Training checkpoints every :data:`SFT_CHECKPOINT_EVERY` steps to ``state_dir/<key>``
+    (default: ``<cache>/<key>/partial`` when ``sft.cache``, else none) and resumes from there, so
+    an interrupted SFT loses at most that many steps and ends with the same weights; the
+    checkpoint is deleted once the SFT is done. ``on_step(done, steps)``: progress.
 
     Returns ``(model, tokenizer, info)`` with ``info`` = {"key", "cached", "final_loss", …}.
     """
@@ -266,9 +352,14 @@ def sft_model(sft, task: ProxySumTask, *, cache_dir: Path | None = None, log=Non
     if log is not None:
         log(f"SFT of the proxy model ({sft.steps} steps; cached afterwards under {folder})")
     pairs = task.sft_examples(sft.examples, sft.seed, sft.noise)
+    partial = None
+    if state_dir is not None:
+        partial = Path(state_dir) / key
+    elif sft.cache:
+        partial = folder / "partial"
     losses = train_sft(
         model, tok, pairs, steps=sft.steps, batch_size=sft.batch_size, lr=sft.lr, seed=sft.seed,
-        loss=getattr(sft, "loss", "ce"),
+        loss=getattr(sft, "loss", "ce"), checkpoint_dir=partial, on_step=on_step,
     )  # fmt: skip
     info = {"key": key, "final_loss": sum(losses[-20:]) / len(losses[-20:]), "steps": sft.steps}
     if sft.cache:
@@ -278,6 +369,10 @@ def sft_model(sft, task: ProxySumTask, *, cache_dir: Path | None = None, log=Non
         save_file(state, str(tmp))
         tmp.replace(weights)
         atomic_write_text(folder / "info.json", json.dumps(info))
+    if partial is not None:  # the SFT is done: its resume state is no longer needed
+        import shutil
+
+        shutil.rmtree(partial, ignore_errors=True)
     return model.eval(), tok, {**info, "cached": False}
 
 

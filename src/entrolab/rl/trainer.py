@@ -88,9 +88,7 @@ class Trainer(TrainerState):
         self.loss = LossSetup.from_config(config.algorithm, config.rollout.max_new_tokens)
         check_reward_terms(config.reward.terms)
         self.reward_fn = reward_fn
-        self.policy, self.tokenizer, self.peft_model = build_policy(
-            config, self.task, model, tokenizer, self.log
-        )
+        self.policy, self.tokenizer, self.peft_model = self._build_policy(model, tokenizer)
         self.backend = HFBackend(self.policy, self.tokenizer, name=config.model.name or "")
         self.pad_id = int(self.tokenizer.pad_token_id)
         delim = (getattr(self.task, "answer_delimiter", None) or "").strip()  # per-phase entropy
@@ -116,6 +114,25 @@ class Trainer(TrainerState):
         self.probe: Rollout | None = None
         self._probe_h: torch.Tensor | None = None
         self._resume_or_start()
+
+    def _build_policy(self, model, tokenizer):
+        """:func:`build_policy` with a progress bar over the proxy SFT steps (shown only when the
+        SFT runs) and its resume checkpoints in ``run_dir/sft``."""
+        bars: list[ProgressBar] = []
+
+        def sft_step(done: int, steps: int) -> None:
+            if not bars:  # the first step of this process (done - 1 were resumed)
+                bars.append(ProgressBar(self.config.progress, steps, done - 1, "SFT steps"))
+            bars[0].advance(done)
+
+        try:
+            return build_policy(
+                self.config, self.task, model, tokenizer, self.log,
+                sft_dir=self.run_dir / "sft", on_sft_step=sft_step,
+            )  # fmt: skip
+        finally:
+            for bar in bars:
+                bar.close()
 
     # ------------------------------------------------------------------------------- loop
     def train(self, steps: int | None = None) -> list[dict[str, Any]]:
