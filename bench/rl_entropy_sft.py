@@ -21,7 +21,7 @@ RECIPE = ROOT / "recipes" / "proxy_reasoning_grpo.yaml"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def evaluate(loss: str, args) -> dict:
+def evaluate(loss: str, args, overrides: tuple[str, ...] = ()) -> dict:
     import torch
 
     from entrolab.backends import HFBackend
@@ -32,7 +32,7 @@ def evaluate(loss: str, args) -> dict:
     from entrolab.rl.rewards import make_task
 
     torch.set_num_threads(1)
-    cfg = load_config(RECIPE, [f"sft.loss={loss}"])
+    cfg = load_config(RECIPE, [f"sft.loss={loss}", *overrides])
     task = make_task(cfg.task.spec, cfg.task.settings)
     t0 = time.perf_counter()
     model, tok, info = sft_model(cfg.sft, task)
@@ -80,8 +80,22 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=128)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--out-md", default=str(ROOT / "docs" / "rl_results.md"))
+    ap.add_argument(
+        "--start-check",
+        nargs="*",
+        default=None,
+        metavar="OVERRIDE",
+        help="instead: evaluate only the plain-CE SFT start with these recipe overrides "
+        "(e.g. sft.noise=0.1) and print pass@1 / entropy with intervals; write no report",
+    )
     args = ap.parse_args()
     from rl import machine, replace_section  # bench/rl.py
+
+    if args.start_check is not None:
+        p = evaluate("ce", args, tuple(args.start_check))["per_item"]
+        print(f"SFT start {args.start_check}: pass@1 {boot(p['pass1'])} pass@8 {boot(p['pass8'])} "
+              f"H {boot(p['H'])} reasoning H {boot(p['H_reason'])} (n = {args.items} prompts)")  # fmt: skip
+        return
 
     res = {loss: evaluate(loss, args) for loss in ("ce", "entropy_sft")}
     lines = [

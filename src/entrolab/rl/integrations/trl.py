@@ -33,10 +33,12 @@ from entrolab.errors import EntrolabError
 from entrolab.rl.entropy_law import covariance_proxy
 from entrolab.rl.integrations.trl_inputs import (
     _MM_KEYS,
+    SEQ_PREFIX,
     TESTED_TRL_VERSIONS,
     TRL_AGGREGATION,
     trl_global_counts,
     trl_policy_loss_input,
+    trl_sequence_info,
 )
 from entrolab.rl.losses import POLICY_LOSSES, prepare_selection
 from entrolab.rl.shaping import AdvantagePipeline
@@ -50,6 +52,12 @@ __all__ = [
     "trl_global_counts",
     "trl_policy_loss_input",
 ]
+
+
+#: losses that cannot run without ``inp.logits`` → what they use them for
+_NEEDS_LOGITS = {"clip_v": "the vocabulary baseline E_π[S] of each position"}
+#: losses that need ``inp.sequence_info`` (group, correct, pass_rate, row)
+_NEEDS_SEQUENCE_INFO = {"ares"}
 
 
 class EntrolabGRPOTrainer(GRPOTrainer):
@@ -66,6 +74,14 @@ class EntrolabGRPOTrainer(GRPOTrainer):
         advantage_params: keyword arguments of the estimator (a shaper's under its name).
         selection_scope: ``"micro_batch"`` or ``"batch"`` for losses that select tokens
             (None: the loss's default). ``"batch"`` = this process's generation batch.
+        pass_logits: give the loss the temperature-scaled logits ``[B, T, V]`` (needed by
+            ``clip_v``; optional for ``siren``'s top-p and ``aepo_arbitrary``'s exact form).
+            TRL's fused LM head never materialises them, so they come from one extra no-grad
+            forward per micro-batch (detached: no gradient flows through them).
+
+    Losses that need per-sequence verdicts (``ares``: group, correctness, group pass rate) get
+    them from TRL's rewards: the G completions of a prompt form a group, a completion with a
+    summed reward > 0 counts as correct (:func:`trl_sequence_info`).
 
     TRL's ``beta`` becomes the loss's ``kl_coef`` (k3 estimator, like TRL) and TRL's
     ``ref_per_token_logps`` its ``ref_logprobs``. TRL loss settings an entrolab loss would
@@ -83,11 +99,20 @@ class EntrolabGRPOTrainer(GRPOTrainer):
         advantage: str | None = None,
         advantage_params: Mapping[str, Any] | None = None,
         selection_scope: str | None = None,
+        pass_logits: bool = False,
         **kwargs: Any,
     ) -> None:
         self._el_loss_name = None if loss is None else POLICY_LOSSES.entry(loss).name
         self._el_loss_fn = None if loss is None else POLICY_LOSSES.get(loss)
         self._el_loss_params = dict(loss_params or {})
+        self._el_pass_logits = bool(pass_logits)
+        need = _NEEDS_LOGITS.get(self._el_loss_name or "")
+        if need and not pass_logits:
+            raise EntrolabError(
+                f"loss {self._el_loss_name!r} needs the full logits for {need}, which TRL's "
+                "fused LM head never materialises; pass pass_logits=True (one extra no-grad "
+                "forward per micro-batch)"
+            )
         # base estimator + confidence shapers ("grpo+ucas"; shapers: integrations/trl_shaping.py)
         self._el_pipeline = (
             None
@@ -184,6 +209,8 @@ class EntrolabGRPOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         if self._el_adv_fn is not None:
             output["advantages"] = self._el_advantages(mode, output["advantages"], output)
+        if self._el_loss_name in _NEEDS_SEQUENCE_INFO:
+            output.update(self._el_sequence_info(mode, output))
         if self._el_loss_fn is not None and self._el_loss_params.get("selection_scope") == "batch":
             self._el_selection[mode] = self._el_prepare_selection(mode, output)
         return output
@@ -216,6 +243,17 @@ class EntrolabGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["entrolab/advantage_abs_mean"].append(float(adv.abs().mean()))
         return adv[start : start + n].to(trl_advantages.device, torch.float32)
 
+    def _el_sequence_info(self, mode: str, output: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``SEQ_PREFIX``-keyed per-sequence tensors of this process's rows (split with the batch)."""
+        per_func = self._el_rewards
+        assert per_func is not None
+        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+        g = self.num_generations if mode == "train" else self.num_generations_eval
+        n = output["completion_ids"].shape[0]
+        info = trl_sequence_info(rewards, g, self.accelerator.process_index * n, n)
+        device = output["completion_ids"].device
+        return {SEQ_PREFIX + k: v.to(device) for k, v in info.items()}
+
     def _el_prepare_selection(self, mode: str, output: dict[str, Any]) -> dict[str, torch.Tensor]:
         batch = (
             self.args.per_device_train_batch_size
@@ -224,7 +262,8 @@ class EntrolabGRPOTrainer(GRPOTrainer):
         )
         with torch.no_grad():
             logps, ent, _ = self._el_forward(self.model, output, batch_size=batch)
-            inp = trl_policy_loss_input(output, logps, ent, use_ref=self.beta != 0.0)
+            logits = self._el_logits(self.model, output) if self._el_pass_logits else None
+            inp = trl_policy_loss_input(output, logps, ent, use_ref=self.beta != 0.0, logits=logits)
             return prepare_selection(self._el_loss_name, inp, **self._el_loss_params)
 
     # ------------------------------------------------------------------ loss
@@ -244,6 +283,18 @@ class EntrolabGRPOTrainer(GRPOTrainer):
             raise EntrolabError("TRL returned no token entropy although compute_entropy=True")
         return out[0], out[1], (out[2] if len(out) > 2 else None)
 
+    def _el_logits(self, model: torch.nn.Module, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """Detached temperature-scaled logits ``[B, T, V]`` of the completion positions (one
+        plain forward without TRL's fused head; text models only)."""
+        if any(inputs.get(k) is not None for k in _MM_KEYS):
+            raise EntrolabError("pass_logits supports text-only batches (no image inputs)")
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        t = inputs["completion_ids"].size(1)
+        with torch.no_grad(), self.accelerator.autocast():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits[:, -t - 1 : -1, :].float() / self.temperature
+
     def _compute_loss(self, model, inputs):  # type: ignore[no-untyped-def]
         if self._el_loss_fn is None:
             return super()._compute_loss(model, inputs)
@@ -260,6 +311,7 @@ class EntrolabGRPOTrainer(GRPOTrainer):
             inputs, logps, entropies, use_ref=self.beta != 0.0, global_tokens=tokens,
             global_sequences=seqs, max_response_length=self.max_completion_length,
             selection=self._el_selection.get(mode),
+            logits=self._el_logits(model, inputs) if self._el_pass_logits else None,
         )  # fmt: skip
         out = self._el_loss_fn(inp, aggregation=self._el_aggregation, **self._el_loss_params)
         loss = out.loss * scale
@@ -344,8 +396,6 @@ def trainer_from_config(
             f"TRL needs equal micro-batches: micro_batch_size={al.micro_batch_size} must divide "
             f"the {per_update} sequences of each optimizer step"
         )
-    if al.pass_logits:
-        raise EntrolabError("TRL's fused LM head never materialises logits; set pass_logits=False")
     ga = per_update // al.micro_batch_size
     updates = al.mini_batches * al.ppo_epochs
     args = dict(
@@ -381,4 +431,5 @@ def trainer_from_config(
         peft_config=peft_config, loss=al.loss, loss_params=loss_params,
         aggregation=al.aggregation, advantage=al.advantage,
         advantage_params=dict(al.advantage_params), selection_scope=al.selection_scope,
+        pass_logits=al.pass_logits,
     )  # fmt: skip

@@ -61,6 +61,43 @@ def trl_global_counts(
     return tokens, int(local_sequences) * ga * num_processes, float(num_processes)
 
 
+#: prefix of the per-sequence tensors the trainer adds to TRL's batch dict (split with it)
+SEQ_PREFIX = "entrolab_seq_"
+
+
+def trl_sequence_info(
+    rewards: torch.Tensor, group_size: int, start: int, count: int
+) -> dict[str, torch.Tensor]:
+    """Per-sequence ``group``/``correct``/``pass_rate``/``row`` of this process's rows.
+
+    Args:
+        rewards: ``[N·G]`` summed rewards of the whole generation batch (all processes, in TRL's
+            gathered order: the G completions of a prompt are consecutive).
+        group_size: G. start, count: this process's rows ``start … start+count−1``.
+    Returns:
+        ``[count]`` tensors: ``group`` (int64 global prompt index), ``correct`` (1.0 when the
+        reward is > 0 — TRL has no verdicts; entrolab's trainer uses the same rule for custom
+        rewards), ``pass_rate`` (the group's share of correct completions), ``row`` (int64 index
+        within this process's generation batch, for batch-scope statistics).
+    """
+    if group_size < 1 or rewards.dim() != 1 or rewards.numel() % group_size:
+        raise EntrolabError(
+            f"rewards must be [N·G] with G = {group_size} dividing its length, got "
+            f"{tuple(rewards.shape)}"
+        )
+    if start < 0 or count < 0 or start + count > rewards.numel():
+        raise EntrolabError(f"rows {start}..{start + count} outside the {rewards.numel()} rewards")
+    correct = (rewards.detach() > 0).double()
+    rate = correct.view(-1, group_size).mean(1).repeat_interleave(group_size)
+    idx = torch.arange(start, start + count)
+    return {
+        "group": torch.div(idx, group_size, rounding_mode="floor"),
+        "correct": correct[idx].cpu(),
+        "pass_rate": rate[idx].cpu(),
+        "row": torch.arange(count),
+    }
+
+
 def trl_policy_loss_input(
     inputs: Mapping[str, Any],
     per_token_logps: torch.Tensor,
@@ -71,6 +108,7 @@ def trl_policy_loss_input(
     global_sequences: int | None = None,
     max_response_length: int | None = None,
     selection: dict[str, torch.Tensor] | None = None,
+    logits: torch.Tensor | None = None,
 ) -> PolicyLossInput:
     """Map one TRL micro-batch to a :class:`PolicyLossInput`.
 
@@ -82,8 +120,11 @@ def trl_policy_loss_input(
         per_token_logps: ``[B, T]`` log π_θ of the completion tokens (with grad).
         entropies: ``[B, T]`` token entropy in nats, or None.
         use_ref: pass ``ref_per_token_logps`` (TRL computes them only when ``beta != 0``).
-        global_tokens, global_sequences, max_response_length, selection: as in
+        global_tokens, global_sequences, max_response_length, selection, logits: as in
             :class:`PolicyLossInput`.
+
+    Per-sequence tensors stored under ``SEQ_PREFIX + name`` in ``inputs`` (TRL splits and
+    shuffles them with the batch) become ``sequence_info[name]``.
     """
     mask = inputs["completion_mask"]
     if "tool_mask" in inputs and inputs["tool_mask"] is not None:
@@ -115,4 +156,9 @@ def trl_policy_loss_input(
         global_sequences=global_sequences,
         max_response_length=max_response_length,
         selection=selection,
+        logits=logits,
+        sequence_info={
+            k[len(SEQ_PREFIX) :]: v for k, v in inputs.items() if k.startswith(SEQ_PREFIX)
+        }
+        or None,
     )
