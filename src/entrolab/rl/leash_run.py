@@ -133,20 +133,21 @@ def run_leash(
 
 
 def _plot(table: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    """pass@k of the base and the trained model against k (log₂ axis, plain-number ticks)."""
+    from entrolab.report.figures import legend_right, new_figure, save_figure, series_style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ks = sorted(int(k) for k in table["pass_at_k"])
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    curve = {int(k): v for k, v in table["pass_at_k"].items()}  # int keys, or str from JSON
+    ks = sorted(curve)
+    fig = new_figure(5.6, 3.2)
+    ax = fig.subplots()
     for j, label in enumerate(("base", "trained")):
-        ax.plot(ks, [table["pass_at_k"][k][j] for k in ks], marker="o", label=label)
+        ax.plot(ks, [curve[k][j] for k in ks], label=label, **series_style(j))
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k (unbiased)")
-    ax.set_title(f"n={table['n']} problems, {table['k']} samples each")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel("k (samples per problem, log scale)")
+    ax.set_ylabel("pass@k (unbiased estimator)")
+    ax.set_title(f"n = {table['n']} problems, {table['k']} samples each")
+    ax.grid(alpha=0.3)
+    legend_right(ax, title="model")
+    save_figure(fig, path.with_suffix(""), ("png",), dpi=120)

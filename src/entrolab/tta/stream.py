@@ -112,30 +112,38 @@ def run_stream(tta: EntropyMinTTA, stream: Stream, batch_size: int = 64) -> Stre
 def stream_plot(
     results: Sequence[StreamResult], path: str | Path, *, title: str = "", window: int = 10
 ) -> Path:
-    """PNG of per-batch accuracy (moving mean over ``window`` batches) for each result."""
-    import matplotlib
+    """PNG of per-batch accuracy (moving mean over ``window`` batches) for each result; each
+    method gets its own colour and line style, and the legend sits to the right of the data.
+    Uses ``matplotlib.figure.Figure`` (no pyplot, no global backend switch)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in results:
+    styles = ("-", "--", "-.", ":")
+    colors = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+    fig = Figure(figsize=(8.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for i, r in enumerate(results):
         a = np.asarray(r.batch_accuracy, dtype=float)
         a = np.where(np.isnan(a), np.nanmean(a), a)
         w = max(1, min(window, len(a)))
         smooth = np.convolve(a, np.ones(w) / w, mode="valid")
-        label = f"{r.method} (acc {r.accuracy:.3f}" + (
+        label = f"{r.method}\n(acc {r.accuracy:.3f}" + (
             f", AUROC {r.auroc:.3f})" if r.auroc is not None else ")"
         )
-        ax.plot(np.arange(w - 1, len(a)), smooth, label=label)
+        ax.plot(
+            np.arange(w - 1, len(a)),
+            smooth,
+            label=label,
+            color=colors[i % len(colors)],
+            ls=styles[i % len(styles)],
+            lw=1.4,
+        )
     ax.set_xlabel("batch index in the stream")
-    ax.set_ylabel(f"accuracy on known classes ({window}-batch moving mean)")
+    ax.set_ylabel(f"accuracy on known classes\n({window}-batch moving mean)")
     ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
     ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
