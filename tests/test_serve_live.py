@@ -396,7 +396,8 @@ class SlowBackend:
 
 def test_full_queue_answers_429_and_openai_backend_retries(tiny_backend):
     slow = SlowBackend(tiny_backend, 0.3)
-    config = ServeConfig(model_id=MODEL, port=0, max_queue=1, batch_window_s=0.0)
+    # micro-batching: SlowBackend slows generate (continuous batching has its own 429 test)
+    config = ServeConfig(model_id=MODEL, port=0, max_queue=1, batch_window_s=0.0, batching="micro")
     body = {"model": MODEL, "messages": [{"role": "user", "content": "q"}], "max_tokens": 2}
     with running(slow, config) as base:
         with ThreadPoolExecutor(4) as pool:
