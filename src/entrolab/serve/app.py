@@ -36,10 +36,10 @@ from entrolab.serve.batcher import Batcher, Job, QueueFull
 from entrolab.serve.config import ServeConfig
 from entrolab.serve.continuous import ContinuousBatcher
 from entrolab.serve.echo import echo_text, echo_trace
-from entrolab.serve.extension import Annotator, deepconf
+from entrolab.serve.extension import Annotator, deepconf_work
 from entrolab.serve.protocol import ChatRequest, CompletionRequest, ServeError, error_body
-from entrolab.serve.responses import Rendered, envelope, render_choice, sse, stream_chunks
-from entrolab.serve.streaming import TokenStreamer, closing
+from entrolab.serve.responses import Rendered, envelope, render_choice, stream_chunks
+from entrolab.serve.streaming import TokenStreamer, live_response
 from entrolab.types import Trace
 
 __all__ = ["create_app"]
@@ -281,74 +281,24 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
         return int(req.seed) if req.seed is not None else secrets.randbits(62)
 
     def deepconf_job(prompt: Any, cfg: GenerationConfig, seed: int, req: Any) -> Job:
-        dc = req.entrolab.deepconf
-        kind = req.entrolab.answer_kind
-
-        def work(b: Any) -> tuple[list[Trace], dict]:
-            return deepconf(
-                b,
-                prompt,
-                cfg,
-                seed,
-                warmup=dc.warmup,
-                variant=dc.variant,
-                window=dc.window,
-                answer_kind=kind,
-            )
-
-        fill = warm(req)
-
-        def post(result: tuple[list[Trace], dict]) -> Any:
-            if fill is not None:
-                fill(result[0])
-            return result
-
-        return Job(run=work, post=post)
+        return Job(**deepconf_work(prompt, cfg, seed, req.entrolab, warm(req)))
 
     async def live(req: Any, prompts: list[Any], cfg: GenerationConfig, seeds: list[int],
                    *, chat: bool) -> StreamingResponse:  # fmt: skip
         """Stream tokens as the decode produces them (continuous batching only)."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
         streamer = TokenStreamer(
             backend.decode, alt_text, len(prompts) * req.n, chat=chat,
             logprobs=wants_logprobs(req, chat), k=req.k(),
             as_ids=req.return_tokens_as_token_ids, stops=req.stops(), model=config.model_id,
         )  # fmt: skip
-
-        def on_tokens(rows: Any, step: int, buf: Any) -> None:  # the worker thread
-            lines = streamer.step(rows, step, buf)
-            if lines:
-                loop.call_soon_threadsafe(events.put_nowait, lines)
-
-        job = Job(prompts=prompts, config=cfg, seeds=seeds, post=warm(req), on_tokens=on_tokens)
-        job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
-        submit(job)  # a full queue answers 429 before the stream starts
-
-        async def lines() -> Any:
-            done = False
-            try:
-                for line in streamer.opening():
-                    yield line
-                while (item := await events.get()) is not None:
-                    for line in item:
-                        yield line
-                done = True
-                try:
-                    groups = job.future.result()
-                    rendered, exts, usage, extra = annotate(req, groups, [None] * len(prompts))
-                except Exception as err:
-                    yield sse(failure(err).body())
-                    yield "data: [DONE]\n\n"
-                    return
-                for line in closing(streamer, rendered, exts, extra=extra,
-                                    usage=usage if req.include_usage() else None):  # fmt: skip
-                    yield line
-            finally:
-                if not done:  # the client went away: its rows leave the decode
-                    job.cancelled = True
-
-        return StreamingResponse(lines(), media_type="text/event-stream")
+        return live_response(
+            Job(prompts=prompts, config=cfg, seeds=seeds, post=warm(req)),
+            streamer,
+            submit=submit,
+            annotate=lambda groups: annotate(req, groups, [None] * len(prompts)),
+            failure=failure,
+            include_usage=req.include_usage(),
+        )
 
     def streams_live(req: Any) -> bool:
         return bool(req.stream) and batcher.mode == "continuous"

@@ -26,7 +26,7 @@ import numpy as np
 from entrolab.errors import EntrolabError
 from entrolab.types import Trace, TraceBatch
 
-__all__ = ["PURE_STATISTICS", "Annotator", "deepconf"]
+__all__ = ["PURE_STATISTICS", "Annotator", "deepconf", "deepconf_work"]
 
 #: Statistics an estimator may depend on to run from the returned trace alone (no extra pass).
 PURE_STATISTICS = frozenset({"greedy", "greedy_tokens", "greedy_texts", "greedy_answers"})
@@ -274,3 +274,21 @@ def deepconf(
         "generated_tokens": sum(len(t) for t in traces),
     }
     return traces, info
+
+
+def deepconf_work(prompt: Any, config: Any, seed: int, options: Any, fill: Any = None) -> dict:
+    """The ``run`` and ``post`` of a batcher job running :func:`deepconf` for one request
+    (``options``: the request's ``entrolab`` object; ``fill(traces)``: work on the traces to do
+    on the worker thread, or None)."""
+    dc = options.deepconf
+
+    def run(backend: Any) -> tuple[list[Trace], dict]:
+        return deepconf(backend, prompt, config, seed, warmup=dc.warmup, variant=dc.variant,
+                        window=dc.window, answer_kind=options.answer_kind)  # fmt: skip
+
+    def post(result: tuple[list[Trace], dict]) -> Any:
+        if fill is not None:
+            fill(result[0])
+        return result
+
+    return {"run": run, "post": post}

@@ -12,9 +12,10 @@ the rest of the answer's text with ``finish_reason`` and the ``entrolab`` object
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ import torch
 from entrolab.backends.decode import cut_at_stop
 from entrolab.serve.responses import Rendered, sse
 
-__all__ = ["TokenStreamer", "closing"]
+__all__ = ["TokenStreamer", "closing", "live_response"]
 
 
 class TokenStreamer:
@@ -200,3 +201,60 @@ def closing(
     if usage is not None:
         yield streamer.chunk([], usage=usage)
     yield "data: [DONE]\n\n"
+
+
+def live_response(
+    job: Any,
+    streamer: TokenStreamer,
+    *,
+    submit: Callable[[Any], Any],
+    annotate: Callable[[list[list[Any]]], tuple],
+    failure: Callable[[BaseException], Any],
+    include_usage: bool,
+) -> Any:
+    """A ``StreamingResponse`` that sends ``job``'s tokens as the decode produces them.
+
+    Sets ``job.on_tokens`` to feed ``streamer`` (on the worker thread) and hands the chunks to
+    the event loop; ``submit(job)`` queues it (raising the 429 error before the stream starts).
+    When the job resolves, ``annotate(groups)`` gives (rendered choices, entrolab objects,
+    usage, extra) for the closing chunks; an error becomes an SSE error event. If the client
+    goes away first, ``job.cancelled`` is set so the batcher drops its rows.
+    """
+    from fastapi.responses import StreamingResponse
+
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+
+    def on_tokens(rows: torch.Tensor, step: int, buf: Any) -> None:
+        lines = streamer.step(rows, step, buf)
+        if lines:
+            loop.call_soon_threadsafe(events.put_nowait, lines)
+
+    job.on_tokens = on_tokens
+    job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
+    submit(job)
+
+    async def lines() -> AsyncIterator[str]:
+        done = False
+        try:
+            for line in streamer.opening():
+                yield line
+            while (item := await events.get()) is not None:
+                for line in item:
+                    yield line
+            done = True
+            try:
+                rendered, exts, usage, extra = annotate(job.future.result())
+            except Exception as err:
+                yield sse(failure(err).body())
+                yield "data: [DONE]\n\n"
+                return
+            for line in closing(
+                streamer, rendered, exts, usage=usage if include_usage else None, extra=extra
+            ):
+                yield line
+        finally:
+            if not done:  # the client went away: its rows leave the decode
+                job.cancelled = True
+
+    return StreamingResponse(lines(), media_type="text/event-stream")
