@@ -120,6 +120,8 @@ def test_streamed_text_with_stop_strings_equals_the_whole_answer(client, tiny_ba
     streamed = "".join(c.choices[0].text for c in client.completions.create(**kw, stream=True))
     assert whole.choices[0].finish_reason == "stop" and stop not in whole.choices[0].text
     assert streamed == whole.choices[0].text
+    echoed = client.completions.create(**kw, stream=True, echo=True)
+    assert "".join(c.choices[0].text for c in echoed) == "stop here" + streamed
 
 
 def test_a_client_hanging_up_mid_stream_leaves_the_others_untouched(url, client, tiny_backend):

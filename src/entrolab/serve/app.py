@@ -290,6 +290,7 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
             backend.decode, alt_text, len(prompts) * req.n, chat=chat,
             logprobs=wants_logprobs(req, chat), k=req.k(),
             as_ids=req.return_tokens_as_token_ids, stops=req.stops(), model=config.model_id,
+            echoes=[p for p in prompts for _ in range(req.n)] if not chat and req.echo else None,
         )  # fmt: skip
         return live_response(
             Job(prompts=prompts, config=cfg, seeds=seeds, post=warm(req)),
@@ -341,7 +342,9 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
                 raise ServeError(400, "DeepConf takes one prompt per request", param="prompt")
             traces, vote = await run(deepconf_job(prompts[0], cfg, seed, req))
             groups, votes = [traces], [vote]
-        elif streams_live(req) and not req.echo:
+        elif streams_live(req) and (
+            not req.echo or (req.logprobs is None and all(isinstance(p, str) for p in prompts))
+        ):
             return await live(req, prompts, cfg, seeds, chat=False)
         else:
             groups = await run(Job(prompts=prompts, config=cfg, seeds=seeds, post=warm(req)))

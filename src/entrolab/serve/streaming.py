@@ -40,6 +40,7 @@ class TokenStreamer:
         as_ids: token strings as ``token_id:N``.
         stops: the request's stop strings.
         model: the model id in every chunk.
+        echoes: completions with ``echo``: each choice's prompt text, sent first.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class TokenStreamer:
         as_ids: bool,
         stops: Sequence[str],
         model: str,
+        echoes: Sequence[str] | None = None,
     ) -> None:
         self.decode, self.alt_text = decode, alt_text
         self.chat, self.logprobs, self.k, self.as_ids = chat, logprobs, k, as_ids
@@ -65,7 +67,7 @@ class TokenStreamer:
         self.kind = "chat.completion.chunk" if chat else "text_completion"
         self.rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         self.created, self.model = int(time.time()), model
-        self.tokens = 0
+        self.echoes = list(echoes) if echoes is not None else None
 
     def chunk(self, choices: list[dict[str, Any]], **more: Any) -> str:
         """One SSE line carrying ``choices``."""
@@ -80,9 +82,12 @@ class TokenStreamer:
         return sse(body)
 
     def opening(self) -> list[str]:
-        """The chat role chunks (one per choice); nothing for completions."""
+        """The chat role chunks (one per choice), or the echoed prompts of completions."""
         if not self.chat:
-            return []
+            return [
+                self.chunk([{"index": i, "text": e, "logprobs": None, "finish_reason": None}])
+                for i, e in enumerate(self.echoes or [])
+            ]
         return [
             self.chunk(
                 [
@@ -111,7 +116,6 @@ class TokenStreamer:
         for r in rows.tolist():
             tid = int(buf.token_ids[r, step])
             self.ids[r].append(tid)
-            self.tokens += 1
             stable = self.decode(self.ids[r]).rstrip("\ufffd")
             prev = self.stable[r]
             piece = stable[len(prev) :] if stable.startswith(prev) else self.decode([tid])
@@ -120,7 +124,7 @@ class TokenStreamer:
             delta = ""
             if len(safe) > len(self.sent[r]) and safe.startswith(self.sent[r]):
                 delta = safe[len(self.sent[r]) :]
-            offset = len(self.sent[r])
+            offset = len(self.sent[r]) + (len(self.echoes[r]) if self.echoes else 0)
             self.sent[r] += delta
             if not delta and not self.logprobs:
                 continue
