@@ -12,14 +12,19 @@ import torch
 
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
+from entrolab.rl.advantages.empg import empg
+from entrolab.rl.advantages.inputs import ShapingInputs
 from entrolab.rl.agent import (
     TOOL_INSTRUCTION,
+    TURN_STEPS,
     agent_rollout,
     branch_weights,
     budget_split,
     run_episodes,
+    turn_step_ids,
 )
 from entrolab.rl.rollout import Rollout, policy_forward
+from entrolab.rl.shaping import shaping_inputs
 from entrolab.rl.tools import calculate, find_tool_call, run_tool_call
 from entrolab.types import Trace, TraceBatch
 
@@ -214,3 +219,48 @@ def test_context_mask_attends_to_tool_tokens_without_loss(tiny_backend) -> None:
     again = Rollout.from_dict(ro.to_dict())
     assert torch.equal(again.context_mask, ro.context_mask)
     assert torch.equal(ro.select([0]).context_mask, ro.context_mask)
+
+
+# ------------------------------------------------------------------------ EMPG agent steps
+def test_turn_step_ids_number_the_model_turns() -> None:
+    mask = torch.tensor([[1, 1, 0, 0, 1, 0], [1, 1, 1, 0, 0, 0], [0, 1, 0, 1, 0, 1]]).bool()
+    assert turn_step_ids(mask).tolist() == [
+        [0, 0, -1, -1, 1, -1],
+        [0, 0, 0, -1, -1, -1],
+        [-1, 0, -1, 1, -1, 2],
+    ]
+    # the scripted episode: "I compute <tool>3*4" | tool | "then <tool>12+" | tool | "Answer: 13"
+    be = ScriptedAgent()
+    ro, _ = agent_rollout(be, ["Q: 3*4+1?"], CFG, [5], aepo=False)
+    ids = turn_step_ids(ro.response_mask)
+    for r in range(len(ro)):
+        assert int(ids[r].max()) == 2  # three model turns
+        turns = [be.decode(ro.response_ids[r][ids[r] == s].tolist()) for s in range(3)]
+        assert turns == ["I compute <tool>3*4", "then <tool>12+", "Answer: 13"]
+
+
+def test_empg_on_agent_turns_by_hand() -> None:
+    # row 0: turn 0 = tokens 0-1 (H 0.2, 0.4 -> 0.3), tool tokens 2-3, turn 1 = token 4 (H 1.0);
+    # row 1: one turn, tokens 0-2 (H 0.5). Sequence advantages A = +1 (row 0), -1 (row 1).
+    mask = torch.tensor([[1, 1, 0, 0, 1, 0], [1, 1, 1, 0, 0, 0]]).bool()
+    ent = torch.tensor([[0.2, 0.4, 0.0, 0.0, 1.0, 0.0], [0.5, 0.5, 0.5, 0.0, 0.0, 0.0]])
+    adv = torch.tensor([[1.0] * 6, [-1.0] * 6]) * mask
+    inp = shaping_inputs(
+        {"step_ids"}, model=None, rollout=Rollout([[1], [1]], torch.zeros(2, 6, dtype=torch.long),
+        mask, ["", ""], torch.tensor([0, 0]), 2), rewards=torch.tensor([[1.0, 0.0]]), pad_id=0,
+        temperature=1.0, micro_batch_size=2, delimiter=TURN_STEPS,
+    )  # fmt: skip
+    inp = ShapingInputs(rewards=inp.rewards, response_mask=mask, entropy=ent, step_ids=inp.step_ids)
+    out = empg(adv, inp, k=1.0, k_f=1.0, zeta=0.1, center=False).advantages
+    # step H: 0.3, 1.0 | 0.5 -> min-max (lo 0.3, span 0.7): 0, 1, 0.2857143
+    # exp(-H~): 1, 0.3678794, 0.7514773; mean 0.7064522 -> g = 1.4155238, 0.5207421, 1.0637340
+    # f(next step): row 0 turn 0 -> exp(-1) = 0.3678794; last turns -> 0
+    # A~ = g*A + 0.1*f: 1.4155238 + 0.0367879 = 1.4523118 | 0.5207421 | -1.0637340
+    want = torch.tensor(
+        [[1.4523118, 1.4523118, 0, 0, 0.5207421, 0], [-1.0637340, -1.0637340, -1.0637340, 0, 0, 0]]
+    )
+    torch.testing.assert_close(out, want, rtol=0, atol=2e-7)
+    # centred over the 6 response tokens: mean = (2*1.4523118 + 0.5207421 - 3*1.0637340)/6
+    # = 0.0390273
+    centred = empg(adv, inp, k=1.0, k_f=1.0, zeta=0.1).advantages
+    torch.testing.assert_close(centred, (want - 0.0390273) * mask, rtol=0, atol=3e-7)

@@ -18,6 +18,15 @@ Agentic AEPO's rollout, per prompt with budget k episodes:
   episode that were high-entropy (``H_after > H_root``), so branching does not pile onto one chain.
 Exact forms in the paper are [U] (spec); ours follow the spec's formulas. Without tool calls the
 branch budget goes back to root episodes.
+
+**EMPG's agent step** (Wang et al. 2025, arXiv:2509.09265: a step is one "think-act" cycle, its
+uncertainty the mean entropy of the tokens the model generated in it): here a step is one model
+turn — the run of policy tokens from the start of the reply or the end of a tool message up to
+``</tool>`` or the end of the reply. Tool messages belong to no step (they are not the policy's
+tokens). :func:`turn_step_ids` numbers the turns of a rollout; EMPG uses them with
+``algorithm.advantage_params.step_delimiter: "<turn>"`` (:data:`TURN_STEPS`). Single-turn replies
+(the proxy task) are one step each, so EMPG reduces to ``g(H_reply)·A``; line-by-line solutions
+use the newline delimiter instead.
 """
 
 from __future__ import annotations
@@ -39,17 +48,37 @@ from entrolab.rl.tools import find_tool_call, run_tool_call
 
 __all__ = [
     "TOOL_INSTRUCTION",
+    "TURN_STEPS",
     "Episode",
     "agent_rollout",
     "branch_weights",
     "budget_split",
     "run_episodes",
+    "turn_step_ids",
 ]
 
 TOOL_INSTRUCTION = (
     " You may use a calculator: write <tool>expression</tool> and the result comes back as "
     "<result>value</result>. End with 'Answer: <number>'."
 )
+
+
+#: ``step_delimiter`` value that makes EMPG's steps the model turns (:func:`turn_step_ids`).
+TURN_STEPS = "<turn>"
+
+
+def turn_step_ids(response_mask: torch.Tensor) -> torch.Tensor:
+    """EMPG step ids of multi-turn rows: ``[R, T]`` bool (True on policy tokens) → int64 ``[R, T]``
+    with the s-th run of consecutive policy tokens (the s-th model turn) numbered s and −1
+    elsewhere (tool tokens, padding). ``[1, 1, 0, 0, 1, 0]`` → ``[0, 0, −1, −1, 1, −1]``."""
+    if response_mask.dim() != 2:
+        raise EntrolabError(f"response_mask must be [R, T], got {tuple(response_mask.shape)}")
+    m = response_mask.bool()
+    before = torch.zeros_like(m)
+    before[:, 1:] = m[:, :-1]
+    starts = m & ~before
+    ids = starts.long().cumsum(1) - 1
+    return torch.where(m, ids, torch.full_like(ids, -1))
 
 
 @dataclass

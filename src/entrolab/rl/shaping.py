@@ -16,7 +16,8 @@ computes what the shapers declare they need from the behaviour policy (no grad):
   (``se="count"``) or :func:`~entrolab.estimators.sampling.semantic_entropy_rao` with
   length-normalised sequence log-probs (``se="mass"``);
 * ``step_ids``: token pieces split at a delimiter (default a newline; the token that carries the
-  delimiter closes its step).
+  delimiter closes its step), or, with ``step_delimiter: "<turn>"``, one step per model turn of
+  a multi-turn tool rollout (:func:`entrolab.rl.agent.turn_step_ids`, EMPG's agent step).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from entrolab.rl.advantages import ADVANTAGE_ESTIMATORS
 from entrolab.rl.advantages.inputs import ShapingInputs
 from entrolab.rl.advantages.riskpo import QuantileTracker, bundle_paper_scores
 from entrolab.rl.advantages.shaping import ADVANTAGE_SHAPERS, parse_advantage_spec
+from entrolab.rl.agent import TURN_STEPS, turn_step_ids
 from entrolab.rl.rollout import Rollout, policy_forward, response_logprobs
 
 __all__ = [
@@ -284,7 +286,9 @@ def shaping_inputs(
         got["semantic_entropy"] = semantic_entropy_per_group(
             answers, rollout.group_size, kind=se, loglik=loglik, lengths=mask.sum(-1)
         )
-    if "step_ids" in requires:
+    if "step_ids" in requires and delimiter == TURN_STEPS:
+        got["step_ids"] = turn_step_ids(mask)
+    elif "step_ids" in requires:
         if pieces is None or len(pieces) != len(rollout):
             raise EntrolabError("step ids need the token texts of every rollout row")
         ids = torch.full(mask.shape, -1, dtype=torch.int64)
@@ -317,7 +321,7 @@ def rollout_advantages(
             answers = [
                 task.extract(it, text) for it, text in zip(items, rollout.texts, strict=True)
             ]
-        if "step_ids" in pipeline.requires:
+        if "step_ids" in pipeline.requires and pipeline.delimiter != TURN_STEPS:
             pieces = rollout_pieces(tokenizer, rollout)
         inputs = shaping_inputs(
             pipeline.requires,
