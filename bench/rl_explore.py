@@ -25,21 +25,30 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS: dict[str, tuple[str, list[str]]] = {
-    "GRPO (labels)": ("proxy_grpo.yaml", []),
-    "TTRL": ("proxy_ttrl.yaml", []),
-    "ETTRL": ("proxy_ettrl.yaml", []),
-    "ECHO": ("proxy_echo.yaml", []),
-    "CURE": ("proxy_cure.yaml", []),
+ARMS: dict[str, tuple[str, list[str], str]] = {  # arm -> (recipe, overrides, run-dir slug)
+    "GRPO (labels)": ("proxy_grpo.yaml", [], "grpo"),
+    "TTRL": ("proxy_ttrl.yaml", [], "ttrl"),
+    "ETTRL": ("proxy_ettrl.yaml", [], "ettrl"),
+    "ECHO": ("proxy_echo.yaml", [], "echo"),
+    "ECHO no pruning": ("proxy_echo.yaml", ["explore.echo_prune=false"], "echo-noprune"),
+    "ECHO fixed width (low_confidence rule)": (
+        "proxy_echo.yaml",
+        ["explore.rule=low_confidence", "explore.prefix=shared"],
+        "echo-fixed",
+    ),
+    "CURE": ("proxy_cure.yaml", [], "cure"),
+    "CURE random positions": ("proxy_cure.yaml", ["explore.cure_critical=random"], "cure-rand"),
     "DAPO i.i.d. (CURE control)": (
         "proxy_cure.yaml",
         ["explore.mode=iid", "rollout.group_size=8"],
+        "dapo-ctl",
     ),
-    "SPEAR": ("proxy_spear.yaml", []),
-    "AEPO-agentic sg-clip": ("proxy_grpo.yaml", ["algorithm.loss=aepo_agentic"]),
+    "SPEAR": ("proxy_spear.yaml", [], "spear"),
+    "AEPO-agentic sg-clip": ("proxy_grpo.yaml", ["algorithm.loss=aepo_agentic"], "aepo-sg"),
     "AEPO-agentic plain clip": (
         "proxy_grpo.yaml",
         ["algorithm.loss=aepo_agentic", "algorithm.loss_params.sg_clip=false"],
+        "aepo-plain",
     ),
 }
 SECTION = "## Exploring rollouts (issue 12)"
@@ -58,18 +67,17 @@ def t_interval(xs) -> tuple[float, float, float]:
     return float(x.mean()), float(h), len(x)
 
 
-def run(arm: str, seed: int, steps: int, out: Path) -> Path:
+def run(arm: str, seed: int, steps: int, out: Path, stage1: int | None = None) -> Path:
     import torch
 
     from entrolab.rl.config import load_config
     from entrolab.rl.trainer import Trainer
 
     torch.set_num_threads(1)
-    recipe, extra = ARMS[arm]
-    slug = {"AEPO-agentic sg-clip": "aepo-sg", "AEPO-agentic plain clip": "aepo-plain"}.get(
-        arm, f"{arm.split()[0].lower()}{'-ctl' if 'control' in arm else ''}"
-    )
+    recipe, extra, slug = ARMS[arm]
     run_dir = out / f"{slug}-s{seed}"
+    if stage1 is not None and recipe == "proxy_cure.yaml":
+        extra = [*extra, f"explore.stage1_steps={stage1}"]
     cfg = load_config(
         ROOT / "recipes" / recipe,
         [*extra, f"seed={seed}", f"steps={steps}", "eval.every=20", "checkpoint_every=10",
@@ -101,7 +109,7 @@ def _majority(row):
     return (r >= 0 and row.correct[r]), float(pl.share[0])
 
 
-def summarise(run_dir: Path, steps: int, early: int) -> dict[str, float]:
+def summarise(run_dir: Path, steps: int, early: int, stage1: int | None = None) -> dict[str, float]:
     from entrolab.rl.leash import leash_table
 
     recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -117,6 +125,10 @@ def summarise(run_dir: Path, steps: int, early: int) -> dict[str, float]:
         vals = [r[key] for r in rs if key in r]
         return float(np.mean(vals)) if vals else float("nan")
 
+    s1 = stage1 if stage1 else steps
+    stage1_recs = [by[s] for s in range(1, s1 + 1) if s in by]
+    s1_tail = [by[s] for s in range(max(1, s1 - 4), s1 + 1) if s in by]
+    s2_tail = [by[s] for s in range(max(s1 + 1, steps - 4), steps + 1) if s in by]
     hard = [j for j, r in enumerate(start_rows) if sum(r.correct) / len(r.correct) <= 0.25]
     hard_end = [sum(end_rows[j].correct) / len(end_rows[j].correct) for j in hard]
     return {
@@ -124,6 +136,15 @@ def summarise(run_dir: Path, steps: int, early: int) -> dict[str, float]:
         "hard pass@1 end": float(np.mean(hard_end)) if hard_end else float("nan"),
         "hi-clip grad frac": pick("loss/hi_clip_grad_frac", recs),
         "pass@1 end": last["eval/pass@1"],
+        "pass@8 end": last["eval/pass@8"],
+        "distinct (stage 1)": pick("train/distinct_answers", stage1_recs),
+        "zero-std (stage 1)": pick("train/frac_zero_std", stage1_recs),
+        "H_roll end stage 1": pick("dyn/entropy", s1_tail),
+        "H_roll end": pick("dyn/entropy", s2_tail) if stage1 else pick("dyn/entropy", s1_tail),
+        "echo branch roots": pick("echo/branch_root_frac", recs),
+        "echo width": pick("echo/width_mean", recs),
+        "echo pruned roots": pick("echo/pruned_root_frac", recs),
+        "echo pruned branches": pick("echo/pruned_branch_frac", recs),
         "maj@8 start": float(maj0),
         "H_tok end": last["eval/token_entropy"],
         "H_tok start": by[0]["eval/token_entropy"],
@@ -147,6 +168,10 @@ def main() -> None:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-rl-explore")
     ap.add_argument("--early", type=int, default=10, help="steps averaged for the CURE group stats")
+    ap.add_argument(
+        "--cure-stage1", type=int, default=None,
+        help="CURE's stage switch (explore.stage1_steps) for the CURE arms; default the recipe's",
+    )  # fmt: skip
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     arms = [x.strip() for x in a.arms.split(",") if x.strip()]
@@ -154,14 +179,18 @@ def main() -> None:
     t0 = time.time()
     for arm in arms:
         for seed in range(a.seeds):
-            d = run(arm, seed, a.steps, a.out)
-            table.setdefault(arm, []).append(summarise(d, a.steps, a.early))
+            d = run(arm, seed, a.steps, a.out, a.cure_stage1)
+            stage1 = a.cure_stage1 if ARMS[arm][0] == "proxy_cure.yaml" else None
+            table.setdefault(arm, []).append(summarise(d, a.steps, a.early, stage1))
             print(f"[{time.time() - t0:6.0f}s] {arm} seed {seed}: {table[arm][-1]}", flush=True)
     cols = list(next(iter(table.values()))[0])
     lines = [
         SECTION,
         "",
-        f"Command: `.venv/bin/python bench/rl_explore.py --steps {a.steps} --seeds {a.seeds}` "
+        f"Command: `.venv/bin/python bench/rl_explore.py --steps {a.steps} --seeds {a.seeds} "
+        f"--arms '{a.arms}' --out {a.out}"
+        + (f" --cure-stage1 {a.cure_stage1}" if a.cure_stage1 else "")
+        + "` "
         f"(proxy task, tiny SFT model, 16 prompts/step, 8 rows per prompt in every arm; "
         f"n = {a.seeds} seeds per arm; mean ± 95% t-interval half-width over seeds; held-out "
         "set of 128 items, k = 8 samples; leash counts = last evaluation vs step 0).",
