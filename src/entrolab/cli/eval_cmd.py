@@ -63,6 +63,21 @@ def eval_command(
         str | None,
         typer.Option(help="with --base-url: tokenizer name or dir [default: the embedded one]"),
     ] = None,
+    paraphrases: Annotated[
+        int,
+        typer.Option(
+            help="K prompts per item: the original and K − 1 paraphrases run through the same "
+            "estimators; reports confidence and correctness stability across them and "
+            "multi-sample metrics (pass@k, maj@k, P(fail), tail risk) [1 = off]"
+        ),
+    ] = 1,
+    paraphrase_source: Annotated[
+        str,
+        typer.Option(
+            help="auto (rules for arithmetic, templates for rg:, the model's rewrites for "
+            "jsonl:) | rule | template | model"
+        ),
+    ] = "auto",
 ) -> None:
     """Evaluate confidence estimators on a task: accuracy, ranking table, plots, HTML report.
 
@@ -96,8 +111,15 @@ def eval_command(
             chunk=chunk,
             estimator_params=params,
         )
+        from entrolab.studies.paraphrase import check_count, paraphrase_source_for
+
+        settings["paraphrases"] = check_count(paraphrases)
+        settings["paraphrase_source"] = paraphrase_source_for(task, paraphrase_source)
         results = _run(model, dtype, task, settings, base_url, tokenizer)
     print_summary(results, console)
+    from entrolab.studies.paraphrase_eval import report_paraphrases
+
+    report_paraphrases(results, console)
     page = write_eval_html(Path(run_dir) / "report.html", results)
     (Path(run_dir) / "summary.json").write_text(results.to_json())
     console.print(Text.assemble("report written to ", (str(page), "bold")))
@@ -152,6 +174,17 @@ def _run(
 
     # --param fince.scorer=PATH etc.: load the artefacts and check them against this model now
     fitted = resolve_fitted(settings["estimator_params"], backend, settings["estimators"])
-    saved = f"finished items are in {settings['out']}/results.jsonl"
+    k, source = settings.pop("paraphrases", 1), settings.pop("paraphrase_source", "auto")
+    saved = f"finished items are in {settings['out']}/results.jsonl" + (
+        f" and {settings['out']}/paraphrases/results.jsonl" if k > 1 else ""
+    )
     with on_interrupt(console, saved), stage_progress(console, total=settings["n"]) as update:
-        return evaluate(backend, task, on_progress=update, fitted=fitted, **settings)
+        results = evaluate(backend, task, on_progress=update, fitted=fitted, **settings)
+        if k > 1:
+            from entrolab.studies.paraphrase_eval import run_paraphrases
+
+            run_paraphrases(
+                backend, results, k, source=source, overwrite=settings["overwrite"],
+                chunk=settings["chunk"], on_progress=update, fitted=fitted,
+            )  # fmt: skip
+    return results

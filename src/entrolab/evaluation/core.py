@@ -392,9 +392,13 @@ def _rows(task, items, indices, res, seconds: float) -> list[dict[str, Any]]:
     greedy = res.greedy
     samples = res.samples
     groups: dict[int, list[str]] = {}
+    confidence: dict[int, list[float]] = {}  # exp(mean chosen-token log-prob) per sample
     if samples is not None:
         for t in samples:
             groups.setdefault(t.prompt_index, []).append(t.text)
+            confidence.setdefault(t.prompt_index, []).append(
+                math.exp(float(t.logprob.mean())) if len(t) else 0.0
+            )
     out = []
     for j, (i, item, text) in enumerate(zip(indices, items, texts, strict=True)):
         grade = task.grade(item, text)
@@ -410,6 +414,7 @@ def _rows(task, items, indices, res, seconds: float) -> list[dict[str, Any]]:
                 "reason": grade.reason,
                 "u": {name: finite_or_none(float(res.uncertainty[name][j])) for name in res.names},
                 "samples": groups.get(j, []),
+                "sample_confidence": confidence.get(j, []),
                 "trace": greedy[j].to_dict() if greedy is not None else None,
                 "seconds": seconds / len(items),
             }
