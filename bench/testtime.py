@@ -55,6 +55,12 @@ def main() -> None:
     ap.add_argument("--lynx-exit", default=None, help="a saved LYNX exit (else fit one)")
     ap.add_argument("--lynx-fit-n", type=int, default=40, help="held-out items to fit LYNX on")
     ap.add_argument("--out", default="runs/bench-testtime")
+    ap.add_argument(
+        "--budgets",
+        default="1,4,8,16",
+        help="comma-separated budgets to run (majority at each; the other arms at those of "
+        "8 and 16 listed), e.g. 1,16 for the 16-trace comparison at about half the compute",
+    )
     ap.add_argument("--tiny", action="store_true", help="smoke run on a tiny random model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,9 +99,14 @@ def main() -> None:
     }
     config = {"model": backend.name, "task": task.describe(), "n": args.n, "bench": "testtime"}
     t0 = time.perf_counter()
-    arms = [(name, name, budgets, params[name], "") for name, budgets in BUDGETS.items()]
+    wanted = {int(b) for b in args.budgets.split(",") if b.strip()}
+    budgets_of = {k: [b for b in v if b in wanted] for k, v in BUDGETS.items()}
+    arms = [(name, name, b, params[name], "") for name, b in budgets_of.items() if b]
     conf_only = {**params["deepconf-online"], "tau": None}
-    arms.append((CONF_ONLY, "deepconf-online", BUDGETS["deepconf-online"], conf_only, "-confonly"))
+    if budgets_of["deepconf-online"]:
+        arms.append(
+            (CONF_ONLY, "deepconf-online", budgets_of["deepconf-online"], conf_only, "-confonly")
+        )
     rows: list[dict] = []
     for seed in range(args.seed, args.seed + args.seeds):
         for label, name, budgets, arm_params, suffix in arms:
