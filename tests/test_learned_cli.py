@@ -97,3 +97,8 @@ def test_fit_sdm_and_bad_options(parrot_dir, task_file, tmp_path):
     assert bad.exit_code != 0 and "fit fince" in str(bad.exception or bad.output)
     bad = runner.invoke(app, [*_base("fince", parrot_dir, task_file), "--rule", "paragraph"])
     assert bad.exit_code != 0 and "--rule" in str(bad.exception or bad.output)
+    bad = runner.invoke(app, [*_base("zip-rc", parrot_dir, task_file), "--head", "lora"])
+    assert bad.exit_code != 0 and "--head must be probe or reserved" in str(bad.exception)
+    # the parrot (a tiny model) has no unused vocabulary rows for the reserved-token head
+    bad = runner.invoke(app, [*_base("zip-rc", parrot_dir, task_file), "--head", "reserved"])
+    assert bad.exit_code != 0 and "0 unused vocabulary rows" in str(bad.exception)

@@ -51,6 +51,7 @@ _OWN = {
     **dict.fromkeys(("--k", "--feature", "--routes"), "diffadapt"),
     **dict.fromkeys(("--continuations", "--rule"), "fince"),
     "--alpha": "set-size",
+    "--head": "zip-rc",
     **dict.fromkeys(("--samples", "--steps"), "sayself"),
 }
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
@@ -168,16 +169,18 @@ def _fit_sdm(backend: Any, task_obj: Any, items: list, common: dict[str, Any]) -
     return v, line
 
 
-def _fit_zip_rc(backend: Any, task_obj: Any, items: list, common: dict[str, Any]):
+def _fit_zip_rc(backend: Any, task_obj: Any, items: list, common: dict[str, Any], head: str | None):
     from entrolab.inference.base import Sampling
     from entrolab.inference.zip_rc import fit_zip_rc
 
     budget = common["max_new_tokens"] or 64
-    head = fit_zip_rc(backend, task_obj, items, layer=common["layer"], seed=common["seed"],
-                      sampling=Sampling(max_new_tokens=budget))  # fmt: skip
-    s = head.stats
-    return head, (
-        f"ZIP-RC head at layer {head.layer}: {s['rows']} prefixes, "
+    fitted = fit_zip_rc(backend, task_obj, items, layer=common["layer"], seed=common["seed"],
+                        sampling=Sampling(max_new_tokens=budget), head=head or "probe")  # fmt: skip
+    s = fitted.stats
+    where = (f"reserved ids {fitted.reserved_start}…" if fitted.reserved
+             else f"layer {fitted.layer}")  # fmt: skip
+    return fitted, (
+        f"ZIP-RC head ({where}): {s['rows']} prefixes, "
         f"{100 * s['reward_rate']:.1f}% from correct rollouts"
     )
 
@@ -186,8 +189,11 @@ def _check_values(
     max_new_tokens: int | None, delta: float | None, scope: str | None, k: int | None,
     feature: str | None, continuations: int | None = None, rule: str | None = None,
     alpha: float | None = None, samples: int | None = None, steps: int | None = None,
+    head: str | None = None,
 ) -> None:  # fmt: skip
     """Bad values fail before the model loads (the fits would only notice after sampling)."""
+    if head is not None and head not in ("probe", "reserved"):
+        raise EntrolabError(f"--head must be probe or reserved, got {head!r}")
     if alpha is not None and not 0 < alpha < 1:
         raise EntrolabError(f"--alpha (the miscoverage) must be in (0, 1), got {alpha}")
     if samples is not None and samples < 2:
@@ -303,14 +309,21 @@ def fit_command(
         int | None, typer.Option(help="sayself: chains per question [default: 8]")
     ] = None,
     steps: Annotated[int | None, typer.Option(help="sayself: LoRA SFT steps [default: 60]")] = None,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            help="zip-rc: probe (a separate head) or reserved (unused vocabulary rows read from "
+            "the model's logits, as the paper) [default: probe]"
+        ),
+    ] = None,
 ) -> None:
     """Fit a learned artefact (exit, router, probe, verifier, head, q̂, SaySelf model) on a task."""
     _check_options(kind, {"--delta": delta, "--cues": cues, "--scope": scope, "--k": k,
                           "--feature": feature, "--routes": routes,
                           "--continuations": continuations, "--rule": rule, "--alpha": alpha,
-                          "--samples": samples, "--steps": steps})  # fmt: skip
+                          "--samples": samples, "--steps": steps, "--head": head})  # fmt: skip
     _check_values(max_new_tokens, delta, scope, k, feature, continuations, rule, alpha, samples,
-                  steps)  # fmt: skip
+                  steps, head)  # fmt: skip
     cue_list = None if cues is None else parse_cues(cues)
     route_cfg = _load_routes(routes)
     task_obj, items = task_and_items(task, task_setting, n, seed)
@@ -334,7 +347,7 @@ def fit_command(
         elif kind == "sdm":
             fitted, summary = _fit_sdm(backend, task_obj, items, common)
         elif kind == "zip-rc":
-            fitted, summary = _fit_zip_rc(backend, task_obj, items, common)
+            fitted, summary = _fit_zip_rc(backend, task_obj, items, common, head)
         elif kind == "set-size":
             fitted, summary = fit_set_size_kind(backend, items, alpha)
         elif kind == "sayself":

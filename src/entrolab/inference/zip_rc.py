@@ -2,10 +2,11 @@
 
 A head on a prefix's hidden state predicts the *joint* distribution of the final reward bin b
 and the remaining-length bin ℓ, P(b, ℓ | x, y_<t). The paper reads it from reserved vocabulary
-logits in the same forward pass; SmolLM2 has no unused tokens to reserve, so here (the spec's
-CPU form, B10.5) it is a separate multinomial logistic head on frozen hidden states (a
-:class:`~entrolab.inference.probes.Probe` with B·L classes, class = b·L + ℓ), trained on the
-model's own rollouts: at the prompt end and every ``stride`` generated tokens, target = (the
+logits in the same forward pass: ``head="reserved"`` does so (unused LM-head rows fitted on the
+final hidden state, :mod:`entrolab.inference.zip_rc_reserved`); SmolLM2 has no unused tokens to
+reserve, so the default (the spec's CPU form, B10.5) is a separate multinomial logistic head on
+frozen hidden states (a :class:`~entrolab.inference.probes.Probe` with B·L classes, class =
+b·L + ℓ). Both are trained on the model's own rollouts: at the prompt end and every ``stride`` generated tokens, target = (the
 rollout's graded reward, its remaining tokens binned by ``length_edges``).
 
 **Sampling utility** of a set S of samples (independent given their predictions):
@@ -28,12 +29,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from entrolab.backends.base import Backend
 from entrolab.config import GenerationConfig
@@ -47,8 +46,14 @@ from entrolab.inference.base import (
     item_seeds,
     report_done,
 )
-from entrolab.inference.hidden import hidden_at, resolve_layer
-from entrolab.inference.probes import Probe, ProbeInfo, fit_probe, load_probe, save_probe
+from entrolab.inference.zip_rc_head import (
+    ZipRcHead,
+    collect_zip_data,
+    fit_zip_rc,
+    length_bin,
+    load_zip_rc,
+    save_zip_rc,
+)
 from entrolab.inference.zip_rc_plan import choose_action
 
 __all__ = [
@@ -58,6 +63,7 @@ __all__ = [
     "collect_zip_data",
     "fit_zip_rc",
     "initial_count",
+    "length_bin",
     "load_zip_rc",
     "save_zip_rc",
     "utility",
@@ -135,105 +141,6 @@ def best_subset(
     return cands[int(np.argmax(scores))]
 
 
-# ------------------------------------------------------------------------------ the head
-@dataclass
-class ZipRcHead:
-    """A fitted joint (reward bin × remaining-length bin) head and its bins."""
-
-    probe: Probe
-    length_edges: tuple[int, ...]
-    reward_values: tuple[float, ...] = (0.0, 1.0)
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def length_values(self) -> np.ndarray:
-        """Tokens each length bin stands for: the bin's midpoint; the open last bin its lower
-        edge + half the previous bin width (at least the edge)."""
-        e = list(self.length_edges)
-        mids = [(a + b) / 2 for a, b in zip([0, *e[:-1]], e, strict=True)]
-        last = e[-1] + (e[-1] - (e[-2] if len(e) > 1 else 0)) / 2
-        return np.array([*mids, last])
-
-    @property
-    def layer(self) -> int:
-        if self.probe.info.layer is None:
-            raise EntrolabError("the ZIP-RC head does not record its layer; refit it")
-        return self.probe.info.layer
-
-    def check_backend(self, backend: Backend) -> None:
-        self.probe.check_compatible(model=backend.name, feature_size=int(backend.hidden_size))
-
-    def joint(self, hidden: Any) -> np.ndarray:
-        """P(b, ℓ | prefix) float64 [n, B, L] for hidden [n, H]."""
-        p = self.probe.predict_proba(hidden).numpy()
-        return p.reshape(len(p), len(self.reward_values), len(self.length_edges) + 1)
-
-
-def length_bin(remaining: Any, edges: Sequence[int]) -> np.ndarray:
-    """Bin index of remaining token counts: bin j holds edges[j−1] <= r < edges[j]."""
-    return np.searchsorted(np.asarray(edges), np.asarray(remaining), side="right")
-
-
-def collect_zip_data(
-    backend: Backend, task: Any, items: Sequence[Any], *, samples: int = 4, stride: int = 8,
-    sampling: Sampling | None = None, layer: int | None = None,
-    length_edges: Sequence[int] = (8, 16, 32), seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:  # fmt: skip
-    """Rollouts → (features [M, H], joint class b·L + ℓ [M], item [M], layer) at the prompt end
-    and every ``stride`` tokens of ``samples`` sampled replies per item."""
-    layer = resolve_layer(backend, layer, "ZIP-RC heads")
-    sampling = sampling or Sampling()
-    batch = list(backend.generate([it.prompt for it in items], sampling.config(samples),
-                                  seeds=item_seeds(seed, items)))  # fmt: skip
-    n_len = len(length_edges) + 1
-    seqs, pos, labels, item = [], [], [], []
-    for t in batch:
-        p_ids = backend.prompt_ids(t.prompt)
-        n = len(t)
-        reward = int(task.grade(items[t.prompt_index], t.text).correct)
-        cuts = [-1, *range(stride - 1, n - 1, stride)]
-        seqs.append(p_ids + t.token_ids.tolist())
-        pos.append([len(p_ids) + c for c in cuts])
-        rem = length_bin([n - 1 - c for c in cuts], length_edges)
-        labels += [reward * n_len + int(b) for b in rem]
-        item += [t.prompt_index] * len(cuts)
-    feats = torch.cat(hidden_at(backend, seqs, pos, layer))
-    return feats, torch.tensor(labels), torch.tensor(item), layer
-
-
-def fit_zip_rc(
-    backend: Backend, task: Any, items: Sequence[Any], *, length_edges: Sequence[int] = (8, 16, 32),
-    l2: float = 1.0, seed: int = 0, **collect: Any,
-) -> ZipRcHead:  # fmt: skip
-    """Collect rollouts (:func:`collect_zip_data`, ``collect``: its keywords) and fit the head."""
-    x, y, _, layer = collect_zip_data(backend, task, items, length_edges=length_edges, seed=seed,
-                                      **collect)  # fmt: skip
-    n_len = len(length_edges) + 1
-    names = tuple(f"r{b}_l{j}" for b in range(2) for j in range(n_len))
-    info = ProbeInfo(model=backend.name, layer=layer, feature="hidden", labels=names)
-    probe = fit_probe(x, y, num_classes=2 * n_len, l2=l2, seed=seed, info=info)
-    return ZipRcHead(probe, tuple(int(e) for e in length_edges),
-                     stats={"rows": len(y), "reward_rate": float((y >= n_len).double().mean())})  # fmt: skip
-
-
-def save_zip_rc(head: ZipRcHead, path: str | Path) -> Path:
-    extra = {"length_edges": list(head.length_edges), "reward_values": list(head.reward_values),
-             "stats": head.stats}  # fmt: skip
-    return save_probe(head.probe.with_extra(zip_rc=extra), path)
-
-
-def load_zip_rc(path: str | Path, backend: Backend | None = None) -> ZipRcHead:
-    probe = load_probe(path)
-    cfg = probe.info.extra.get("zip_rc")
-    if not isinstance(cfg, dict):
-        raise EntrolabError(f"{str(path)!r} is not a ZIP-RC head; make one with fit_zip_rc")
-    head = ZipRcHead(probe, tuple(cfg["length_edges"]), tuple(cfg["reward_values"]),
-                     dict(cfg.get("stats") or {}))  # fmt: skip
-    if backend is not None:
-        head.check_backend(backend)
-    return head
-
-
 # ------------------------------------------------------------------------------ the strategy
 class ZipRcStrategy:
     """n₀ samples by utility, prune at ``prune_at`` tokens to the best-utility subset, finish the
@@ -263,25 +170,25 @@ class ZipRcStrategy:
         from entrolab.tasks import answer_key
 
         items = check_run(backend, items)
-        self.head.check_backend(backend)
-        h, layer = self.head, self.head.layer
+        h = self.head
+        mask = h.prepare(backend)  # a reserved head: rows installed, their ids masked
         rv, lv = h.reward_values, h.length_values
         seeds = item_seeds(seed, items)
         out = []
         for i, item in enumerate(items):
             p_ids = backend.prompt_ids(item.prompt)
-            j0 = h.joint(hidden_at(backend, [p_ids], [[len(p_ids) - 1]], layer)[0])[0]
+            j0 = h.read(backend, [p_ids])[0]
             n0, _ = initial_count(j0, self.budget, rv, lv, **self.lam)
-            head_cfg = GenerationConfig(**{**self.sampling.config(n0).to_dict(),
+            head_cfg = GenerationConfig(**{**self.sampling.config(n0).to_dict(), **mask,
                                            "max_new_tokens": self.prune_at, "seed": seeds[i]})  # fmt: skip
             first = list(backend.generate([item.prompt], head_cfg))
             seqs = [p_ids + t.token_ids.tolist() for t in first]
-            hid = torch.cat(hidden_at(backend, seqs, [[len(s) - 1] for s in seqs], layer))
-            joint = h.joint(hid)
+            joint = h.read(backend, seqs)
             done = [t.finish_reason != "length" for t in first]
             for k in np.flatnonzero(done):  # finished: nothing remains
+                reward = joint[k].sum(1)
                 joint[k] = 0.0
-                joint[k][:, 0] = h.joint(hid[k : k + 1])[0].sum(1)
+                joint[k][:, 0] = reward
             plan = None
             if self.future_prune:
                 keep, plan, _ = choose_action(joint, rv, lv, finished=done, **self.lam)
@@ -293,8 +200,8 @@ class ZipRcStrategy:
             cut = left if plan is None else min(left, h.length_edges[plan - 1])
             late: list[int] = []  # reached the planned prune unfinished: out of the vote
             if cont and cut > 0:
-                rest = GenerationConfig(**{**self.sampling.config(1).to_dict(), "seed": seeds[i] + 1,
-                                           "max_new_tokens": cut})  # fmt: skip
+                rest = GenerationConfig(**{**self.sampling.config(1).to_dict(), **mask,
+                                           "seed": seeds[i] + 1, "max_new_tokens": cut})  # fmt: skip
                 more = list(backend.generate([seqs[k] for k in cont], rest))
                 for k, t in zip(cont, more, strict=True):
                     texts[k] = backend.decode(first[k].token_ids.tolist() + t.token_ids.tolist())
