@@ -112,6 +112,10 @@ class ContinuousBatcher(Batcher):
             waiting.popleft()
             if not job.future.set_running_or_notify_cancel():
                 continue
+            if job.cancelled:  # the client went away while the request waited
+                job.future.set_result(None)
+                self.stats["cancelled"] += 1
+                continue
             self.stats["jobs"] += 1
             if job.run is not None:
                 self.stats["calls"] += 1
