@@ -79,7 +79,7 @@ def reliability_figure(
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", ".25", ".5", ".75", "1"])
     for ax in axes[::cols]:
         ax.set_ylabel("accuracy (share correct)")
-    legend_below(fig, ncols=3)
+    legend_below(fig, ncols=cols)  # one legend column per panel column: fits the width
     return fig
 
 

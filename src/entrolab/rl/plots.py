@@ -274,7 +274,8 @@ def comparison_figure(
     handles.append(
         Patch(color="grey", alpha=0.3, label=f"band: {level:.0%} t-interval over {seeds} seeds")
     )
-    legend_below(fig, handles, [h.get_label() for h in handles], ncols=min(len(handles), 5))
+    ncols = min(len(handles), 2 * len(keys) - 1)  # what fits under the panels
+    legend_below(fig, handles, [h.get_label() for h in handles], ncols=ncols)
     return fig
 
 
