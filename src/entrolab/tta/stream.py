@@ -112,19 +112,20 @@ def run_stream(tta: EntropyMinTTA, stream: Stream, batch_size: int = 64) -> Stre
 def stream_plot(
     results: Sequence[StreamResult], path: str | Path, *, title: str = "", window: int = 10
 ) -> Path:
-    """PNG of per-batch accuracy (moving mean over ``window`` batches) for each result; each
-    method gets its own colour and line style, and the legend sits to the right of the data.
-    Uses ``matplotlib.figure.Figure`` (no pyplot, no global backend switch)."""
+    """PNG of per-batch accuracy (moving mean over ``window`` batches, fewer when the stream is
+    shorter than 3 windows) for each result; each method gets its own colour and line style,
+    and the legend sits to the right of the data. Uses ``matplotlib.figure.Figure`` (no pyplot, no global backend switch)."""
     from matplotlib.figure import Figure
 
     styles = ("-", "--", "-.", ":")
     colors = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
     fig = Figure(figsize=(8.5, 3.8), layout="constrained")
     ax = fig.subplots()
+    shortest = min((len(r.batch_accuracy) for r in results), default=1)
+    w = max(1, min(window, shortest // 3))  # a short stream still shows a curve, not one point
     for i, r in enumerate(results):
         a = np.asarray(r.batch_accuracy, dtype=float)
         a = np.where(np.isnan(a), np.nanmean(a), a)
-        w = max(1, min(window, len(a)))
         smooth = np.convolve(a, np.ones(w) / w, mode="valid")
         label = f"{r.method}\n(acc {r.accuracy:.3f}" + (
             f", AUROC {r.auroc:.3f})" if r.auroc is not None else ")"
@@ -135,10 +136,13 @@ def stream_plot(
             label=label,
             color=colors[i % len(colors)],
             ls=styles[i % len(styles)],
+            marker="osD^v"[i % 5] if len(smooth) <= 30 else None,
+            ms=4,
+            mfc="none",
             lw=1.4,
         )
     ax.set_xlabel("batch index in the stream")
-    ax.set_ylabel(f"accuracy on known classes\n({window}-batch moving mean)")
+    ax.set_ylabel(f"accuracy on known classes\n({w}-batch moving mean)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(title)
