@@ -36,8 +36,7 @@ def eval_command(
     param: Annotated[
         list[str] | None,
         typer.Option(
-            help="estimator parameter ESTIMATOR.KEY=VALUE (repeatable), e.g. "
-            "deepconf_tail.window=8"
+            help="estimator parameter ESTIMATOR.KEY=VALUE (repeatable), e.g. deepconf_tail.window=8"
         ),
     ] = None,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 1.0,
@@ -90,6 +89,8 @@ def eval_command(
     if report is not None:
         results = load_results(report)
         run_dir = report
+        for line in _settings_warnings(results.config):
+            _warn(line)
     else:
         run_dir = out or Path("runs") / f"eval-{task.replace(':', '-').replace('/', '_')}"
         names = [s.strip() for s in estimators.split(",") if s.strip()] if estimators else None
@@ -117,6 +118,11 @@ def eval_command(
         settings["paraphrase_source"] = paraphrase_source_for(task, paraphrase_source)
         results = _run(model, dtype, task, settings, base_url, tokenizer)
     print_summary(results, console)
+    from entrolab.inference.degenerate import unparseable_warning
+
+    unparsed = unparseable_warning([r.get("parsed") for r in results.rows])
+    if unparsed:
+        _warn(unparsed)
     from entrolab.studies.paraphrase_eval import report_paraphrases
 
     report_paraphrases(results, console)
@@ -146,8 +152,23 @@ def _estimator_params(
     )
     params = {name: p for name, p in per.items() if p}
     for line in estimator_warnings(run, params, max_new_tokens):
-        console.print(Text.assemble(("warning: ", "bold yellow"), line), soft_wrap=True)
+        _warn(line)
     return params
+
+
+def _settings_warnings(config: dict) -> list[str]:
+    """The estimator degeneracy warnings of a stored run's settings (``--report``)."""
+    from entrolab.inference.degenerate import estimator_warnings
+
+    return estimator_warnings(
+        config.get("estimators_run") or [],
+        config.get("estimator_params") or {},
+        int(config.get("max_new_tokens", 64)),
+    )
+
+
+def _warn(line: str) -> None:
+    console.print(Text.assemble(("warning: ", "bold yellow"), line), soft_wrap=True)
 
 
 def _run(
