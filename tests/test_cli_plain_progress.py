@@ -98,6 +98,7 @@ def test_stage_progress_off_a_terminal_prints_plain_lines_on_stderr(capsys, monk
     assert all(re.fullmatch(r"pareto: \d/3 \(\d+%\) \S+/s elapsed \S+ ETA \S+", ln) for ln in lines)
 
 
+@pytest.mark.slow  # a Python process that imports torch: 10-30 s on a busy 2-core machine
 def test_think_with_output_piped_shows_plain_progress_lines_on_stderr(tiny_dir, tmp_path):
     run = tmp_path / "run"
     args = ["think", "--strategy", "majority", "--budget", "2", "--n", "4", "--chunk", "1"]
