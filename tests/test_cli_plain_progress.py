@@ -120,3 +120,12 @@ def test_think_with_output_piped_shows_plain_progress_lines_on_stderr(tiny_dir, 
     assert "\x1b[" not in proc.stderr  # plain text, no terminal codes
     assert "majority: " not in proc.stdout  # the table on stdout stays clean
     assert "total" in proc.stdout
+
+
+def test_busy_is_one_plain_line_off_a_terminal(capsys):
+    from entrolab.report.progress import busy
+
+    with busy(Console(force_terminal=False), "loading tiny"):
+        pass
+    captured = capsys.readouterr()
+    assert captured.err == "loading tiny…\n" and captured.out == ""

@@ -15,6 +15,7 @@ from entrolab.report.progress import (  # noqa: F401 - the commands' progress he
     PlainProgress,
     StageProgress,
     _rate_text,
+    busy,
     quiet_hf_progress,
     stage_progress,
 )
@@ -61,9 +62,7 @@ def load_backend(console: Console, model: str | None, dtype: str, allow_download
     name = model or DEFAULT_MODEL
     first = name in EMBEDDED and not (converted_dir(name) / "model.safetensors").is_file()
     what = "converting the embedded model once (~20 s)" if first else f"loading {name}"
-    if not console.is_terminal:  # no spinner in a pipe: one plain line on stderr
-        Console(stderr=True, highlight=False).print(f"{what}…", markup=False)
-    with quiet_hf_progress(), console.status(Text(f"{what}…", style="bold")):
+    with quiet_hf_progress(), busy(console, what):
         return HFBackend.load(name, dtype=dtype, allow_download=allow_download)  # type: ignore[arg-type]
 
 

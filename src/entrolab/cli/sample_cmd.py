@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from entrolab.cli.common import deprecated, format_value, method_params, parse_params
+from entrolab.cli.common import busy, deprecated, format_value, method_params, parse_params
 from entrolab.errors import EntrolabError
 
 console = Console()
@@ -69,7 +69,7 @@ def sample_command(
     if warm:
         with (
             on_interrupt(out_console, nothing, resumable=False),
-            out_console.status(Text("fitting entropix thresholds on warm-up samples…")),
+            busy(out_console, "fitting entropix thresholds on warm-up samples"),
         ):
             th = fit_thresholds_on_warmup(
                 backend,

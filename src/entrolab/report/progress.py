@@ -20,6 +20,7 @@ __all__ = [
     "PLAIN_PROGRESS_ENV",
     "PlainProgress",
     "StageProgress",
+    "busy",
     "quiet_hf_progress",
     "stage_progress",
 ]
@@ -125,6 +126,18 @@ def stage_progress(
             yield bar.update
         finally:
             bar.close()
+
+
+@contextmanager
+def busy(console: Console, what: str) -> Iterator[None]:
+    """A spinner with ``what…`` on ``console`` for work of unknown length, or one plain line
+    ``what…`` on stderr when ``console`` is not a terminal."""
+    if not console.is_terminal:
+        Console(stderr=True, highlight=False).print(f"{what}…", markup=False)
+        yield
+        return
+    with console.status(Text(f"{what}…", style="bold")):
+        yield
 
 
 #: Seconds between two plain progress lines when output is not a terminal (env override).
