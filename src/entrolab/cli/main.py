@@ -134,6 +134,14 @@ def analyze(
     allow_download: Annotated[
         bool, typer.Option("--allow-download", help="let a hub id be downloaded")
     ] = False,
+    attention: Annotated[
+        bool,
+        typer.Option(
+            "--attention",
+            help="also show attention entropy per layer and head (nats) on prompt + first "
+            "reply: an SVG heatmap next to --html/--json (else ./attention_entropy.svg)",
+        ),
+    ] = False,
 ) -> None:
     """Answer PROMPT and show each token's entropy, the confidence summary and forking tokens."""
     from entrolab.config import GenerationConfig
@@ -156,6 +164,10 @@ def analyze(
     if window < 1:
         raise EntrolabError("--window must be >= 1")
     backend = load_backend(console, model, dtype, allow_download)
+    if attention:
+        from entrolab.backends.base import require
+
+        require(backend, "torch_module", "analyze --attention")
     traces = _generate(backend, prompt, config)
 
     from entrolab.report import print_traces, summarize, write_html
@@ -166,6 +178,11 @@ def analyze(
         from entrolab.tasks.agreement import sample_agreement
 
         console.print(sample_agreement([t.text for t in traces]).line(), soft_wrap=True)
+    if attention:
+        from entrolab.studies.attention_capture import attention_svg_path, report_attention
+
+        svg = attention_svg_path([html_out, json_out])
+        report_attention(backend, prompt, traces[0], config, console, svg)
     if json_out is not None:
         traces.save(json_out)
         console.print(Text.assemble("traces written to ", (str(json_out), "bold")))
