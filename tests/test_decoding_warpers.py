@@ -37,9 +37,11 @@ CONFIGS = {
     "top_k": {"top_k": 7},
     "temperature": {"temperature": 0.7},
     "plain": {},
+    "mask_ids": {"start": 10, "count": 5},
 }
-#: samplers whose kept set is a prefix by probability (typical keeps tokens near the entropy)
-PREFIX = sorted(set(CONFIGS) - {"typical"})
+#: samplers whose kept set is a prefix by probability (typical keeps tokens near the entropy;
+#: mask_ids drops fixed ids)
+PREFIX = sorted(set(CONFIGS) - {"typical", "mask_ids"})
 
 
 def logits(seed: int, rows: int = 5, vocab: int = 64, scale: float = 3.0) -> torch.Tensor:
@@ -225,3 +227,12 @@ def test_every_warper_reports_diagnostics_of_its_last_call(name):
     assert torch.allclose(
         d["entropy_after"], torch.special.entr(out.softmax(-1)).sum(-1), atol=1e-5
     )
+
+
+def test_mask_ids_by_hand():
+    # ids 1 and 2 of [0, 5, 9, 1] removed; the rest unchanged, the input untouched
+    x = torch.tensor([[0.0, 5.0, 9.0, 1.0]])
+    out = make_warper("mask_ids", {"start": 1, "count": 2})(x)
+    assert out.tolist() == [[0.0, float("-inf"), float("-inf"), 1.0]] and x[0, 2] == 9.0
+    with pytest.raises(EntrolabError, match="count must be an integer >= 1"):
+        make_warper("mask_ids", {"start": 0, "count": 0})

@@ -59,7 +59,9 @@ def test_all_estimators_share_one_greedy_pass_and_one_sampling_pass():
     cfg = EstimatorConfig(seed_scope="call", samples=3, max_new_tokens=5)
     res = run_estimators(fake, ITEMS[:3], config=cfg, embed_fn=fake_embed)
     # every estimator except those that need a fitted artefact (run by name with params)
-    assert res.names == [n for n in ESTIMATORS.names() if not ESTIMATORS.get(n).fitted]
+    assert res.names == [
+        n for n in ESTIMATORS.names() if not (ESTIMATORS.get(n).fitted or ESTIMATORS.get(n).opt_in)
+    ]
     gens = [c for c in fake.calls if c["method"] == "generate"]
     answer_calls = [c for c in gens if c["prompts"] == [it.prompt for it in ITEMS[:3]]]
     assert len(answer_calls) == 2  # one greedy, one sampled (the others are reflexive prompts)

@@ -16,6 +16,7 @@ from typing import Any
 from entrolab.decoding.adaptive_temperature import EDTLogitsProcessor
 from entrolab.decoding.base import WarperProcessor
 from entrolab.decoding.entropix_sampling import entropix_warper
+from entrolab.decoding.mask import mask_ids_warper
 from entrolab.decoding.toph import TopHLogitsProcessor
 from entrolab.decoding.transformers_warpers import (
     epsilon_warper,
@@ -125,6 +126,13 @@ for _name, _factory, _summary, _paper, _defaults in [
         "no truncation: sample from the temperature-scaled distribution as is",
         "",
         {},
+    ),
+    (
+        "mask_ids",
+        mask_ids_warper,
+        "the plain distribution without ids start … start+count−1 (e.g. reserved rows)",
+        "Manvi et al. 2025, ZIP-RC (masks its reserved joint-distribution ids), arXiv:2512.01457",
+        {"start": 0, "count": 1},
     ),
 ]:
     SAMPLERS.register(_name, summary=_summary, paper=_paper, defaults=_defaults)(_factory)

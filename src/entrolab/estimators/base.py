@@ -42,6 +42,8 @@ class Estimator:
             names, e.g. ``"full_logits"``); backends declaring less skip it.
         fitted: parameters that must be given because they hold a fitted artefact (a probe,
             a conformal q̂); estimators with any are run by name only, never auto-selected.
+        opt_in: run by name only, never auto-selected, for another reason (e.g. ``sayself``
+            reads a confidence that only some prompts or fine-tuned models state).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Estimator:
     defaults: Mapping[str, Any] | None = None
     requires: frozenset[str] = frozenset()
     fitted: frozenset[str] = frozenset()
+    opt_in: bool = False
 
     def __call__(self, stats: Mapping[str, Any], **params: Any) -> np.ndarray:
         """u float64 [N] from ``stats`` (must hold every name in ``needs``); ``params`` override
@@ -104,6 +107,7 @@ def register(
     aliases: tuple[str, ...] = (),
     requires: Iterable[str] = (),
     fitted: Iterable[str] = (),
+    opt_in: bool = False,
 ) -> Callable[[EstimatorFn], EstimatorFn]:
     """Decorator registering ``fn(stats, **params) -> u [N]`` as an :class:`Estimator`.
 
@@ -123,6 +127,7 @@ def register(
             frozen_defaults,
             frozenset(requires),
             frozenset(fitted),
+            opt_in,
         )
         ESTIMATORS.register(
             name, summary=summary, paper=paper, defaults=frozen_defaults, aliases=aliases

@@ -10,7 +10,7 @@ load_fince(path)}})``. Without one the estimator says how to make one.
 ``sayself``: the confidence a model states *in its own greedy reply* ("Confidence: 7/10", the
 format SaySelf teaches; :func:`entrolab.inference.sayself.fit_sayself`) — no extra generation.
 Give it a task whose instructions ask for the statement; replies that state none get the run's
-``unparsed_confidence``.
+``unparsed_confidence``. Opt-in: it runs by name only (``--estimators sayself``).
 
 Statistic ``greedy_hidden`` (needs the backend's ``hidden_states`` capability): a reader of the
 hidden states of the greedy answer's last token (prompt as generated + answer tokens), read once
@@ -135,6 +135,7 @@ def _stated_confidence(ctx: StatContext, stats: Mapping[str, Any]) -> dict[str, 
     summary="u = 1 − confidence stated inside the greedy reply (SaySelf format; needs a task "
     "whose instructions ask for it)",
     paper=_SAYSELF,
+    opt_in=True,
 )
 def sayself_uncertainty(stats: Mapping[str, Any]) -> np.ndarray:
     """u = 1 − c, c the confidence the greedy reply states (``stated_confidence`` statistic)."""

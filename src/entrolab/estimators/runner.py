@@ -127,6 +127,8 @@ def applicable_estimators(
         reason = _missing(entry.obj, config, backend, embed_fn is not None)
         if reason is None and entry.obj.fitted:  # a fitted artefact: run by name with params
             reason = f"needs fitted {', '.join(sorted(entry.obj.fitted))}; run it by name"
+        if reason is None and entry.obj.opt_in:
+            reason = "opt-in: run it by name"
         if reason is None:
             ok.append(entry.name)
         else:

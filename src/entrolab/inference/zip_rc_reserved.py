@@ -9,7 +9,7 @@ As the official code does (``rohinmanvi/ZIP-RC``, ``src/score_with_ziprc_joint_h
 ``W`` the LM head's weight (bias-free here, as in Llama-family heads); the head-only training
 fits only those rows by cross-entropy with the body frozen (:func:`fit_reserved_rows`, L-BFGS
 with an L2 penalty instead of their AdamW). The reserved ids must never be sampled: the
-``zip_rc_mask`` sampler sets their logits to −inf (:func:`mask_reserved`).
+``mask_ids`` sampler sets their logits to −inf (:func:`mask_reserved`).
 
 The rows must be *unused*: ids past the tokenizer's vocabulary (:func:`unused_rows`). A model
 without such rows (SmolLM2-135M: 49152 rows, 49152 tokens) can get some with
@@ -30,8 +30,7 @@ import numpy as np
 import torch
 
 from entrolab.backends.base import Backend, torch_model
-from entrolab.decoding.base import WarperProcessor
-from entrolab.decoding.samplers import SAMPLERS
+from entrolab.decoding.mask import mask_ids as mask_reserved
 from entrolab.errors import EntrolabError
 
 __all__ = [
@@ -46,9 +45,8 @@ __all__ = [
     "unused_rows",
 ]
 
-_PAPER = "Manvi et al. 2025, ZIP-RC: joint reward and cost introspection, arXiv:2512.01457"
-#: the sampler that keeps the reserved ids from being sampled
-MASK_SAMPLER = "zip_rc_mask"
+#: the sampler that keeps the reserved ids from being sampled (``mask_reserved`` per step)
+MASK_SAMPLER = "mask_ids"
 
 
 # ------------------------------------------------------------------------------ pure maths
@@ -64,41 +62,6 @@ def reserved_joint(logits: Any, start: int, n_reward: int, n_len: int) -> np.nda
         )
     p = torch.softmax(z[..., start : start + nb].double(), dim=-1)
     return p.reshape(*z.shape[:-1], n_reward, n_len).numpy()
-
-
-def mask_reserved(logits: torch.Tensor, start: int, count: int) -> torch.Tensor:
-    """A copy of logits [..., V] with ids start … start + count − 1 at −inf (never sampled)."""
-    out = logits.clone()
-    out[..., start : start + count] = float("-inf")
-    return out
-
-
-class _ReservedMask(WarperProcessor):
-    name = MASK_SAMPLER
-
-    def __init__(self, start: int, count: int) -> None:
-        super().__init__()
-        if int(start) < 0 or int(count) < 1:
-            raise EntrolabError(
-                f"zip_rc_mask needs start >= 0 and count >= 1, got {start}, {count}"
-            )
-        self.start, self.count = int(start), int(count)
-        self.params = {"start": self.start, "count": self.count}
-
-    def warp(self, logits: torch.Tensor) -> torch.Tensor:
-        return mask_reserved(logits, self.start, self.count)
-
-
-def _mask_factory(start: int = 0, count: int = 1) -> WarperProcessor:
-    return _ReservedMask(start, count)
-
-
-SAMPLERS.register(
-    MASK_SAMPLER,
-    summary="ZIP-RC: the plain distribution with the reserved joint-distribution ids masked",
-    paper=_PAPER,
-    defaults={"start": 0, "count": 1},
-)(_mask_factory)
 
 
 def fit_reserved_rows(
