@@ -76,3 +76,10 @@ clean:
 
 docs: install
 	$(BIN)/entrolab list --markdown all > docs/methods.md
+
+# Screenshots of every figure and HTML report in docs/gallery/ (index: docs/gallery/README.md):
+# the smallest real run of each command (runs/gallery/, reused when present) rendered in
+# headless Chromium (Debian's /usr/bin/chromium via the `playwright` package of the test extra).
+.PHONY: gallery
+gallery: install
+	$(BIN)/python bench/gallery.py
