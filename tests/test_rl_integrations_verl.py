@@ -129,6 +129,24 @@ def test_register_without_verl_says_how_to_install() -> None:
         ev.register()
 
 
+@pytest.mark.parametrize(("name", "reason"), [("ares", "group id"), ("clip_v", "full logits")])
+def test_ares_and_clip_v_are_refused_with_the_reason(name: str, reason: str) -> None:
+    # refused before verl is imported, so this runs in .venv (no verl) too
+    with pytest.raises(EntrolabError, match=f"entrolab_{name} cannot run in verl: .*{reason}"):
+        ev.register([name], advantages=False)
+    assert set(ev.VERL_UNSUPPORTED) == {"ares", "clip_v"}
+
+
+@needs_verl
+def test_register_all_skips_the_unsupported_losses() -> None:
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
+    done = ev.register(advantages=False)
+    assert "entrolab_steer" in done and "entrolab_clip_b" in done
+    assert not {"entrolab_ares", "entrolab_clip_v"} & set(done)
+    assert not {"entrolab_ares", "entrolab_clip_v"} & set(POLICY_LOSS_REGISTRY)
+
+
 # ------------------------------------------------------------------------------ with verl
 def _actor_config(**policy_loss: object):  # type: ignore[no-untyped-def]
     from verl.workers.config import ActorConfig, PolicyLossConfig

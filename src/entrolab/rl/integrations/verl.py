@@ -30,6 +30,10 @@ How a verl call maps to an entrolab call (:func:`make_verl_loss`):
 * advantage shapers (``grpo+ucas`` …) need per-token tensors that stock verl does not pass to
   advantage estimators; :mod:`entrolab.rl.integrations.verl_shaping` documents what verl passes
   and adapts a pipeline for a ``compute_advantage`` patched to pass them.
+* ``ares`` and ``clip_v`` are not registered (:data:`VERL_UNSUPPORTED` gives the reasons; naming
+  them in :func:`register` raises): verl's worker hands a policy loss padded log-probs,
+  advantages, masks and (passed through) entropy only — no group ids or rewards (ARES) and no
+  logits (Clip_V's vocabulary baseline). Both run in entrolab's trainer and the TRL plug-in.
 * ``rollout_is_weights`` (verl's rollout correction) is refused: entrolab losses take no
   per-token weights (fold them into the advantages yourself if the loss is linear in A).
 
@@ -62,6 +66,7 @@ from entrolab.rl.types import PolicyLossInput
 __all__ = [
     "PREFIX",
     "TESTED_VERL_VERSIONS",
+    "VERL_UNSUPPORTED",
     "enable_entropy_passthrough",
     "make_verl_advantage",
     "make_verl_loss",
@@ -77,6 +82,16 @@ _INSTALL_HINT = (
     "verl is not installed: install it apart from the main environment (make test-verl, or "
     "pip install --no-deps verl ray 'tensordict<=0.10' omegaconf codetiming orjson)"
 )
+#: entrolab losses that cannot run inside verl's worker loss → why (and what to use instead)
+VERL_UNSUPPORTED = {
+    "ares": "it needs each sequence's group id, correctness and group pass rate, but verl's actor "
+    "update receives only padded log-probs, advantages and masks (uids and rewards stay in the "
+    "driver's DataProto); use entrolab's trainer or the TRL plug-in, or fold ARES's entropy score "
+    "into your verl reward function",
+    "clip_v": "it needs the full logits [B, T, V] for the vocabulary baseline E_π[S], but verl's "
+    "worker computes log-probs and entropy inside the model forward and passes no logits; use "
+    "clip_b (the batch-mean baseline) or the TRL plug-in with pass_logits=True",
+}
 #: entrolab parameter → verl config paths (first one set wins), used when the loss accepts it.
 VERL_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "clip_low": ("clip_ratio_low", "clip_ratio"),
@@ -334,7 +349,8 @@ def register(
     """Register entrolab losses (and advantage estimators) in verl under ``entrolab_<name>``.
 
     Args:
-        losses: entrolab loss names (default: all of ``entrolab.rl.policy_losses``).
+        losses: entrolab loss names (default: all of ``entrolab.rl.policy_losses`` except those
+            in :data:`VERL_UNSUPPORTED`; naming one of those raises with the reason).
         params: per-name fixed keyword arguments, e.g. ``{"forking_tokens": {"rho": 0.2}}``
             (keys may name losses or estimators).
         advantages: True (all estimators), False, or estimator names.
@@ -343,12 +359,17 @@ def register(
         The verl names registered. Re-registering replaces earlier entrolab entries; a
         non-entrolab estimator already holding a name raises.
     """
-    ca = _core_algos()
     params = dict(params or {})
-    names = [
-        POLICY_LOSSES.entry(n).name
-        for n in (losses if losses is not None else POLICY_LOSSES.names())
-    ]
+    if losses is None:
+        names = [n for n in POLICY_LOSSES.names() if n not in VERL_UNSUPPORTED]
+    else:
+        names = [POLICY_LOSSES.entry(n).name for n in losses]
+    bad = [n for n in names if n in VERL_UNSUPPORTED]
+    if bad:
+        raise EntrolabError(
+            "; ".join(f"{PREFIX}{n} cannot run in verl: {VERL_UNSUPPORTED[n]}" for n in bad)
+        )
+    ca = _core_algos()
     done = []
     for name in names:
         ca.POLICY_LOSS_REGISTRY[PREFIX + name] = make_verl_loss(name, params.get(name))

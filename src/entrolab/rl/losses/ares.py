@@ -24,7 +24,8 @@ Per response (no gradient; H = current token entropy, nats):
    official adapts it by dual ascent per bucket) when ``inp.ref_logprobs`` is given.
 
 Needs ``inp.sequence_info`` (``group``, ``correct``, ``pass_rate``), which entrolab's trainer
-passes; TRL and verl do not, so this loss is trainer-only (a clear error says so).
+passes; the TRL plug-in derives them from TRL's rewards (reward > 0 = correct); verl's actor
+update receives no group ids or rewards, so ``register()`` refuses ``ares`` with the reason.
 
 Defaults (official first): window 8 (spec CPU check; the official trigger window is 4),
 percentile 0.98, α = 0.5 (``alpha_entropy_init_*``), coef 1, β (easy, medium, hard) =
@@ -116,7 +117,7 @@ def _info(inp: PolicyLossInput) -> dict[str, torch.Tensor]:
     if info is None or not {"group", "correct", "pass_rate"} <= set(info):
         raise EntrolabError(
             "ares: needs inp.sequence_info with the group id, correctness and group pass rate of "
-            "each sequence (entrolab's trainer passes them; TRL and verl do not: use steer, "
+            "each sequence (entrolab's trainer and the TRL plug-in pass them; verl does not: use steer, "
             "clip_b or tea_rl there)"
         )
     return info

@@ -100,8 +100,8 @@ def _signal(c: Checked, inp: PolicyLossInput, loss: str) -> torch.Tensor:
         if inp.logits is None:
             raise EntrolabError(
                 "clip_v: needs inp.logits ([B, T, V], temperature-scaled) for the vocabulary "
-                "baseline E_π[S]; set algorithm.pass_logits=true (TRL and verl pass no logits: use "
-                "clip_b there)"
+                "baseline E_π[S]; set algorithm.pass_logits=true (TRL: pass_logits=True; verl "
+                "passes no logits: use clip_b there)"
             )
         s = vocab_baseline_s(inp.logits).double() - s
     return torch.where(c.mask, s, 0.0)
