@@ -21,11 +21,6 @@ from entrolab.report.figures import (
     to_svg,
 )
 
-# back-compatible private names (older callers import these)
-_COLORS = COLORS
-_figure = new_figure
-_svg = to_svg
-
 
 def reliability_figure(
     confidences: Mapping[str, np.ndarray], correct: np.ndarray, *, n_bins: int = 10
