@@ -14,7 +14,7 @@ from entrolab.calibration import reliability_bins, risk_coverage_curve
 from entrolab.report.figures import (
     COLORS,
     legend_below,
-    legend_right,
+    legend_under,
     new_figure,
     same_as_notes,
     series_style,
@@ -88,7 +88,7 @@ def reliability_svg(
 def risk_coverage_figure(uncertainties: Mapping[str, np.ndarray], correct: np.ndarray):
     """Selective risk (error rate of kept items) vs coverage, one line per estimator; the
     answers with the highest uncertainty are dropped first."""
-    fig = new_figure(6.2, 3.2)
+    fig = new_figure(6.2, 3.8)
     ax = fig.subplots()
     y = np.asarray(correct, dtype=np.float64)
     top = 1 - y.mean()
@@ -109,7 +109,7 @@ def risk_coverage_figure(uncertainties: Mapping[str, np.ndarray], correct: np.nd
         ylabel="risk (error rate of kept answers)",
     )
     ax.grid(alpha=0.3)
-    legend_right(ax, title="estimator")
+    legend_under(ax, ncols=2)  # under the axes: long names never squeeze the plot
     return fig
 
 

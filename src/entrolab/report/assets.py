@@ -5,7 +5,8 @@ CSS = f"""
 *{{box-sizing:border-box}}h1{{font-size:20px;margin:0 0 8px}}h2{{font-size:15px;margin:18px 0 6px}}
 body{{font:14px/1.45 system-ui,sans-serif;margin:0;padding:16px 24px;color:#1d1d1f;background:#fafafa}}
 table.meta{{border-collapse:collapse;font-size:12px;margin:4px 0 10px}}details{{font-size:13px;color:#444}}
-table.meta td{{padding:1px 10px 1px 0;vertical-align:top}}table.meta td:first-child{{color:#666}}
+table.meta td,table.meta th{{padding:1px 12px 1px 0;vertical-align:top}}
+table.meta th{{text-align:left;white-space:nowrap}}table.meta td:first-child{{color:#666}}
 .legend{{display:flex;align-items:center;gap:8px;font-size:12px;color:#444;margin:6px 0 12px}}
 .legend .bar{{width:220px;height:12px;border:1px solid #bbb;border-radius:2px}}
 .legend .ticks{{display:flex;justify-content:space-between;width:220px}}
