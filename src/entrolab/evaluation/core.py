@@ -347,7 +347,7 @@ def evaluate(
     stored = {
         **cfg.to_dict(),
         "estimators_run": names,
-        "estimators_skipped": skipped,  # name -> why this backend cannot run it
+        "estimators_skipped": {k: v for k, v in skipped.items() if k not in names},
         "items": len(items),
     }
     run = RunDir(out).open(stored, overwrite=overwrite) if out is not None else None

@@ -64,14 +64,23 @@ def fitted_estimators(names: Sequence[str]) -> list[str]:
 def check_fitted_given(
     params: Mapping[str, Mapping[str, Any]], names: Sequence[str] | None
 ) -> list[str]:
-    """Before a model loads: every fitted estimator that will run has its parameter. ``names``
+    """Before a model loads: every fitted estimator that will run has its parameter (a path:
+    its ``<stem>.json`` exists). ``names``
     None (all that apply) runs the fitted estimators whose parameter is in ``params``.
     Returns the fitted estimators that will run (canonical names)."""
     run = fitted_estimators(list(params) if names is None else names)
     for name in run:
         key = FITTED_KINDS.get(name, ("", ""))[0]
-        if (params.get(name) or {}).get(key) is None:
+        value = (params.get(name) or {}).get(key)
+        if value is None:
             raise EntrolabError(f"estimator {name!r} needs a fitted {key}: {_hint(name)}")
+        if isinstance(value, str | Path):
+            stem = Path(value)
+            meta = stem.with_name(stem.name.removesuffix(".json") + ".json")
+            if not meta.is_file():
+                raise EntrolabError(
+                    f"--param {name}.{key}={value}: {str(meta)!r} not found; {_hint(name)}"
+                )
     return run
 
 
