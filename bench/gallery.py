@@ -115,7 +115,7 @@ def _run(argv: Sequence[str], log: list[str], runs: Path) -> float:
     logs the command with the runs folder written as ``runs/gallery``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "100"}
     text = "entrolab " + shlex.join(argv).replace(str(runs), "runs/gallery")
-    print(f"$ {text}", flush=True)
+    print(f"$ entrolab {shlex.join(argv)}", flush=True)
     start = time.perf_counter()
     subprocess.run([ENTROLAB, *argv], cwd=ROOT, env=env, check=True)
     seconds = time.perf_counter() - start
