@@ -20,6 +20,8 @@ from entrolab.studies.attention_capture import (
     sequence_attention_entropy,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_hooks_equal_output_attentions_and_restore_the_implementation():
     model, _ = tiny_model(seed=0)
@@ -97,3 +99,33 @@ def test_sequence_entropy_on_tiny_backend_and_analyze_cli(parrot_dir, tmp_path):
     assert "layer" in svg and "nats" in svg
     assert "attention entropy: 2 layers × 4 heads" in result.output
     assert "lowest normalised entropy: L" in result.output
+
+
+# ---- the regulariser as a training-loss option (tiny model, a few steps) --------------------
+
+
+def test_regularised_finetuning_lowers_the_penalty_vs_plain_ce_on_the_same_batches():
+    from entrolab.studies.attention_training import attention_profile, finetune_lm
+
+    texts = [f"{a}+{b}={a + b};{b}+{a}={a + b};" for a in range(10, 30) for b in (3, 7)]
+    held_out = ["41+5=46;5+41=46;", "12+9=21;9+12=21;"]
+    after = {}
+    for coeff in (0.0, 1e-2):
+        model, tok = tiny_model(seed=3)
+        hist = finetune_lm(model, tok, texts, coeff=coeff, steps=8, batch_size=4, lr=3e-3)
+        assert len(hist["ce"]) == 8 and all(math.isfinite(c) for c in hist["ce"])
+        if coeff == 0.0:  # the control arm: no penalty, thresholds untouched
+            assert hist["penalty"] == [0.0] * 8 and hist["thresholds"] == [0.5] * 4
+        else:
+            assert all(p > 0 for p in hist["penalty"]) and hist["thresholds"] != [0.5] * 4
+        after[coeff] = attention_profile(model, tok, held_out)
+    prof = after[0.0]
+    assert prof["normalized"].shape == (2, 2, 4)  # texts × layers × heads
+    assert ((prof["normalized"] >= 0) & (prof["normalized"] <= 1 + 1e-6)).all()
+    # same init, same batches: the regularised arm ends with a lower penalty on held-out texts
+    assert (after[1e-2]["penalty"] < after[0.0]["penalty"]).all()
+    model, tok = tiny_model(seed=3)
+    with pytest.raises(EntrolabError, match="steps ≥ 1"):
+        finetune_lm(model, tok, texts, coeff=0.0, steps=0)
+    with pytest.raises(EntrolabError, match="coeff must be ≥ 0"):
+        finetune_lm(model, tok, texts, coeff=-1.0, steps=1)

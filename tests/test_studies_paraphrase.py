@@ -30,6 +30,8 @@ from entrolab.studies.stability import (
     within_item_spread,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # ---- paraphrase sources ---------------------------------------------------------------------
 
 

@@ -165,12 +165,14 @@ def attention_heatmap_svg(
     unit: str = "mean attention entropy (nats)",
     vmin: float | None = None,
     vmax: float | None = None,
+    cmap: str = "viridis",
 ) -> str:
     """A layers × heads heatmap (layer 0 at the bottom) with a labelled colour bar, as SVG.
 
     Args:
         table: [L, H] values (e.g. mean entropy per head in nats).
-        title: figure title; unit: colour-bar label; vmin, vmax: colour range (default: data).
+        title: figure title; unit: colour-bar label; vmin, vmax: colour range (default: data);
+        cmap: matplotlib colour map (a diverging one such as ``"RdBu_r"`` for differences).
     """
     from entrolab.report.figures import new_figure, to_svg
 
@@ -180,7 +182,7 @@ def attention_heatmap_svg(
     n_layers, n_heads = t.shape
     fig = new_figure(min(max(5.5, 2.0 + 0.28 * n_heads), 9.0), min(1.6 + 0.17 * n_layers, 8.0))
     ax = fig.add_subplot()
-    im = ax.imshow(t, origin="lower", aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax)
+    im = ax.imshow(t, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(0, n_heads, max(1, n_heads // 8)))
