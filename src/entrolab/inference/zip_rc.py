@@ -6,15 +6,17 @@ logits in the same forward pass: ``head="reserved"`` does so (unused LM-head row
 final hidden state, :mod:`entrolab.inference.zip_rc_reserved`); SmolLM2 has no unused tokens to
 reserve, so the default (the spec's CPU form, B10.5) is a separate multinomial logistic head on
 frozen hidden states (a :class:`~entrolab.inference.probes.Probe` with B·L classes, class =
-b·L + ℓ). Both are trained on the model's own rollouts: at the prompt end and every ``stride`` generated tokens, target = (the
-rollout's graded reward, its remaining tokens binned by ``length_edges``).
+b·L + ℓ); both in :mod:`entrolab.inference.zip_rc_head`, trained on the model's own rollouts:
+at the prompt end and every ``stride`` generated tokens, target = (the rollout's graded reward,
+its remaining tokens binned by ``length_edges``).
 
 **Sampling utility** of a set S of samples (independent given their predictions):
 
     U(S) = E[max_{i∈S} R_i] − λ_c · E[Σ_{i∈S} len_i] − λ_ℓ · E[max_{i∈S} len_i]
 
 with len_i = tokens already generated + remaining, each bin standing for its ``length_values``
-entry (:func:`utility`; exact expectations of max via products of CDFs). Meta-actions
+entry (:func:`utility`; exact expectations of max via products of CDFs; the planned-pruning
+rule counts remaining tokens only, as the official code does). Meta-actions
 (:class:`ZipRcStrategy`): the **initial sample count** n₀ = argmax_n U(n copies of the
 prompt-end prediction) (:func:`initial_count`); **pruning** at ``prune_at`` tokens to the subset
 of live samples with the highest U (:func:`best_subset`: exact over subsets up to 12 samples);
