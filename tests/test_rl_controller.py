@@ -149,18 +149,23 @@ def test_dead_zone_sits_at_the_band_edge_and_drift_estimate_ignores_own_push() -
 
 
 def test_state_round_trip_and_bad_settings() -> None:
-    c = EntropyBandController(low=0.1, high=0.3, kp=0.2, ki=0.1)
-    for h in (0.0, 0.05, 0.4, 0.2):
-        c.update(h, 0.01)
+    kw = dict(low=0.1, high=0.3, kp=0.2, ki=0.1, plant_gain=0.05, min_value=-1.0)
+    c = EntropyBandController(**kw)
+    for h, r, cov in ((0.0, 0.01, 0.02), (0.05, -0.02, 0.03), (0.4, 0.0, -0.01), (0.2, 0.01, 0.0)):
+        c.update(h, 0.01, realised_change=r, covariance=cov)
+    assert c.drift_xx > 0  # the drift fit is part of the state
     state = json.loads(json.dumps(c.state_dict()))
-    d = EntropyBandController(low=0.1, high=0.3, kp=0.2, ki=0.1)
+    d = EntropyBandController(**kw)
     d.load_state_dict(state)
     assert d.state_dict() == c.state_dict()
-    assert d.update(0.0, 0.0) == c.update(0.0, 0.0)
+    step = dict(realised_change=-0.01, covariance=0.02)
+    assert d.update(0.0, 0.0, **step) == c.update(0.0, 0.0, **step)
     with pytest.raises(EntrolabError, match="same recipe"):
-        EntropyBandController(low=0.1, high=0.4).load_state_dict(state)
+        EntropyBandController(**{**kw, "plant_gain": 0.04}).load_state_dict(state)
     with pytest.raises(EntrolabError, match="low < high"):
         EntropyBandController(low=0.5, high=0.5)
+    with pytest.raises(EntrolabError, match="outside"):
+        EntropyBandController(low=0.1, high=0.3, target=0.35)
 
 
 CTL = [
