@@ -357,3 +357,16 @@ def test_tta_plot_leaves_the_matplotlib_backend_alone(tmp_path):
     png = stream_plot([r], tmp_path / "acc.png", title="t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.get_backend() == before
+
+
+def test_leash_pass_at_k_figure_reads_json_keys_and_labels_every_k(tmp_path):
+    from entrolab.rl.leash_run import _plot, pass_at_k_figure
+
+    table = {"n": 4, "k": 8, "pass_at_k": {"1": [0.5, 0.7], "2": [0.7, 0.8], "8": [1.0, 0.9]}}
+    fig = pass_at_k_figure(table)  # str keys, as read back from table.json
+    assert_readable(fig)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "8"]
+    assert [list(ln.get_ydata()) for ln in ax.get_lines()] == [[0.5, 0.7, 1.0], [0.7, 0.8, 0.9]]
+    _plot({**table, "pass_at_k": {1: [0.5, 0.7], 8: [1.0, 0.9]}}, tmp_path / "pass_at_k.png")
+    assert (tmp_path / "pass_at_k.png").read_bytes()[:4] == b"\x89PNG"

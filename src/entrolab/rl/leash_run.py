@@ -132,11 +132,12 @@ def run_leash(
     return table
 
 
-def _plot(table: dict[str, Any], path: Path) -> None:
-    """pass@k of the base and the trained model against k (log₂ axis, plain-number ticks)."""
-    from entrolab.report.figures import legend_right, new_figure, save_figure, series_style
+def pass_at_k_figure(table: dict[str, Any]):
+    """pass@k of the base and the trained model against k (log₂ axis, plain-number ticks);
+    ``table["pass_at_k"]`` maps k (int, or str as read back from JSON) → [base, trained]."""
+    from entrolab.report.figures import legend_right, new_figure, series_style
 
-    curve = {int(k): v for k, v in table["pass_at_k"].items()}  # int keys, or str from JSON
+    curve = {int(k): v for k, v in table["pass_at_k"].items()}
     ks = sorted(curve)
     fig = new_figure(5.6, 3.2)
     ax = fig.subplots()
@@ -150,4 +151,10 @@ def _plot(table: dict[str, Any], path: Path) -> None:
     ax.set_title(f"n = {table['n']} problems, {table['k']} samples each")
     ax.grid(alpha=0.3)
     legend_right(ax, title="model")
-    save_figure(fig, path.with_suffix(""), ("png",), dpi=120)
+    return fig
+
+
+def _plot(table: dict[str, Any], path: Path) -> None:
+    from entrolab.report.figures import save_figure
+
+    save_figure(pass_at_k_figure(table), path.with_suffix(""), ("png",), dpi=120)
