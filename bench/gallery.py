@@ -65,6 +65,10 @@ def _sections(runs: Path) -> dict[str, list[list[str]]]:
             ["pareto", "--report", f"{runs}/pareto"],
         ],
         "rl": [*rl, ["plot", f"{runs}/rl/grpo-s0"]],
+        "leash": [
+            ["leash", f"{runs}/rl/grpo-s0@start", f"{runs}/rl/grpo-s0", "--k", "16", "--items",
+             "32", "--out", f"{runs}/leash"],
+        ],
         "tta": [
             ["tta", "--method", "source", "--method", "norm", "--method", "tent", "--method",
              "woc", "--stream", "short", "--out", f"{runs}/tta"],
@@ -103,6 +107,10 @@ IMAGES: dict[str, list[tuple[str, str, str]]] = {
          "held-out ECE, AUROC, Brier, confident-wrong share and accuracy over training"),
         ("rl_comparison.png", "rl/comparison.png",
          "GRPO vs KL-Cov: mean over 3 seeds with a 95% t-interval band"),
+    ],
+    "leash": [
+        ("leash_pass_at_k.png", "leash/pass_at_k.png",
+         "pass@k of the step-0 policy vs the trained one (the gallery's GRPO run, seed 0)"),
     ],
     "tta": [
         ("tta_accuracy.png", "tta/accuracy.png", "accuracy over a corrupted stream per method"),

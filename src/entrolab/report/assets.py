@@ -18,7 +18,7 @@ margin:0 0 10px;font:13px/1.4 {_MONO}}}
 .heat{{white-space:pre-wrap;word-break:break-word;font:13px/1.7 {_MONO};margin:0 0 8px}}
 .tok{{border-radius:2px;cursor:default}}.tok:hover,.tok:focus{{outline:2px solid #1a56db}}
 .tok.fork{{box-shadow:inset 0 -3px 0 #7d1a12}}.ws{{color:#8a8a8a}}
-svg.plot{{width:100%;max-width:760px;height:auto;display:block;margin:4px 0}}
+svg{{max-width:100%;height:auto}}svg.plot{{width:100%;max-width:760px;height:auto;display:block;margin:4px 0}}
 svg.plot text{{font-size:11px;fill:#555}}svg.plot .key{{font-size:10px}}
 svg.plot .axis{{stroke:#999}}svg.plot .gl{{stroke:#eee}}svg.plot .cursor{{stroke:#1a56db}}
 svg.plot .line{{fill:none;stroke:#2c6bb3;stroke-width:1.5;stroke-linejoin:round}}
