@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from entrolab.errors import EntrolabError
 from entrolab.evaluation.figures import reliability_figure, reliability_svg, risk_coverage_figure
 from entrolab.evaluation.sampler_report import accuracy_figure
 from entrolab.inference.pareto import ParetoPoint, pareto_figure, pareto_svg
@@ -120,6 +121,8 @@ def test_seed_band_is_the_student_t_interval():
     np.testing.assert_allclose(high, [2.0 + half, 5.0], rtol=1e-12)
     one = seed_band(np.array([[0.3, 0.4]]))  # one seed: no interval
     assert all(np.array_equal(one[0], v) for v in one[1:])
+    with pytest.raises(EntrolabError, match=r"\[seeds, steps\]"):
+        seed_band(np.array([0.3, 0.4]))
 
 
 def test_identical_series_are_grouped_and_named():
