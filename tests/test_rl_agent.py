@@ -264,3 +264,17 @@ def test_empg_on_agent_turns_by_hand() -> None:
     # = 0.0390273
     centred = empg(adv, inp, k=1.0, k_f=1.0, zeta=0.1).advantages
     torch.testing.assert_close(centred, (want - 0.0390273) * mask, rtol=0, atol=3e-7)
+
+
+def test_branch_placement_metrics_by_hand() -> None:
+    # scripted episodes: tool steps with H_after 1.5 then 2.5 > H_root 0.5, so the second step
+    # follows a high-entropy step. k = 4, m = 1: 3 branches, all from the one root episode.
+    be = ScriptedAgent()
+    _, m = agent_rollout(be, ["Q"], CFG, [5], window=4, beta=1.0, penalty=0.0)
+    assert m["agent/branch_concentration"] == 1.0 and m["agent/tool_call_frac"] == 1.0
+    # without the penalty the weights are 1.5 and 2.5; with penalty 1 the second step's weight
+    # is 2.5 * (1 - 1)^1 = 0, so no branch is placed after a high-entropy step
+    _, strict = agent_rollout(be, ["Q"], CFG, [5], window=4, beta=1.0, penalty=1.0)
+    assert strict["agent/branch_after_high_frac"] == 0.0
+    fracs = [agent_rollout(be, ["Q"], CFG, [s], window=4, penalty=0.0)[1] for s in range(6)]
+    assert max(f["agent/branch_after_high_frac"] for f in fracs) > 0.0

@@ -220,7 +220,10 @@ def agent_rollout(
     """k = ``config.num_samples`` episodes per prompt (AEPO budget split when ``aepo``, else k
     root episodes); returns the rollout (prompt-major, tool tokens masked) and ``agent/*``
     metrics: ``root_frac`` (the split m/k), ``branch_frac`` (branches run), ``fill_frac`` (branch
-    budget given back to root episodes for lack of tool steps), entropies, tool calls/errors."""
+    budget given back to root episodes for lack of tool steps), entropies, tool calls/errors,
+    ``tool_call_frac`` (episodes with a call), ``branch_concentration`` (mean over prompts of the
+    largest share of its branches forked from one root episode) and ``branch_after_high_frac``
+    (branches forked right after a high-entropy tool step)."""
     k = config.num_samples
     ids = [
         backend.prompt_ids(p + TOOL_INSTRUCTION, chat_template=config.chat_template,
@@ -229,6 +232,7 @@ def agent_rollout(
     ]  # fmt: skip
     rows: list[tuple[int, list[int], Episode, str]] = []  # (prompt, prompt ids, episode, text)
     splits = []
+    picks: list[tuple[float, int, int]] = []  # (top root's share, after-high picks, picks)
     for i in range(len(prompts)):
         seed_i = [branch_seed(int(seeds[i]), -5, j) for j in range(k)]
         probe = run_episodes(backend, [ids[i]], config, seed_i[:1], max_turns=max_turns,
@@ -240,17 +244,22 @@ def agent_rollout(
             backend, [ids[i]] * (m - 1), config, seed_i[1:m], max_turns=max_turns, window=window
         )
         roots = [probe, *more]
-        points = []
+        points = []  # (root, position, weight, the step before was high-entropy)
         for r, e in enumerate(roots):
-            weights = branch_weights([h for _, h in e.steps], h_root, penalty)
-            points += [(r, p, w) for (p, _), w in zip(e.steps, weights, strict=True)]
+            hs = [h for _, h in e.steps]
+            weights = branch_weights(hs, h_root, penalty)
+            after_high = [False] + [h > h_root for h in hs[:-1]]
+            points += [
+                (r, p, w, a) for (p, _), w, a in zip(e.steps, weights, after_high, strict=True)
+            ]
         rng = random.Random(branch_seed(int(seeds[i]), -6, 0))
-        starts, prefixes = [], []
+        starts, prefixes, picked = [], [], []
         for _ in range(k - m):
-            j = _pick([w for *_, w in points], rng)
+            j = _pick([pt[2] for pt in points], rng)
             if j is None:
                 break
-            r, p, _ = points[j]
+            r, p, _, a = points[j]
+            picked.append((r, a))
             starts.append(ids[i] + roots[r].tokens[:p])
             prefixes.append(backend.decode(roots[r].tokens[:p]))
         extra_seeds = [branch_seed(int(seeds[i]), -7, j) for j in range(k)]
@@ -264,6 +273,9 @@ def agent_rollout(
         for e, pre in zip(branches, prefixes, strict=True):
             rows.append((i, e.prompt, e, pre + e.text))
         splits.append((m, len(branches), h_root, h_tool, fill))
+        if picked:
+            per_root = [sum(r == q for q, _ in picked) for q in {r for r, _ in picked}]
+            picks.append((max(per_root) / len(picked), sum(a for _, a in picked), len(picked)))
     resp, ctx = pad_batch([e.tokens or [int(backend.pad_id)] for _, _, e, _ in rows],
                           int(backend.pad_id), "right")  # fmt: skip
     model = torch.zeros_like(ctx, dtype=torch.bool)
@@ -287,6 +299,16 @@ def agent_rollout(
         "agent/h_root": _mean([s[2] for s in splits]),
         "agent/h_tool": _mean([s[3] for s in splits]),
         "agent/tool_calls": _mean([e.calls for e in eps]),
+        # a branch starts after a tool result, so its trajectory called the tool
+        "agent/tool_call_frac": _mean(
+            [float(e.calls > 0 or len(p) > len(ids[i])) for i, p, e, _ in rows]
+        ),
+        # branch placement: the largest share of a prompt's branches taken from one root
+        # episode, and the share placed right after a high-entropy tool step (the steps the
+        # consecutive-branch penalty down-weights)
+        "agent/branch_concentration": _mean([c for c, _, _ in picks]),
+        "agent/branch_after_high_frac": sum(a for _, a, _ in picks)
+        / max(sum(n for *_, n in picks), 1),
         "agent/tool_error_frac": sum(e.errors for e in eps) / max(sum(e.calls for e in eps), 1),
         "agent/tool_token_frac": 1.0 - float(model.sum()) / max(float(ctx.sum()), 1.0),
     }
