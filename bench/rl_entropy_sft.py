@@ -102,7 +102,7 @@ def main() -> None:
         "## Entropy-SFT vs plain SFT (`bench/rl_entropy_sft.py`)",
         "",
         f"Command: `.venv/bin/python bench/rl_entropy_sft.py {' '.join(sys.argv[1:])}` — "
-        f"{machine()}; SFT settings of `recipes/proxy_reasoning_grpo.yaml` (1200 steps); "
+        f"{machine()}; SFT settings of `recipes/proxy_reasoning_grpo.yaml`; "
         f"{args.items} held-out prompts × {args.samples} samples at T = 1; 95% bootstrap "
         "intervals over prompts (n = prompts; one SFT seed per arm).",
         "",
