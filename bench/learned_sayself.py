@@ -5,7 +5,8 @@ Fit: arithmetic level LEVEL, items of seed 0 (``--fit-n``), ``--samples`` chains
 targets and LoRA SFT as :func:`entrolab.inference.sayself.fit_sayself`. Held-out: ``--eval-n``
 items of seed 1 (same level; items whose expression also occurs among the fit items are dropped
 and counted). Before and after, one greedy reply per held-out item to the SaySelf prompt; the
-stated confidence is parsed (:func:`parse_confidence`; unparsed → 0.5, the parse rate is
+stated confidence is parsed (:func:`parse_stated_confidence`, the k/10 scale the prompt asks
+for: "Confidence: 3" → 0.3; unparsed → 0.5, the parse rate is
 reported); correctness is graded on the reply cut before "Confidence" (the same cut for both
 models, so a stated "9/10" is never read as the answer). Figures with 95% bootstrap intervals
 over items (1000 replicates): AUROC and ECE (torchmetrics preset, 15 bins) of the stated
@@ -54,9 +55,9 @@ def _replies(backend, prompts: list[str], path: Path, max_new_tokens: int) -> li
 
 
 def _scores(task, items, rows) -> dict[str, np.ndarray]:
-    from entrolab.estimators.reflexive import parse_confidence
+    from entrolab.estimators.learned import parse_stated_confidence
 
-    stated = [parse_confidence(r["text"], allow_bare=False) for r in rows]
+    stated = [parse_stated_confidence(r["text"]) for r in rows]
     cut = [_CUT.split(r["text"], maxsplit=1)[0] for r in rows]
     return {
         "y": np.array([float(task.grade(it, c).correct) for it, c in zip(items, cut, strict=True)]),

@@ -173,7 +173,11 @@ def test_sayself_estimator_reads_the_stated_confidence() -> None:
     from types import SimpleNamespace
 
     from entrolab.estimators import EstimatorConfig, StatContext
-    from entrolab.estimators.learned import _stated_confidence, sayself_uncertainty
+    from entrolab.estimators.learned import (
+        _stated_confidence,
+        parse_stated_confidence,
+        sayself_uncertainty,
+    )
 
     texts = ["\\boxed{7}\nConfidence: 8/10\nReason: all agree", "\\boxed{3}", "x\nConfidence: 30%"]
     traces = [SimpleNamespace(text=t) for t in texts]  # the statistic reads .text only
@@ -184,6 +188,14 @@ def test_sayself_estimator_reads_the_stated_confidence() -> None:
     np.testing.assert_allclose(stat["confidence"], [0.8, 0.25, 0.3])
     assert stat["parsed"].tolist() == [True, False, True] and ctx.meta["unparsed"]["sayself"] == 1
     np.testing.assert_allclose(sayself_uncertainty({"stated_confidence": stat}), [0.2, 0.75, 0.7])
+    # the k/10 scale the SaySelf prompt asks for: a bare 3 is 3/10 (not 3%), a bare 75 is 75%,
+    # a decimal below 1 a probability; only the first "Confidence:" line counts
+    cases = {"Confidence: 3": 0.3, "Confidence: 1\nConfidence: 9": 0.1, "Confidence: 75": 0.75,
+             "Confidence: 0.8": 0.8, "Confidence: 2/100": 0.02, "Confidence: 12/10": None,
+             "I am 90% sure": 0.9, "no statement": None}  # fmt: skip
+    for text, want in cases.items():
+        got = parse_stated_confidence(text)
+        assert got == (None if want is None else pytest.approx(want)), text
 
 
 def test_fit_sayself_saves_a_merged_model_eval_loads(parrot_dir, task_file, tmp_path):

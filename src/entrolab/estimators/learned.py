@@ -19,6 +19,7 @@ per layer on first use.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +31,13 @@ from entrolab.estimators.base import register
 from entrolab.estimators.reflexive import parse_confidence
 from entrolab.estimators.stats import StatContext, statistic
 
-__all__ = ["GreedyHidden", "fince_uncertainty", "sayself_uncertainty", "sdm_uncertainty"]
+__all__ = [
+    "GreedyHidden",
+    "fince_uncertainty",
+    "parse_stated_confidence",
+    "sayself_uncertainty",
+    "sdm_uncertainty",
+]
 
 _FINCE = "Han et al. 2025, FineCE, arXiv:2508.12040"
 _SAYSELF = "Xu et al. 2024, SaySelf, arXiv:2405.20974"
@@ -114,13 +121,33 @@ def sdm_uncertainty(stats: Mapping[str, Any], scorer: Any = None) -> np.ndarray:
     return _scored(stats, scorer, "sdm", "`entrolab fit sdm --out P`, load_sdm(P)")
 
 
+_STATED = re.compile(r"confidence\s*[:=]\s*(\d+(?:\.\d+)?)\s*(%|/\s*100\b|/\s*10\b)?", re.I)
+
+
+def parse_stated_confidence(text: str) -> float | None:
+    """The confidence in [0, 1] of the first "Confidence: …" line, on SaySelf's k/10 scale:
+    ``k/10`` and a bare number up to 10 → k/10 ("Confidence: 3" → 0.3, as the prompt asks),
+    ``%``, ``/100`` or a bare number above 10 → /100, a bare decimal below 1 as is; otherwise
+    (no such line) :func:`~entrolab.estimators.reflexive.parse_confidence` without bare numbers.
+    None when nothing in [0, 1] is stated."""
+    m = _STATED.search(text or "")
+    if m is None:
+        return parse_confidence(text or "", allow_bare=False)
+    v, unit = float(m.group(1)), (m.group(2) or "").replace(" ", "")
+    if unit in ("%", "/100") or (not unit and v > 10):
+        v /= 100
+    elif unit == "/10" or v >= 1 or "." not in m.group(1):
+        v /= 10
+    return v if 0 <= v <= 1 else None
+
+
 @statistic(
     "stated_confidence",
     deps={"greedy"},
     summary="confidence stated in each greedy reply itself ('Confidence: k/10'; unparsed → fallback)",
 )
 def _stated_confidence(ctx: StatContext, stats: Mapping[str, Any]) -> dict[str, Any]:
-    values = [parse_confidence(t.text, allow_bare=False) for t in stats["greedy"]]
+    values = [parse_stated_confidence(t.text) for t in stats["greedy"]]
     parsed = np.array([v is not None for v in values], dtype=bool)
     fallback = ctx.config.unparsed_confidence
     ctx.meta.setdefault("unparsed", {})["sayself"] = int((~parsed).sum())
