@@ -85,8 +85,10 @@ def _compare(*args):
     [
         (
             ["--sampler", "top_h:alpha=0.4", "--sampler", "top_p:top_p=0.9"],
-            ["--sampler", "top_h", "--param", "top_h.alpha=0.4", "--sampler", "top_p"]
-            + ["--param", "top_p.top_p=0.9"],
+            [
+                *("--sampler", "top_h", "--param", "top_h.alpha=0.4", "--sampler", "top_p"),
+                *("--param", "top_p.top_p=0.9"),
+            ],
             ("top_h:alpha=0.4", "top_p:top_p=0.9"),
         ),
         (
@@ -96,8 +98,10 @@ def _compare(*args):
         ),
         (  # two settings of one sampler: the old spelling had no alias; the new one needs it
             ["--sampler", "min_p:min_p=0.1", "--sampler", "tight=min_p:min_p=0.3"],
-            ["--sampler", "min_p", "--sampler", "tight=min_p"]
-            + ["--param", "min_p.min_p=0.1", "--param", "tight.min_p=0.3"],
+            [
+                *("--sampler", "min_p", "--sampler", "tight=min_p"),
+                *("--param", "min_p.min_p=0.1", "--param", "tight.min_p=0.3"),
+            ],
             ("min_p:min_p=0.1", "min_p:min_p=0.3"),
         ),
     ],
@@ -131,7 +135,10 @@ def test_compare_samplers_default_set_takes_param_overrides(captured):
     ("args", "message"),
     [
         (["--sampler", "top_h", "--sampler", "top_h"], "--sampler other=top_h --param other.KEY"),
-        (["--sampler", "top_h", "--param", "min_p.min_p=0.1"], "'min_p' is not one of the samplers"),
+        (
+            ["--sampler", "top_h", "--param", "min_p.min_p=0.1"],
+            "'min_p' is not one of the samplers",
+        ),
         (["--sampler", "top_h", "--param", "alpha"], "--param takes [NAME.]KEY=VALUE"),
         (["--sampler", "nope"], "'nope' is not among the registered samplers"),
     ],
@@ -146,8 +153,10 @@ def test_compare_samplers_bad_spellings(captured, args, message):
 def test_eval_param_reaches_the_estimators_by_canonical_name_and_warns_before_loading(captured):
     result = runner.invoke(
         app,
-        ["eval", "--max-new-tokens", "32", "--estimators", "deepconf_lowest,deepconf_tail"]
-        + ["--param", "deepconf_lowest.window=32", "--param", "deepconf_tail.window=4"],
+        [
+            *("eval", "--max-new-tokens", "32", "--estimators", "deepconf_lowest,deepconf_tail"),
+            *("--param", "deepconf_lowest.window=32", "--param", "deepconf_tail.window=4"),
+        ],
     )
     settings = captured["args"][3]
     assert settings["estimator_params"] == {
@@ -220,14 +229,18 @@ def test_pareto_named_and_bare_params_split_per_strategy(tmp_path):
     missing = str(tmp_path / "no-such-model")
     result = runner.invoke(
         app,
-        ["pareto", "--strategies", "majority,adaptive", "--budgets", "2", "--model", missing]
-        + ["--param", "adaptive.bogus=1"],
+        [
+            *("pareto", "--strategies", "majority,adaptive", "--budgets", "2", "--model", missing),
+            *("--param", "adaptive.bogus=1"),
+        ],
     )
     assert "strategy 'adaptive' has no parameter(s) 'bogus'" in str(result.exception)
     result = runner.invoke(
         app,
-        ["pareto", "--strategies", "majority", "--budgets", "2", "--model", missing]
-        + ["--param", "adaptive.tau=1"],
+        [
+            *("pareto", "--strategies", "majority", "--budgets", "2", "--model", missing),
+            *("--param", "adaptive.tau=1"),
+        ],
     )
     assert "'adaptive' is not one of the strategys run" not in str(result.exception)
     assert "'adaptive' is not one of the strategies run (majority)" in str(result.exception)
