@@ -38,6 +38,9 @@ def test_eval_warns_once_before_loading_and_after_the_run(tiny_dir, tmp_path):
     assert text.index(window) < text.index("report written to")
     # the tiny random model writes no number: 3 of 3 replies unparseable (share 1.0 >= 0.9)
     assert text.count("warning: 3 of 3 replies have no parseable answer") == 1
+    page = " ".join((run / "report.html").read_text().split())
+    assert "<li>warning: deepconf_mean, deepconf_tail: window 4 tokens" in page
+    assert "<li>warning: 3 of 3 replies have no parseable answer" in page
     shown = runner.invoke(app, ["eval", "--report", str(run)])
     again = " ".join(shown.output.split())
     assert again.count(window) == 1 and "3 of 3 replies have no parseable answer" in again

@@ -123,6 +123,10 @@ def eval_command(
     unparsed = unparseable_warning([r.get("parsed") for r in results.rows])
     if unparsed:
         _warn(unparsed)
+    # the HTML report and summary.json list them too (printed above, so set after the summary)
+    results.config["warnings"] = _settings_warnings(results.config) + (
+        [unparsed] if unparsed else []
+    )
     from entrolab.studies.paraphrase_eval import report_paraphrases
 
     report_paraphrases(results, console)

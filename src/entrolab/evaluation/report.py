@@ -188,7 +188,8 @@ def skipped_lines(config: dict) -> list[str]:
     """One line per estimator the backend could not run, with the reason (e.g. top-k-only
     servers cannot give self-certainty, which needs full logits)."""
     skipped = config.get("estimators_skipped") or {}
-    return [f"skipped {name}: {why}" for name, why in sorted(skipped.items())]
+    warned = [f"warning: {w}" for w in config.get("warnings") or []]  # degenerate settings
+    return warned + [f"skipped {name}: {why}" for name, why in sorted(skipped.items())]
 
 
 def worst_confidently_wrong(results: EvalResults, k: int = 5) -> list[tuple[dict, float, str]]:
