@@ -126,7 +126,15 @@ def test_streamed_text_with_stop_strings_equals_the_whole_answer(client, tiny_ba
 
 def test_a_client_hanging_up_mid_stream_leaves_the_others_untouched(url, client, tiny_backend):
     host, port = url.removeprefix("http://").removesuffix("/v1").split(":")
-    body = json.dumps({"model": MODEL, "prompt": "bye", "max_tokens": 200, "stream": True})
+    # a seed whose answer runs to the token limit (no early EOS), so it is still decoding
+    long = GenerationConfig(max_new_tokens=200, chat_template=False, topk_logprobs=1)
+    seed = next(
+        s for s in range(50)
+        if tiny_backend.generate(["bye"], long, seeds=[s])[0].finish_reason == "length"
+    )  # fmt: skip
+    body = json.dumps(
+        {"model": MODEL, "prompt": "bye", "max_tokens": 200, "stream": True, "seed": seed}
+    )
     cancelled = health(url)["batching"]["cancelled"]
     with ThreadPoolExecutor(1) as pool:
         other = pool.submit(
