@@ -248,7 +248,7 @@ def agent_rollout(
         for r, e in enumerate(roots):
             hs = [h for _, h in e.steps]
             weights = branch_weights(hs, h_root, penalty)
-            after_high = [False] + [h > h_root for h in hs[:-1]]
+            after_high = [j > 0 and hs[j - 1] > h_root for j in range(len(hs))]
             points += [
                 (r, p, w, a) for (p, _), w, a in zip(e.steps, weights, after_high, strict=True)
             ]
