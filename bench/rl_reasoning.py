@@ -221,7 +221,8 @@ def markdown(args, runs, walls, curves, law, md: Path) -> str:
 
     cmd = " ".join(["bench/rl_reasoning.py", *sys.argv[1:]])
     lines = [
-        "## Reasoning-length proxy: entropy-shaping losses (`bench/rl_reasoning.py`)",
+        "## Reasoning-length proxy: entropy-shaping losses (`bench/rl_reasoning.py`"
+        + (f", {args.steps} steps)" if args.section != "reasoning" else ")"),
         "",
         f"Command: `.venv/bin/python {cmd}` — {machine()}; recipe "
         f"`recipes/proxy_reasoning_grpo.yaml` with {args.steps} RL steps (the recipe has 80), "
@@ -271,6 +272,11 @@ def main() -> None:
     ap.add_argument("--out-md", default=str(ROOT / "docs" / "rl_results.md"))
     ap.add_argument("--fig-dir", default=None, help="[default: <out-md folder>/figures]")
     ap.add_argument(
+        "--section",
+        default="reasoning",
+        help="name of the docs section to rewrite (figures are named after it)",
+    )
+    ap.add_argument(
         "--worker",
         action="store_true",
         help="run unfinished (arm, seed) runs, claiming each with a lock file so that several "
@@ -311,9 +317,10 @@ def main() -> None:
             ("dyn/entropy_reasoning", "reasoning-phase entropy"),
             ("dyn/entropy_answer", "answer-phase entropy"),
             ("eval/pass@1", "held-out pass@1"), ("eval/pass@8", "held-out pass@8"))  # fmt: skip
-    curves = plot_comparison(runs, fig_dir / "rl_reasoning_curves", keys=keys)
-    law = plot_laws(runs, fig_dir / "rl_reasoning_law")
-    replace_section(md, "reasoning", markdown(args, runs, walls, curves, law, md))
+    stem = "rl_reasoning" if args.section == "reasoning" else f"rl_{args.section}"
+    curves = plot_comparison(runs, fig_dir / f"{stem}_curves", keys=keys)
+    law = plot_laws(runs, fig_dir / f"{stem}_law")
+    replace_section(md, args.section, markdown(args, runs, walls, curves, law, md))
     print(f"wrote {md}")
 
 
