@@ -131,6 +131,16 @@ def _run(argv: Sequence[str], log: list[str], runs: Path) -> float:
     return seconds
 
 
+def _finished(argv: Sequence[str], section: Sequence[Sequence[str]]) -> bool:
+    """A generating command whose run finished (its folder holds ``summary.json`` or, for
+    pareto, ``points.json``) and whose section re-renders the report afterwards (``--report``):
+    reused as it is, whichever entrolab version made it. Unfinished runs resume."""
+    if "--out" not in argv or not any("--report" in other for other in section):
+        return False
+    folder = Path(argv[argv.index("--out") + 1])
+    return any((folder / name).is_file() for name in ("summary.json", "points.json"))
+
+
 def _comparison(runs: Path) -> Path:
     """GRPO vs KL-Cov over seeds (the figure the RL benches draw), from the gallery runs."""
     from entrolab.rl.checkpoint import read_metrics
@@ -207,11 +217,22 @@ def main() -> None:
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     for name in wanted:
         commands: list[str] = []
-        seconds = sum(_run(argv, commands, runs) for argv in sections[name])
+        old = meta.get(name, {}).get("run_seconds", {})
+        timed: dict[str, float] = {}  # command → wall seconds (kept from the run that made it)
+        for argv in sections[name]:
+            if _finished(argv, sections[name]):
+                print(f"reusing {argv[argv.index('--out') + 1]} (delete it to run again)")
+                commands.append("entrolab " + shlex.join(argv).replace(str(runs), "runs/gallery"))
+                if commands[-1] in old:
+                    timed[commands[-1]] = old[commands[-1]]
+                continue
+            timed_s = _run(argv, commands, runs)
+            # a resumed run takes seconds: keep the time of the run that did the work
+            timed[commands[-1]] = max(round(timed_s, 1), old.get(commands[-1], 0.0))
         if name == "rl":
             _comparison(runs)
-            commands.append("python -c 'plot_comparison(GRPO vs KL-Cov, 3 seeds each)' "
-                            "(bench/gallery.py: _comparison)")  # fmt: skip
+            commands.append("# then bench/gallery.py draws rl/comparison.png with "
+                            "entrolab.rl.plots.plot_comparison over the six runs")  # fmt: skip
         renders, todo = [], []
         for image, rel, _ in IMAGES[name]:
             src = runs / rel
@@ -222,7 +243,7 @@ def main() -> None:
                 todo.append((src, image))
         _render(renders)
         sizes = {image: _shrink(path, out / image) for path, image in todo}
-        meta[name] = {"commands": commands, "seconds": round(seconds, 1), "bytes": sizes}
+        meta[name] = {"commands": commands, "run_seconds": timed, "bytes": sizes}
         meta_path.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
     _write_index(out, meta)
     too_big = {k: v for m in meta.values() for k, v in m["bytes"].items() if v > MAX_BYTES}
@@ -245,8 +266,11 @@ def _write_index(out: Path, meta: dict) -> None:
         if name not in meta:
             continue
         m = meta[name]
-        lines += [f"## {name}", "", f"Produced by (wall time {m['seconds'] / 60:.1f} min):", ""]
-        lines += ["```", *m["commands"], "```", ""]
+        times = m.get("run_seconds", {})
+        lines += [f"## {name}", "", "Produced by (wall time of each command on the right):", ""]
+        lines += ["```"]
+        lines += [f"{c}   # {times[c] / 60:.1f} min" if c in times else c for c in m["commands"]]
+        lines += ["```", ""]
         for image, rel, what in images:
             lines += [f"**{image}** — `runs/gallery/{rel}`: {what}.", "", f"![{name}]({image})", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
