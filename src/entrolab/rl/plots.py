@@ -233,6 +233,9 @@ def calibration_figure(records: Sequence[Mapping[str, Any]]):
     ax = axes[-1]
     if len(x):
         ax.plot(x, acc, color="grey", marker="o", ms=4, lw=1.3)
+        mid = (float(acc.min()) + float(acc.max())) / 2  # span ≥ 0.1: tiny changes look tiny
+        half = max(0.05, (float(acc.max()) - float(acc.min())) / 2 * 1.15)
+        ax.set_ylim(max(0.0, mid - half), mid + half)
     ax.set(title="greedy accuracy (held-out)", xlabel="step", ylabel="share correct")
     legend_below(fig, ncols=min(len(names), 5), title="confidence")
     return fig
