@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 PROMPT ?= A farmer has 17 sheep and buys 25 more. How many sheep does he have now?
 
-.PHONY: install demo analyze-demo test test-slow test-verl test-vllm lint bench docs clean
+.PHONY: install demo analyze-demo test test-slow test-verl test-vllm test-llamacpp llama-server lint bench docs clean
 
 install: $(VENV)/.installed
 
@@ -68,11 +68,35 @@ $(VLLM_VENV)/.installed: pyproject.toml
 test-vllm: $(VLLM_VENV)/.installed
 	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_backend_vllm.py tests/test_backend_vllm_server.py
 
+# llama.cpp's server for tests/test_backend_llamacpp.py. PyPI has no binary wheel (llama-cpp-python
+# is an sdist) and Debian 12 no package, so llama-server is built from the llama.cpp sources
+# vendored in that sdist: CPU only, static, the web UI off (its prebuilt copy would be downloaded).
+# 192 compile steps: 40 min (2,420 s) on a shared 2-core machine under load (load average 5-19);
+# the sdist download 23 s. Then `make test-llamacpp` (6 tests, ~2 min; the first run also writes
+# a float32 GGUF of the embedded model into the cache, ~40 s, 540 MB).
+LLAMA_DIR := .llama-cpp
+LLAMA_CPP_PYTHON := 0.3.36
+$(LLAMA_DIR)/build/bin/llama-server:
+	mkdir -p $(LLAMA_DIR)
+	$(BIN)/pip download -q --no-deps --no-binary :all: -d $(LLAMA_DIR) llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	tar xzf $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(LLAMA_DIR)
+	rm -rf $(LLAMA_DIR)/src && mv $(LLAMA_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp $(LLAMA_DIR)/src
+	cmake -S $(LLAMA_DIR)/src -B $(LLAMA_DIR)/build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+	  -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+	  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
+	cmake --build $(LLAMA_DIR)/build --target llama-server -j 2
+
+llama-server: $(LLAMA_DIR)/build/bin/llama-server
+
+# OpenAIBackend against llama-server on the embedded model (skips without the binary).
+test-llamacpp: install $(LLAMA_DIR)/build/bin/llama-server
+	$(BIN)/pytest -q -m slow -p no:cacheprovider tests/test_backend_llamacpp.py
+
 bench: install
 	$(BIN)/python bench/signals.py
 
 clean:
-	rm -rf $(VENV) $(VERL_VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .hypothesis report.html traces.json runs
+	rm -rf $(VENV) $(VERL_VENV) $(VLLM_VENV) $(LLAMA_DIR) .pytest_cache .ruff_cache .hypothesis report.html traces.json runs
 
 docs: install
 	$(BIN)/entrolab list --markdown all > docs/methods.md

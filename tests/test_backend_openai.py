@@ -19,7 +19,7 @@ import torch
 
 from entrolab.backends import OpenAIBackend
 from entrolab.backends.base import Backend
-from entrolab.backends.openai_wire import parse_logprobs
+from entrolab.backends.openai_wire import finish_reason, parse_logprobs
 from entrolab.backends.topk_trace import topk_statistics
 from entrolab.config import GenerationConfig
 from entrolab.errors import EntrolabError
@@ -360,3 +360,15 @@ def test_completions_with_chat_layout_logprobs_and_ids_as_llama_cpp_sends_them(s
     assert t.logprob.tolist() == pytest.approx([HALF, QUARTER])
     with pytest.raises(EntrolabError, match="extra_body must be a dict"):
         backend(scripted, model="m", extra_body=[("top_k", 0)])
+
+
+def test_finish_reason_tells_eos_from_a_stop_string_without_stop_reason():
+    # llama.cpp's server: finish_reason "stop" for EOS and for a stop string, no stop_reason;
+    # the last token's id against the tokenizer's EOS id (2 here) tells them apart
+    llama = {"finish_reason": "stop"}
+    assert finish_reason(llama, True, last_id=2, eos_id=2) == "eos"
+    assert finish_reason(llama, True, last_id=7, eos_id=2) == "stop"
+    assert finish_reason(llama, True, last_id=-1, eos_id=None) == "stop"  # unknown: as asked
+    assert finish_reason(llama, False, last_id=7, eos_id=2) == "eos"
+    # vLLM's stop_reason wins over ids: a stop string
+    assert finish_reason({"finish_reason": "stop", "stop_reason": "\n"}, True, 2, 2) == "stop"

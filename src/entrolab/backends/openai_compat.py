@@ -26,7 +26,8 @@ own API, using only the public ``/v1/chat/completions`` and ``/v1/completions`` 
 - ``score`` uses ``/v1/completions`` with ``echo=True`` and ``logprobs`` (prompt logprobs):
   vLLM and ``entrolab serve`` support it, OpenAI's API does not (``scoring=False``).
 - Finish reasons: ``length``; ``stop`` when the server's ``stop_reason`` names a stop string
-  (or, without ``stop_reason``, when stop strings were requested); else ``eos``.
+  (or, without ``stop_reason``, when stop strings were requested and the last token is not the
+  tokenizer's EOS: llama.cpp's server says ``stop`` for both); else ``eos``.
 
 The API key comes from ``api_key``, else ``ENTROLAB_API_KEY``, else ``OPENAI_API_KEY``.
 """
@@ -125,6 +126,8 @@ class OpenAIBackend:
             where = ensure_converted(tokenizer) if tokenizer in EMBEDDED else tokenizer
             tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
         self.tokenizer = tokenizer
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self._eos_id = eos if isinstance(eos, int) else None
         card = self._model_card(model)
         self.model = model or card["id"]
         self.name = name or self.model
@@ -249,7 +252,8 @@ class OpenAIBackend:
                     "server_finish_reason": choice.get("finish_reason"),
                     "prompt_tokens": prompt_tokens,
                 }
-                finish = finish_reason(choice, bool(config.stop))
+                last_id = tokens[-1][1] if tokens else -1
+                finish = finish_reason(choice, bool(config.stop), last_id, self._eos_id)
                 out.append(
                     self._trace(prompt_text(prompts[i]), text, tokens, k, finish, i, s, meta)
                 )

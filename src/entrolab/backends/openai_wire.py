@@ -122,12 +122,19 @@ def _no_logprobs(where: str) -> None:
     )
 
 
-def finish_reason(choice: dict[str, Any], stop_requested: bool) -> str:
+def finish_reason(
+    choice: dict[str, Any], stop_requested: bool, last_id: int = -1, eos_id: int | None = None
+) -> str:
+    """entrolab's finish reason of a choice: ``length``; ``stop`` when the server's
+    ``stop_reason`` names a stop string, or (without ``stop_reason``) when stop strings were
+    requested and the last token (id ``last_id``, -1 unknown) is not ``eos_id``; else ``eos``."""
     reason = choice.get("finish_reason")
     if reason == "length":
         return "length"
     if "stop_reason" in choice:  # vLLM: the stop string, a stop token id, or None for EOS
         return "stop" if isinstance(choice["stop_reason"], str) else "eos"
+    if eos_id is not None and last_id == eos_id:  # llama.cpp says "stop" for both
+        return "eos"
     return "stop" if stop_requested else "eos"
 
 
