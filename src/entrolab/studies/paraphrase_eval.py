@@ -138,7 +138,11 @@ def run_paraphrases(
     params = {k: dict(v) for k, v in (cfg.get("estimator_params") or {}).items()}
     for name, values in (fitted or {}).items():  # loaded artefacts replace stored paths
         params.setdefault(name, {}).update(values)
-    stored = {"eval": {k: v for k, v in cfg.items()}, "paraphrases": paraphrases, "source": used}
+    stored = {
+        "eval": RunDir(results.run_dir).config(),  # the eval's stored settings, as on disk
+        "paraphrases": paraphrases,
+        "source": used,
+    }
     run = RunDir(Path(results.run_dir) / SUBDIR).open(stored, overwrite=overwrite)
     rows = {r["index"]: r for r in run.rows()}
     base = {r["index"]: r for r in results.rows}
@@ -366,7 +370,7 @@ def report_paraphrases(results: Any, console: Any) -> Path | None:
     if not (path / "config.json").exists():
         return None
     stored = RunDir(path).config()
-    if stored.get("eval") != results.config:
+    if stored.get("eval") != RunDir(results.run_dir).config():  # the eval's stored settings
         console.print(
             f"note: {path} belongs to an eval run with other settings; rerun with "
             "--paraphrases K --overwrite to redo it"
