@@ -102,9 +102,9 @@ def probe_stats(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, float]
 
 
 def figure(results: dict, h_y: float, n: int, path: Path) -> None:
-    from entrolab.report.figures import legend_right, new_figure, series_style, to_svg
+    from entrolab.report.figures import legend_below, new_figure, series_style, to_svg
 
-    fig = new_figure(6.4, 3.2)
+    fig = new_figure(6.4, 3.6)
     ax = fig.add_subplot()
     for i, (pos, label) in enumerate(
         [("prompt_end", "last prompt token"), ("reply_end", "last reply token")]
@@ -122,7 +122,7 @@ def figure(results: dict, h_y: float, n: int, path: Path) -> None:
     ax.set_xlabel("layer (0 = embeddings, i = output of block i)")
     ax.set_ylabel("I(hidden; correct) (nats)")
     ax.set_title(f"SmolLM2-135M-Instruct, arithmetic, n = {n}")
-    legend_right(ax)
+    legend_below(fig, ncols=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_svg(fig), encoding="utf-8")
 
