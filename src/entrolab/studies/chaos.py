@@ -18,9 +18,10 @@ Every mean comes with a 95% bootstrap interval over items (the independent unit)
 are pure numpy (:func:`chaos_metrics`); :func:`arithmetic_paraphrases` makes paraphrases by rule
 for the built-in arithmetic prompts.
 
-The resumable runner on the embedded model is ``bench/chaos.py``. Not implemented (issue 16
-point 4, left for later): model-written paraphrases for free text, reasoning-gym paraphrase
-rules and the ``entrolab eval --paraphrases`` option.
+The resumable runner on the embedded model is ``bench/chaos.py``; ``entrolab eval
+--paraphrases K`` (:mod:`entrolab.studies.paraphrase_eval`) computes the same metrics for any
+task, with templates for reasoning-gym and model-written paraphrases for free text
+(:mod:`entrolab.studies.paraphrase`).
 """
 
 from __future__ import annotations
