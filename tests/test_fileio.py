@@ -20,3 +20,10 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(UnicodeEncodeError):
         atomic_write_text(path, "bad \udcff surrogate")  # cannot be encoded as UTF-8
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_missing_parent_folders_are_created(tmp_path):
+    # `entrolab analyze --json new/dir/traces.json` writes through here; the folder did not exist
+    path = tmp_path / "new" / "dir" / "traces.json"
+    atomic_write_text(path, "{}")
+    assert path.read_text() == "{}" and os.listdir(path.parent) == ["traces.json"]
