@@ -16,6 +16,7 @@ from entrolab.estimators.reflexive import (
     VERBALIZED_2STAGE,
     linguistic_confidence,
     parse_confidence,
+    parse_stated_confidence,
     verdict_class,
 )
 from test_estimators_fakes import TOK, VOCAB, FakeBackend, planned
@@ -59,6 +60,33 @@ def test_bare_numbers_only_count_when_allowed():
     # a 1-stage reply "9 - 13 = 2" must not read its answer as a confidence
     assert parse_confidence("80", allow_bare=False) is None
     assert parse_confidence("9 - 13 = 2") is None
+
+
+def test_bare_scale_reads_unit_less_numbers_on_the_scale_the_prompt_asked_for():
+    # percentage prompts (the default): a unit-less 7 is 7 % = 0.07
+    assert parse_confidence("Confidence: 7") == pytest.approx(0.07)
+    # a "Confidence: k/10" prompt: 7 → 7/10 = 0.7, labelled, bare or in words
+    for text in ("Confidence: 7", "7", "Confidence: seven", "confidence is 7 (out of ten)"):
+        assert parse_confidence(text, bare_scale=10) == pytest.approx(0.7), text
+    cases = {
+        "Confidence: 1": 0.1,  # 1/10, not 100 %
+        "Confidence: 10": 1.0,  # 10/10
+        "Confidence: 0.8": 0.8,  # a decimal below 1 is a probability
+        "Confidence: 75": 0.75,  # above the scale: 75 %
+        "Confidence: 7/10": 0.7,  # units win over the scale: 7/10
+        "Confidence: 7%": 0.07,  # and 7 %
+        "Confidence: 12/10": None,  # 1.2 is out of range
+    }
+    for text, want in cases.items():
+        got = parse_confidence(text, bare_scale=10)
+        assert got == (None if want is None else pytest.approx(want)), text
+    assert parse_confidence("7", allow_bare=False, bare_scale=10) is None
+    # the k/10 reader takes the first "Confidence:" line, not a chain's "probability is 3/8"
+    # (parse_confidence alone reads that 3 first: 3/10 = 0.3)
+    chain = "The probability is 3/8 here.\nConfidence: 7\nReason: checked twice"
+    assert parse_confidence(chain, bare_scale=10) == pytest.approx(0.3)
+    assert parse_stated_confidence(chain) == pytest.approx(0.7)  # 7/10
+    assert parse_stated_confidence(chain, bare_scale=None) == pytest.approx(0.07)  # 7 %
 
 
 def test_hedge_lexicon_longest_phrase_wins_and_label_first():

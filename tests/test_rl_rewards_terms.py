@@ -92,6 +92,23 @@ def test_confidence_reward_parses_verbal_confidence() -> None:
         confidence_reward(RewardInputs(texts))
 
 
+def test_confidence_reward_reads_a_bare_k_on_the_k_over_10_scale_it_asks_for() -> None:
+    # the recipe asks for "Confidence: k/10"; a reply writing just "Confidence: 7" means 0.7
+    texts = ["Answer: 56\nConfidence: 7", "The probability is 3/8.\nConfidence: 9/10"]
+    inp = RewardInputs(texts, correct=torch.tensor([True, False]))
+    # c = 0.7, y = 1: 1 − 2·0.3² = 0.82; c = 0.9 (the Confidence line, not "3/8"), y = 0:
+    # 1 − 2·0.9² = −0.62
+    out = confidence_reward(inp)
+    torch.testing.assert_close(out, torch.tensor([0.82, -0.62], dtype=torch.float64))
+    # a percentage prompt sets bare_scale: null → "7" is 7 %: 1 − 2·0.93² = −0.7298
+    out = confidence_reward(inp, bare_scale=None)
+    torch.testing.assert_close(out, torch.tensor([-0.7298, -0.62], dtype=torch.float64))
+    _, metrics = apply_reward_terms(
+        {"confidence_reward": {}}, torch.zeros(2), texts=texts, correct=inp.correct
+    )
+    assert metrics["reward/confidence_mean"] == pytest.approx(0.8)  # (0.7 + 0.9) / 2
+
+
 def test_brier_pulls_confidence_less_to_the_extremes_than_linear() -> None:
     # for a fixed accuracy p the expected reward's maximiser: Brier → c = p (proper),
     # linear → c ∈ {0, 1} (improper); the spec's predicted difference between the two kinds

@@ -19,7 +19,6 @@ per layer on first use.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 from entrolab.backends.base import require
 from entrolab.errors import EntrolabError
 from entrolab.estimators.base import register
-from entrolab.estimators.reflexive import parse_confidence
+from entrolab.estimators.reflexive import parse_stated_confidence
 from entrolab.estimators.stats import StatContext, statistic
 
 __all__ = [
@@ -119,26 +118,6 @@ def sdm_uncertainty(stats: Mapping[str, Any], scorer: Any = None) -> np.ndarray:
     """u = 1 − p̂_lower(correct | x) of an SDM verifier on the greedy answer's last-token hidden
     state (``scorer``: :func:`entrolab.inference.sdm.load_sdm`); OOD answers get u = 1."""
     return _scored(stats, scorer, "sdm", "`entrolab fit sdm --out P`, load_sdm(P)")
-
-
-_STATED = re.compile(r"confidence\s*[:=]\s*(\d+(?:\.\d+)?)\s*(%|/\s*100\b|/\s*10\b)?", re.I)
-
-
-def parse_stated_confidence(text: str) -> float | None:
-    """The confidence in [0, 1] of the first "Confidence: …" line, on SaySelf's k/10 scale:
-    ``k/10`` and a bare number up to 10 → k/10 ("Confidence: 3" → 0.3, as the prompt asks),
-    ``%``, ``/100`` or a bare number above 10 → /100, a bare decimal below 1 as is; otherwise
-    (no such line) :func:`~entrolab.estimators.reflexive.parse_confidence` without bare numbers.
-    None when nothing in [0, 1] is stated."""
-    m = _STATED.search(text or "")
-    if m is None:
-        return parse_confidence(text or "", allow_bare=False)
-    v, unit = float(m.group(1)), (m.group(2) or "").replace(" ", "")
-    if unit in ("%", "/100") or (not unit and v > 10):
-        v /= 100
-    elif unit == "/10" or v >= 1 or "." not in m.group(1):
-        v /= 10
-    return v if 0 <= v <= 1 else None
 
 
 @statistic(

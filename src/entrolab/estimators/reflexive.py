@@ -35,6 +35,7 @@ __all__ = [
     "VERBALIZED_2STAGE",
     "linguistic_confidence",
     "parse_confidence",
+    "parse_stated_confidence",
     "verdict_class",
 ]
 
@@ -137,12 +138,21 @@ _RANGE_START = re.compile(r"\d\s*(?:-|–|to|and)\s*$")
 _BARE = re.compile(r"^\W*(\d+(?:\.\d+)?)" + _SCALE + r"\W*$", re.I)
 
 
-def _scaled(value: float, unit: str | None) -> float | None:
+def _scaled(
+    value: float, unit: str | None, raw: str = "", bare_scale: float | None = None
+) -> float | None:
+    """``value`` (written ``raw``) with ``unit`` as a confidence in [0, 1], or None if outside.
+
+    Unit-less numbers: with ``bare_scale`` k (the prompt asked for "x/k"), a number up to k is
+    x/k unless it is a decimal below 1 ("0.8" stays 0.8); otherwise ≤ 1 as is, above as a %.
+    """
     unit = (unit or "").lower().replace(" ", "")
     if unit in ("%", "percent", "/100", "outof100"):
         v = value / 100
     elif unit in ("/10", "outof10"):
         v = value / 10
+    elif bare_scale is not None and value <= bare_scale and (value >= 1 or "." not in raw):
+        v = value / bare_scale
     else:
         v = value if value <= 1 else value / 100
     return v if 0.0 <= v <= 1.0 else None
@@ -160,7 +170,9 @@ def _words_to_number(words: str) -> int | None:
     return total
 
 
-def parse_confidence(text: str, *, allow_bare: bool = True) -> float | None:
+def parse_confidence(
+    text: str, *, allow_bare: bool = True, bare_scale: float | None = None
+) -> float | None:
     """A confidence in [0, 1] stated in ``text``, or None.
 
     Tried in order: a labelled number ("Confidence: 80%", "probability 0.8", "8/10"); a
@@ -169,10 +181,15 @@ def parse_confidence(text: str, *, allow_bare: bool = True) -> float | None:
     when ``allow_bare``, a reply that is only a number ("80" → 0.8, "0.8"). Numbers above 1
     without a unit are read as percentages; values outside [0, 1] are rejected, and so are the
     ends of a range ("a number (0-100)", "between 0 and 100%"), which replies often echo.
+
+    ``bare_scale``: the denominator of unit-less numbers when the prompt asked for a k-point
+    scale ("Confidence: k/10" → ``bare_scale=10``): then "Confidence: 7" and a bare "7" are
+    7/10 = 0.7 rather than 7 %. A decimal below 1 ("0.8") is still a probability and a number
+    above the scale ("80") still a percentage. None (default): the percentage reading above.
     """
     text = text or ""
     for m in _LABELED.finditer(text):
-        v = _scaled(float(m.group(1)), m.group(2))
+        v = _scaled(float(m.group(1)), m.group(2), m.group(1), bare_scale)
         if v is not None and not _RANGE_START.search(text[: m.start(1)]):
             return v
     for m in _PERCENT.finditer(text):
@@ -183,15 +200,31 @@ def parse_confidence(text: str, *, allow_bare: bool = True) -> float | None:
         number = _words_to_number(m.group(1))
         labeled = re.search(_LABEL + r"\W{0,12}$", text[: m.start()], re.I)
         if number is not None and (m.group(2) or labeled):
-            v = _scaled(float(number), m.group(2) or None)
+            v = _scaled(float(number), m.group(2) or None, str(number), bare_scale)
             if v is not None:
                 return v
     m = _QUAL_AFTER.search(text) or _QUAL_BEFORE.search(text)
     if m:
         return _QUALITATIVE[m.group(1).lower()]
     if allow_bare and (m := _BARE.match(text.strip())):
-        return _scaled(float(m.group(1)), m.group(2))
+        return _scaled(float(m.group(1)), m.group(2), m.group(1), bare_scale)
     return None
+
+
+_STATED = re.compile(r"confidence\s*[:=]\s*\d", re.I)
+
+
+def parse_stated_confidence(text: str, *, bare_scale: float | None = 10) -> float | None:
+    """The confidence of the first "Confidence: <number>" line of ``text``, read by
+    :func:`parse_confidence` with ``bare_scale`` (default 10: SaySelf's "Confidence: k/10", so
+    "Confidence: 3" → 0.3, "3/10" → 0.3, "30%" → 0.3, "75" → 0.75 as it is above the scale,
+    "0.8" → 0.8); with no such line, :func:`parse_confidence` of the whole text without bare
+    numbers. The line first: a chain's "the probability is 3/8" is not the confidence.
+    None when nothing in [0, 1] is stated."""
+    text = text or ""
+    m = _STATED.search(text)
+    part = text if m is None else text[m.start() :].split("\n", 1)[0]
+    return parse_confidence(part, allow_bare=False, bare_scale=bare_scale)
 
 
 def _lexicon_pattern(lexicon: Mapping[str, float]) -> re.Pattern[str]:

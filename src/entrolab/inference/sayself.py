@@ -8,7 +8,7 @@ summarises the disagreement ("I also considered 7 (2 of 8) and 9 (1 of 8).", or 
 attempts agree."; the paper has an LLM summarise the inconsistency — here a template does, [R]).
 The target is one majority chain + the confidence + the rationale, the format that
 ``recipes/smollm_confidence.yaml`` asks for and :func:`~entrolab.estimators.reflexive.
-parse_confidence` reads. Questions whose chains have no parseable answer are skipped.
+parse_stated_confidence` reads. Questions whose chains have no parseable answer are skipped.
 
 Stage 2 (RL with the Brier confidence reward 1 − 2(y − c)²) is the landed trainer with the
 ``confidence_reward`` term of :mod:`entrolab.rl.reward_terms` (``recipes/smollm_confidence.yaml``),

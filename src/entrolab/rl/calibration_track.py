@@ -16,8 +16,9 @@ of them) and calibration metrics (:mod:`entrolab.calibration`). Per estimator ``
   threshold on the Platt confidence would mostly measure the accuracy).
 
 With ``verbal: true`` (a recipe whose prompt asks for "Confidence: k/10"), the stated confidence
-parsed from each greedy answer (:func:`entrolab.estimators.reflexive.parse_confidence`) is
-scored directly (no map): ``calib/verbal/{ece,brier,auroc,confident_wrong,parsed}``; replies
+parsed from each greedy answer on that k/10 scale
+(:func:`entrolab.estimators.reflexive.parse_stated_confidence`) is scored directly (no map):
+``calib/verbal/{ece,brier,auroc,confident_wrong,parsed}``; replies
 without a confidence count as ``unparsed`` (default 0.5) and ``parsed`` reports the share.
 ``calib/accuracy`` is the greedy accuracy and ``calib/n`` the number of items. Metrics whose
 inputs are degenerate (one class only) are left out of the record rather than logged as NaN.
@@ -126,7 +127,7 @@ class CalibrationTracker:
 
     def evaluate(self, backend) -> dict[str, float]:
         from entrolab.estimators import EstimatorConfig, run_estimators
-        from entrolab.estimators.reflexive import parse_confidence
+        from entrolab.estimators.reflexive import parse_stated_confidence
 
         cfg = self.config
         est_cfg = EstimatorConfig(samples=1, seed=self.seed, **self.generation)
@@ -155,7 +156,8 @@ class CalibrationTracker:
                 m["auroc"] = auroc(score, y)  # of the raw score: no map needed
             out.update({f"calib/{name}/{k}": v for k, v in m.items()})
         if cfg.verbal:
-            stated = [parse_confidence(t or "", allow_bare=False) for t in res.greedy_texts or []]
+            # the recipe asks for "Confidence: k/10": a bare "7" there is 0.7, not 7 %
+            stated = [parse_stated_confidence(t or "") for t in res.greedy_texts or []]
             c = np.array([cfg.unparsed if v is None else v for v in stated], dtype=np.float64)
             m = calibration_metrics(c, y, n_bins=cfg.n_bins, confident=cfg.confident)
             m["parsed"] = float(np.mean([v is not None for v in stated])) if stated else 0.0

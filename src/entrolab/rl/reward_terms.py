@@ -13,9 +13,11 @@ flows through the entropies or confidences it reads.
   phase after it. A reply without the delimiter is all thinking. The exact form and α, β are not
   in the paper's text we could read and the official repository could not be fetched here [U];
   defaults α 0.1, β 0.05.
-* ``confidence_reward``: a calibration reward on a verbalised confidence c ∈ [0, 1] parsed with
-  :func:`entrolab.estimators.reflexive.parse_confidence` ("Confidence: 8/10" → 0.8), y = 1 if
-  the verifier accepts the reply else 0:
+* ``confidence_reward``: a calibration reward on a verbalised confidence c ∈ [0, 1] read off the
+  reply's first "Confidence:" line by :func:`entrolab.estimators.reflexive.
+  parse_stated_confidence` on the scale ``bare_scale`` (default 10, the "Confidence: k/10" the
+  recipes ask for: "8/10" and a bare "8" → 0.8, "80%" → 0.8; ``null`` for prompts that ask for a
+  percentage, then a bare "8" is 8 %), y = 1 if the verifier accepts the reply else 0:
 
   - ``brier`` with ``form="sayself"``: ``1 − 2(y − c)²`` ∈ [−1, 1] (SaySelf ``calculate_reward``,
     Xu et al. 2024, arXiv:2405.20974); ``form="hyperclick"``: ``1 − (c − y)²`` ∈ [0, 1]
@@ -173,11 +175,12 @@ def _kind_minimum(kind: str, form: str, eps: float) -> float:
     return math.log(eps)
 
 
-def parsed_confidences(texts: Sequence[str]) -> list[float | None]:
-    """The verbal confidence stated in each reply (None where none parses)."""
-    from entrolab.estimators.reflexive import parse_confidence
+def parsed_confidences(texts: Sequence[str], bare_scale: float | None = 10) -> list[float | None]:
+    """The verbal confidence stated in each reply (None where none parses); unit-less numbers
+    are k/``bare_scale`` (see :func:`~entrolab.estimators.reflexive.parse_stated_confidence`)."""
+    from entrolab.estimators.reflexive import parse_stated_confidence
 
-    return [parse_confidence(t or "", allow_bare=False) for t in texts]
+    return [parse_stated_confidence(t or "", bare_scale=bare_scale) for t in texts]
 
 
 def confidence_reward(
@@ -187,10 +190,11 @@ def confidence_reward(
     form: str = "sayself",
     missing: float | None = None,
     eps: float = 1e-3,
+    bare_scale: float | None = 10,
 ) -> Tensor:
     """Calibration reward of each reply's stated confidence (module doc) → ``[R]``."""
     correct = inputs.need("correct", "confidence_reward").bool()
-    conf = parsed_confidences(inputs.texts)
+    conf = parsed_confidences(inputs.texts, bare_scale)
     if len(conf) != len(correct):
         raise EntrolabError("confidence_reward: one verdict per reply is needed")
     fallback = _kind_minimum(kind, form, eps) if missing is None else float(missing)
@@ -215,7 +219,7 @@ for _name, _fn, _req, _summary, _paper, _defaults in [
         ("correct",),
         "calibration reward of a stated confidence: brier (SaySelf/HyperClick), linear or log",
         "Xu et al. 2024, SaySelf, arXiv:2405.20974; HyperClick, arXiv:2510.27266",
-        {"kind": "brier", "form": "sayself", "missing": None, "eps": 1e-3},
+        {"kind": "brier", "form": "sayself", "missing": None, "eps": 1e-3, "bare_scale": 10},
     ),
 ]:
     REWARD_TERMS.register(_name, summary=_summary, paper=_paper, defaults=_defaults)(
@@ -251,7 +255,8 @@ def apply_reward_terms(
         pieces = pieces_fn()
     inputs = RewardInputs(texts, correct, mask, entropy, pieces)
     if "confidence_reward" in terms:
-        stated = [c for c in parsed_confidences(texts) if c is not None]
+        scale = (terms["confidence_reward"] or {}).get("bare_scale", 10)
+        stated = [c for c in parsed_confidences(texts, scale) if c is not None]
         metrics["reward/confidence_parsed"] = len(stated) / max(len(texts), 1)
         metrics["reward/confidence_mean"] = sum(stated) / len(stated) if stated else float("nan")
     for name, params in terms.items():
