@@ -52,6 +52,15 @@ NUMBER_CASES = [
     # a real SmolLM2 reply (level 1, seed 0): the marked number beats the trailing "7 and 5"
     ("7 + 5 = 12\n\nIn this case, the answer is simply 12, which is the sum of 7 and 5.", "12"),
     ("Answer: 7\nCheck: 7 + 0 = 7, and 10 - 3 = 7 as well, answer is correct", "7"),
+    # a number that opens an equation after the marker counts by its result, not as the answer
+    ("The answer is 7*8 = 56.", "56"),  # not 7
+    ("Answer: 7 × 8 = 56", "56"),
+    ("The answer is $7 \\times 8 = 56$", "56"),
+    ("Answer: 7 times 8 equals 56", "56"),
+    ("The answer is -3 + 10 = 7", "7"),  # not -3
+    ("The answer is 3 + 4 = 7, then 7*8 = 56", "56"),  # the line's last result
+    ("Answer: 7*8\n56", "56"),  # an expression without a result is no answer: last number
+    ("The answer is 56 (7*8).", "56"),  # a value first: unchanged
 ]
 
 
@@ -78,6 +87,8 @@ def test_extract_number(text: str, expected: str | None) -> None:
         ("no box here", "boxed", None),
         ("x = 3, so the total is 12", "auto", "12"),
         ("Answer: Paris", "auto", "Paris"),
+        ("The answer is 7*8 = 56.", "auto", "56"),  # the result, not the operand 7
+        ("Answer: 7*8", "auto", "7*8"),  # no result: the marked line, not "7"
         ("I think it is blue", "auto", "I think it is blue"),  # nothing better: last line
         ("   \n  ", "text", None),
     ],

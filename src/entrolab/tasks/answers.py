@@ -72,6 +72,14 @@ _MARKER_RE = re.compile(
     r"(?:[:=]\s*)?[*_$\s(\[]*",
     re.IGNORECASE,
 )
+# After the number that follows a marker: an operator and another operand, i.e. the number only
+# opens an expression ("Answer: 7*8 = 56", "7 times 8 is 56"); then its result is the answer.
+_OPERATOR_RE = re.compile(
+    r"[ \t]*(?:[-+*/×x·÷^]|\\times|\\cdot|\\div|(?:times|plus|minus|divided\s+by|"
+    r"multiplied\s+by)\b)[ \t]*[-(\d.]",
+    re.IGNORECASE,
+)
+_RESULT_RE = re.compile(r"(?:=|\bequals\b|\bis\b)[ \t*_$(\[]*", re.IGNORECASE)
 _ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*")
 _LEADING_ASSIGN_RE = re.compile(r"^[a-zA-Z][\w']{0,15}\s*=\s*(?!=)")
@@ -146,16 +154,31 @@ def _last_line(text: str) -> str | None:
     return None
 
 
+def _equation_result(line: str, start: int) -> str | None:
+    """The number after the last "=" / "equals" / "is" of ``line`` from ``start`` on, or None."""
+    for m in reversed(list(_RESULT_RE.finditer(line, start))):
+        num = _NUMBER_RE.match(line, m.end())
+        if num is not None:
+            return _format_number(num)
+    return None
+
+
 def _marker_value(text: str, *, numeric: bool) -> str | None:
     """The value right after the last "answer is / Answer:" marker that is followed by one.
 
     ``numeric``: only a number directly after the marker counts; otherwise the rest of the line.
+    A number that opens an expression counts by the expression's result: "Answer: 7*8 = 56" →
+    "56" (not "7"); an expression without one ("Answer: 7*8") is no number after the marker.
     """
     for m in reversed(list(_MARKER_RE.finditer(text))):
         rest = text[m.end() :]
         num = _NUMBER_RE.match(rest)
         if num is not None:
-            return _format_number(num)
+            if not _OPERATOR_RE.match(rest, num.end()):
+                return _format_number(num)
+            result = _equation_result(rest.split("\n", 1)[0], num.end())
+            if result is not None:
+                return result
         if not numeric:
             line = _strip_wrappers(rest.split("\n", 1)[0])
             if line:
@@ -171,7 +194,8 @@ def extract_answer(text: str | None, kind: AnswerKind | str = "number") -> str |
         kind: what to look for.
 
             * ``"number"`` (default) – the number in the last ``\\boxed{}`` (its last number), else a number
-              right after the last "answer is"/"Answer:" marker, else the last number in the
+              right after the last "answer is"/"Answer:" marker (if it opens an equation, the
+              equation's result: ``"Answer: 7*8 = 56"`` → ``"56"``), else the last number in the
               text. Thousands commas are removed, a unicode minus becomes ``-``, ``\\frac{a}{b}``
               becomes ``a/b`` and a trailing period is dropped: ``"Answer: 1,234."`` → ``"1234"``.
             * ``"text"`` – the ``\\boxed{}`` content, else the last ``<answer>…</answer>``, else the
