@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ ProgressFn = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Settings of an eval run (stored in the run directory; a resume must match them).
+    """Settings of an eval run (stored in the run directory; a resume must match them, except
+    ``chunk``: see :data:`RESULT_KEYS`).
 
     Attributes:
         model: embedded name, HF id or local directory (None = the embedded default).
@@ -81,6 +82,15 @@ class EvalConfig:
         if not out["estimator_params"]:
             out.pop("estimator_params")  # runs from before the option resume unchanged
         return out
+
+
+#: The stored settings a resumed run must match: they determine the results (every
+#: :class:`EvalConfig` field but ``chunk``, the estimators actually run, the item count). The rest
+#: of ``config.json`` is for reports (``estimators_skipped`` with its reasons, which change as
+#: estimators are added) and may differ or be missing in a run written by older code.
+RESULT_KEYS: frozenset[str] = frozenset(
+    {f.name for f in fields(EvalConfig) if f.name != "chunk"} | {"estimators_run", "items"}
+)
 
 
 @dataclass
@@ -350,7 +360,11 @@ def evaluate(
         "estimators_skipped": {k: v for k, v in skipped.items() if k not in names},
         "items": len(items),
     }
-    run = RunDir(out).open(stored, overwrite=overwrite) if out is not None else None
+    run = (
+        RunDir(out).open(stored, overwrite=overwrite, compare=RESULT_KEYS)
+        if out is not None
+        else None
+    )
     rows = run.rows() if run is not None else []
     done = {r["index"] for r in rows}
     todo = [i for i in range(len(items)) if i not in done]

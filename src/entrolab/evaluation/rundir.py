@@ -3,7 +3,8 @@
 Layout::
 
     RUN_DIR/
-      config.json      the run's settings (written once; a resumed run must match them)
+      config.json      the run's settings (written once; a resumed run must match those that
+                       determine results, see :meth:`RunDir.open`)
       results.jsonl    one JSON object per finished item, appended atomically
       report.html      written by the report step (re-rendered with `entrolab eval --report`)
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,19 @@ class RunDir:
     def results_path(self) -> Path:
         return self.path / RESULTS
 
-    def open(self, config: dict[str, Any], *, overwrite: bool = False) -> RunDir:
+    def open(
+        self,
+        config: dict[str, Any],
+        *,
+        overwrite: bool = False,
+        compare: Collection[str] | None = None,
+    ) -> RunDir:
         """Create the run directory, or check that an existing one has the same settings.
+
+        ``compare``: the keys that must match to resume (the settings that determine results);
+        other keys (what a report shows, e.g. which estimators were skipped and why) may differ
+        or be missing, as in a run written by older code. None: every key. The stored
+        ``config.json`` is kept as written.
 
         Raises:
             EntrolabError: the directory holds a run with different settings (and not
@@ -54,12 +66,16 @@ class RunDir:
                 (self.path / name).unlink(missing_ok=True)
         if self.config_path.exists():
             old = json.loads(self.config_path.read_text(encoding="utf-8"))
-            if old != config:
-                diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            keys = set(old) | set(config) if compare is None else set(compare)
+            diff = sorted(k for k in keys if old.get(k) != config.get(k))
+            if diff:
+                values = "; ".join(
+                    f"{k}: stored {_shown(old, k)}, now {_shown(config, k)}" for k in diff
+                )
                 raise EntrolabError(
-                    f"{self.path} holds a run with other settings ({', '.join(diff)}); "
-                    "resume it with the same settings, pick another output directory, "
-                    "or pass --overwrite"
+                    f"{self.path} holds a run with other settings ({', '.join(diff)}) — "
+                    f"{values}. Resume it with the same settings, or start again: pass "
+                    "--overwrite (discards its results) or a new --out directory"
                 )
         else:
             if any(self.path.iterdir()):
@@ -108,3 +124,11 @@ class RunDir:
         if end != len(data):
             with open(self.results_path, "r+b") as f:
                 f.truncate(end)
+
+
+def _shown(config: dict[str, Any], key: str, limit: int = 60) -> str:
+    """``config[key]`` as JSON for an error message (cut to ``limit`` characters)."""
+    if key not in config:
+        return "(missing)"
+    text = json.dumps(config[key], sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
