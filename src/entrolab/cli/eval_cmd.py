@@ -128,9 +128,11 @@ def eval_command(
         [unparsed] if unparsed else []
     )
     from entrolab.studies.paraphrase_eval import report_paraphrases
+    from entrolab.studies.paraphrase_html import paraphrase_section
 
-    report_paraphrases(results, console)
-    page = write_eval_html(Path(run_dir) / "report.html", results)
+    written = report_paraphrases(results, console)  # None: no paraphrase run of this eval
+    section = paraphrase_section(run_dir, results.rows) if written else ""
+    page = write_eval_html(Path(run_dir) / "report.html", results, sections_html=section)
     (Path(run_dir) / "summary.json").write_text(results.to_json())
     console.print(Text.assemble("report written to ", (str(page), "bold")))
 

@@ -2,8 +2,9 @@
 
 The page holds the accuracy, the estimator ranking table, reliability diagrams and risk–coverage
 curves (matplotlib, inline SVG), and the worst confidently-wrong answers with their token
-heatmaps (rendered by :func:`entrolab.report.render_html`). Every piece of model or user text is
-escaped.
+heatmaps (rendered by :func:`entrolab.report.render_html`); ``entrolab eval`` adds the paraphrase
+stability section of :mod:`entrolab.studies.paraphrase_html` when the run has one. Every piece of
+model or user text is escaped.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ _COLUMNS = (
 )
 
 
-def _fmt(value, spec: str) -> str:
+def fmt_value(value, spec: str) -> str:
+    """``value`` in format ``spec``, "–" for None."""
     return "–" if value is None else format(value, spec)
 
 
@@ -47,7 +49,7 @@ def _short(value: float | None) -> str:
 def cell(row: dict, key: str, spec: str = ".3f", *, sep: str = " ") -> str:
     """``0.712 [.61,.80]``: a table figure with its interval (just the figure without one);
     ``sep="\n"`` puts the interval on a second line (narrow terminals)."""
-    value = _fmt(row.get(key), spec)
+    value = fmt_value(row.get(key), spec)
     if row.get(key) is None or f"{key}_low" not in row:
         return value
     text = f"{value}{sep}[{_short(row[f'{key}_low'])},{_short(row[f'{key}_high'])}]"
@@ -203,15 +205,21 @@ def worst_confidently_wrong(results: EvalResults, k: int = 5) -> list[tuple[dict
     return [(results.rows[i], float(conf[i]), best) for i in wrong[:k]]
 
 
-def render_eval_html(results: EvalResults, *, worst: int = 5) -> str:
-    """The whole report page as a string."""
+def render_eval_html(results: EvalResults, *, worst: int = 5, sections_html: str = "") -> str:
+    """The whole report page as a string.
+
+    ``sections_html``: trusted HTML placed after the selective-prediction section, e.g. the
+    paraphrase stability section of :mod:`entrolab.studies.paraphrase_html` (studies sit above
+    evaluation in the import contract, so the caller renders it); any run text in it must
+    already be escaped.
+    """
     esc = html.escape
     rows = results.table(ci=0.95)
     head = "".join(f"<th>{esc(label)}</th>" for _, label, _ in _COLUMNS)
     body = "".join(
         f"<tr><td>{esc(rank_label(r, i))}</td><td>{esc(r['name'])}</td>"
         + "".join(f"<td>{esc(cell(r, k, f))}</td>" for k, _, f in _COLUMNS)
-        + f"<td>{_fmt(r.get('p_vs_leader'), '.3f')}</td><td>{r['n_distinct']}</td></tr>"
+        + f"<td>{fmt_value(r.get('p_vs_leader'), '.3f')}</td><td>{r['n_distinct']}</td></tr>"
         for i, r in enumerate(rows, start=1)
     )
     figures = results.plot() if any(s.auroc is not None for s in results.scores) else {}
@@ -256,6 +264,7 @@ def render_eval_html(results: EvalResults, *, worst: int = 5) -> str:
             f"<h2>Selective prediction at risk ≤ {sel['alpha']} (δ = {sel['delta']})</h2>"
             f"<p>Split-conformal (Learn then Test) on half of the items: {verdict}.</p>"
         )
+    intro += sections_html
     examples = worst_confidently_wrong(results, worst)
     traces, headings = [], {}
     for j, (row, conf, est) in enumerate(examples):

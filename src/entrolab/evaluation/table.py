@@ -37,7 +37,7 @@ class RankingTable(list[dict[str, Any]]):
         return RankingTable(got) if isinstance(index, slice) else got
 
     def __str__(self) -> str:
-        from entrolab.evaluation.report import _fmt, cell, rank_label
+        from entrolab.evaluation.report import cell, fmt_value, rank_label
 
         if not self:
             return "(no estimators)"
@@ -47,7 +47,7 @@ class RankingTable(list[dict[str, Any]]):
                 rank_label(r, i),
                 str(r["name"]),
                 cell(r, "auroc"),
-                *(_fmt(r.get(k), ".3f") for k, _ in _TEXT_COLUMNS),
+                *(fmt_value(r.get(k), ".3f") for k, _ in _TEXT_COLUMNS),
             ]
             for i, r in enumerate(self, start=1)
         ]

@@ -18,7 +18,8 @@ correctness, every estimator's u, and the G samples' correctness, answer keys an
   greedy-vs-sampled gap and the items where greedy and multi-sample evaluation disagree,
 
 all with 95% bootstrap intervals over items; the summary is written to
-``RUN_DIR/paraphrases/summary.json`` and :func:`print_paraphrase_summary` prints it.
+``RUN_DIR/paraphrases/summary.json`` and :func:`print_paraphrase_summary` prints it;
+:mod:`entrolab.studies.paraphrase_html` renders it as a section of ``RUN_DIR/report.html``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from entrolab.studies.paraphrase import (
 
 __all__ = [
     "SUBDIR",
+    "by_mean_auroc",
+    "fmt_interval",
     "load_paraphrase_rows",
     "paraphrase_summary",
     "print_paraphrase_summary",
@@ -297,13 +300,26 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def _fmt(iv: Any, digits: int = 2) -> str:
+def fmt_interval(iv: Any, digits: int = 2) -> str:
+    """``0.71 [0.60, 0.80]``: an interval dict ``{"mean", "low", "high"}`` in ``digits``
+    decimals (just the mean when an end is missing or not finite; "–" without a finite mean)."""
     if not isinstance(iv, dict) or iv.get("mean") is None or not math.isfinite(iv["mean"]):
         return "–"
     lo, hi = iv.get("low"), iv.get("high")
     if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
         return f"{iv['mean']:.{digits}f}"
     return f"{iv['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def by_mean_auroc(estimators: dict[str, dict[str, Any]]) -> list[str]:
+    """Estimator names of a summary's ``"estimators"``, best mean AUROC over prompts first
+    (those without one last, in name order)."""
+
+    def order(name: str) -> float:
+        m = estimators[name].get("auroc_mean", {}).get("mean")
+        return -m if m is not None and math.isfinite(m) else math.inf
+
+    return sorted(estimators, key=order)
 
 
 def print_paraphrase_summary(summary: dict[str, Any], console: Any) -> None:
@@ -321,7 +337,7 @@ def print_paraphrase_summary(summary: dict[str, Any], console: Any) -> None:
     acc = ", ".join(f"p{i}: {a:.2f}" for i, a in enumerate(c["accuracy_by_paraphrase"]))
     console.print(
         f"greedy accuracy per prompt {acc}; items whose greedy correctness flips with the "
-        f"wording {_fmt(c['flip_rate'])}"
+        f"wording {fmt_interval(c['flip_rate'])}"
     )
     ms = summary.get("multi_sample", {})
     if "reason" in ms:
@@ -331,7 +347,9 @@ def print_paraphrase_summary(summary: dict[str, Any], console: Any) -> None:
             "sampled_accuracy", "greedy_minus_sampled", "p_fail_mean", "p_fail_worst",
             "fragile_fraction", "tail_risk",
         ]  # fmt: skip
-        console.print("; ".join(f"{k} {_fmt(ms[k])}" for k in keys if k in ms), soft_wrap=True)
+        console.print(
+            "; ".join(f"{k} {fmt_interval(ms[k])}" for k in keys if k in ms), soft_wrap=True
+        )
         console.print(
             f"greedy right but P(correct) < 0.5: items {ms['greedy_right_sampled_below_half']}; "
             f"greedy wrong but P(correct) ≥ 0.5: items {ms['greedy_wrong_sampled_above_half']}",
@@ -343,20 +361,15 @@ def print_paraphrase_summary(summary: dict[str, Any], console: Any) -> None:
         title="confidence stability across paraphrases",
     )  # fmt: skip
     ests = summary["estimators"]
-
-    def order(name: str) -> float:
-        m = ests[name].get("auroc_mean", {}).get("mean")
-        return -m if m is not None and math.isfinite(m) else math.inf
-
-    for name in sorted(ests, key=order):
+    for name in by_mean_auroc(ests):
         e = ests[name]
         if "reason" in e:
             table.add_row(name, e["reason"], "", "", "", "", str(e["n"]))
             continue
         table.add_row(
-            name, _fmt(e["auroc_mean"], 3), _fmt(e["auroc_spread"], 3),
-            _fmt(e["rank_agreement"]), _fmt(e["within_item_spread"], 3),
-            _fmt(e["decision_flip_rate"]), str(e["n"]),
+            name, fmt_interval(e["auroc_mean"], 3), fmt_interval(e["auroc_spread"], 3),
+            fmt_interval(e["rank_agreement"]), fmt_interval(e["within_item_spread"], 3),
+            fmt_interval(e["decision_flip_rate"]), str(e["n"]),
         )  # fmt: skip
     console.print(table)
 
