@@ -4,14 +4,8 @@ line naming what was saved and the exact resume command; the resumed run equals 
 one. Plus the pieces of the shared helper (rate text, resume command, interrupt line)."""
 
 import json
-import os
-import pty
 import re
-import select
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import typer
@@ -21,13 +15,13 @@ from typer.testing import CliRunner
 from entrolab.cli.common import _rate_text, on_interrupt, resume_command, stage_progress
 from entrolab.cli.think_cmd import think_command
 from entrolab.models import tiny_model
+from pty_run import ANSI as _ANSI
+from pty_run import interrupt_when
 
 runner = CliRunner()
 app = typer.Typer()
 app.command("think")(think_command)
 app.command("other")(lambda: None)
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @pytest.fixture(scope="module")
@@ -44,53 +38,16 @@ def _rows(run):
     return sorted(rows, key=lambda r: r["index"])
 
 
-def _read(fd, out: bytearray, timeout: float) -> bool:
-    """Read what the pty has within ``timeout`` s into ``out``; False at EOF."""
-    ready, _, _ = select.select([fd], [], [], timeout)
-    if not ready:
-        return True
-    try:
-        chunk = os.read(fd, 65536)
-    except OSError:  # EIO: the child closed the terminal
-        return False
-    out.extend(chunk)
-    return bool(chunk)
-
-
 def _interrupt_in_a_terminal(args, run) -> tuple[str, int]:
     """Run ``entrolab ARGS`` in a pseudo-terminal, send SIGINT once ``run/results.jsonl`` has a
     row; return (everything it drew, ANSI codes removed) and its exit code."""
-    master, slave = pty.openpty()
-    env = {**os.environ, "COLUMNS": "160", "OMP_NUM_THREADS": "1", "TERM": "xterm"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "entrolab.cli.main", *args],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        close_fds=True,
+    results = run / "results.jsonl"
+    return interrupt_when(
+        args,
+        lambda: results.exists() and bool(results.read_text().strip()),
+        env={"COLUMNS": "160"},
+        timeout=240,
     )
-    os.close(slave)
-    out = bytearray()
-    deadline = time.monotonic() + 240
-    try:
-        # wait for the first checkpointed item, then interrupt
-        results = run / "results.jsonl"
-        while not (results.exists() and results.read_text().strip()):
-            assert time.monotonic() < deadline, out.decode(errors="replace")
-            assert proc.poll() is None, out.decode(errors="replace")
-            _read(master, out, 0.005)
-        proc.send_signal(signal.SIGINT)
-        while _read(master, out, 1.0) and time.monotonic() < deadline:
-            if proc.poll() is not None and not select.select([master], [], [], 0.2)[0]:
-                break
-        code = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    return _ANSI.sub("", out.decode(errors="replace")), code
 
 
 def test_think_in_a_terminal_shows_progress_and_resumes_after_sigint(tiny_dir, tmp_path):
