@@ -11,8 +11,9 @@ What the recipe is changed to (:func:`stage2_config`):
   items inside the trainer (``eval_items: 0``): the bench evaluates the held-out items itself;
 * reward: correctness (1/0) + ``confidence_reward`` {kind: brier, form: sayself} = 1 − 2(y − c)²
   (a reply without a stated confidence gets the minimum, −1), as in the recipe;
-* grading: on the reply cut before its first "confidence" (:class:`CutTask`), as the bench and
-  the stage-1 targets grade; uncut, ``extract`` would read "Confidence: 9/10" or a number of the
+* grading: on the reply cut before its first "confidence"
+  (:class:`entrolab.tasks.AnswerBeforeConfidence`, which the trainer applies by itself whenever a
+  ``confidence_reward`` term is configured), as the bench and the stage-1 targets grade; uncut, ``extract`` would read "Confidence: 9/10" or a number of the
   "Reason" line as the answer;
 * cost: one optimizer step per rollout batch (``mini_batches: 1``, so the PPO ratio is 1 and the
   clip inactive: on-policy GRPO), no entropy probe, no TensorBoard, a checkpoint every step.
@@ -21,39 +22,14 @@ What the recipe is changed to (:func:`stage2_config`):
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import statistics
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from entrolab.tasks.stated import AnswerBeforeConfidence
+
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "smollm_confidence.yaml"
-_CUT = re.compile(r"confidence", re.I)
-
-
-def cut_reply(text: str | None) -> str:
-    """The reply before its first "confidence" (any case): the part that holds the answer."""
-    return _CUT.split(text or "", maxsplit=1)[0]
-
-
-class CutTask:
-    """``task`` with every reply graded on :func:`cut_reply` of it; all else delegated."""
-
-    def __init__(self, task: Any) -> None:
-        self._task = task
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._task, name)
-
-    def extract(self, item: Any, text: str | None) -> str | None:
-        return self._task.extract(item, cut_reply(text))
-
-    def grade(self, item: Any, text: str | None) -> Any:
-        return self._task.grade(item, cut_reply(text))
-
-    def grade_many(self, items: Sequence[Any], texts: Sequence[str | None]) -> list:
-        return self._task.grade_many(items, [cut_reply(t) for t in texts])
 
 
 def stage2_config(
@@ -93,7 +69,7 @@ def run_stage2(config, run_dir: Path, model_out: Path, log=print) -> dict[str, A
     from entrolab.rl.rewards import make_task
     from entrolab.rl.trainer import Trainer
 
-    task = CutTask(make_task(config.task.spec, config.task.settings))
+    task = AnswerBeforeConfidence(make_task(config.task.spec, config.task.settings))
     trainer = Trainer(config, run_dir, task=task, log=log)
     trainer.train()
     merged = trainer.peft_model.merge_and_unload()

@@ -40,7 +40,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _sayself_stage2 import cut_reply, run_stage2, stage2_config  # bench/ (the script's dir)
+from _sayself_stage2 import run_stage2, stage2_config  # bench/ (the script's dir)
+
+from entrolab.tasks.stated import answer_part
 
 
 def _fmt(iv) -> str:
@@ -68,7 +70,7 @@ def _scores(task, items, rows) -> dict[str, np.ndarray]:
     from entrolab.estimators.learned import parse_stated_confidence
 
     stated = [parse_stated_confidence(r["text"]) for r in rows]
-    cut = [cut_reply(r["text"]) for r in rows]
+    cut = [answer_part(r["text"]) for r in rows]
     return {
         "y": np.array([float(task.grade(it, c).correct) for it, c in zip(items, cut, strict=True)]),
         "c": np.array([0.5 if v is None else v for v in stated]),

@@ -10,10 +10,10 @@ import torch
 from entrolab.inference.sayself import INSTRUCTIONS, _prompt
 from entrolab.rl.reward_terms import apply_reward_terms
 from entrolab.rl.rewards import make_task, score_replies
-from entrolab.tasks import load_task
+from entrolab.tasks import AnswerBeforeConfidence, load_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from _sayself_stage2 import CutTask, stage2_config  # bench/, put on the path above
+from _sayself_stage2 import stage2_config  # bench/, put on the path above
 
 
 def _config(tmp_path):
@@ -42,7 +42,7 @@ def test_reward_is_correctness_plus_sayself_brier(tmp_path):
     assert (cfg.reward.correct, cfg.reward.wrong, cfg.reward.format_reward) == (1.0, 0.0, 0.0)
     assert cfg.reward.terms == {"confidence_reward": {"kind": "brier", "form": "sayself",
                                                       "weight": 1.0}}  # fmt: skip
-    task = CutTask(make_task(cfg.task.spec, cfg.task.settings))
+    task = AnswerBeforeConfidence(make_task(cfg.task.spec, cfg.task.settings))
     item = task.items(1, seed=0)[0]  # "What is 5 + 7?" → 12
     assert item.answer == "12"
     replies = [
@@ -61,3 +61,14 @@ def test_reward_is_correctness_plus_sayself_brier(tmp_path):
     # without the cut the first reply's answer would be read from "Confidence: 3/10"
     plain = make_task(cfg.task.spec, cfg.task.settings)
     assert not plain.grade(item, replies[0]).correct
+
+
+def test_answer_before_confidence_grades_the_answer_part_only():
+    task = load_task("arithmetic")
+    item = task.items(1, seed=0)[0]  # "What is 5 + 7? …", answer 12
+    reply = f"{item.answer}\nConfidence: 7/10\nReason: all chains agree."
+    assert task.extract(item, reply) == "7/10"  # uncut: the stated confidence is the last number
+    wrapped = AnswerBeforeConfidence(task)
+    assert wrapped.extract(item, reply) == item.answer and wrapped.grade(item, reply).correct
+    assert AnswerBeforeConfidence(wrapped).task is task  # wrapping twice changes nothing
+    assert wrapped.items(1, seed=0) == [item]  # everything else is the task's

@@ -49,6 +49,7 @@ from entrolab.rl.runtime import ProgressBar, release_memory, tensorboard_writer
 from entrolab.rl.shaping import rollout_advantages
 from entrolab.rl.trainer_state import RESUMABLE_KEYS, TrainerState
 from entrolab.rl.update import LossSetup, mean_metrics, run_updates
+from entrolab.tasks.stated import AnswerBeforeConfidence
 
 __all__ = ["RESUMABLE_KEYS", "Trainer", "build_policy", "reference_context"]
 
@@ -89,6 +90,9 @@ class Trainer(TrainerState):
         check_reward_terms(config.reward.terms)
         self.reward_fn = reward_fn
         self.policy, self.tokenizer, self.peft_model = self._build_policy(model, tokenizer)
+        if "confidence_reward" in (config.reward.terms or {}) or config.calibration.verbal:
+            # replies end with "Confidence: k/10", often the last number: grade the answer part
+            self.task = AnswerBeforeConfidence(self.task)
         self.backend = HFBackend(self.policy, self.tokenizer, name=config.model.name or "")
         self.pad_id = int(self.tokenizer.pad_token_id)
         delim = (getattr(self.task, "answer_delimiter", None) or "").strip()  # per-phase entropy

@@ -27,12 +27,14 @@ from entrolab.tasks.arithmetic import DEFAULT_LEVEL, LEVELS, ArithmeticLevel, Ar
 from entrolab.tasks.base import TASKS, Grade, Task, TaskItem, load_task
 from entrolab.tasks.jsonl import JsonlTask, read_jsonl_items
 from entrolab.tasks.rg import ReasoningGymTask
+from entrolab.tasks.stated import AnswerBeforeConfidence, answer_part
 
 __all__ = [
     "ANSWER_KINDS",
     "DEFAULT_LEVEL",
     "LEVELS",
     "TASKS",
+    "AnswerBeforeConfidence",
     "ArithmeticLevel",
     "ArithmeticTask",
     "Grade",
@@ -41,6 +43,7 @@ __all__ = [
     "Task",
     "TaskItem",
     "answer_key",
+    "answer_part",
     "answers_equivalent",
     "cluster_answers",
     "extract_answer",
