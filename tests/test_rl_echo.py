@@ -235,9 +235,18 @@ CFG = GenerationConfig(
 )
 PROMPTS = ["Count to three.", "Name a colour."]
 # tiny random model (H ~ 0.3-0.9 nats over its top-10, C ~ 3-5): every root branches at t = 1
-# with width 3; pruning cuts some roots and some branches at different tokens (seeds 3, 4)
-PARAMS = {"min_depth": 1, "entropy_high": 0.3, "entropy_low": 0.0, "branch_threshold": 4.0,
-          "entropy_delta_threshold": -1.0, "prune_threshold": 3.4, "max_branches": 3}  # fmt: skip
+# with width 3; pruning cuts some roots and some branches at different tokens (seeds 3, 4);
+# sampled first branch tokens (the default top_w: tests/test_rl_echo_top_w.py)
+PARAMS = {
+    "min_depth": 1,
+    "entropy_high": 0.3,
+    "entropy_low": 0.0,
+    "branch_threshold": 4.0,
+    "entropy_delta_threshold": -1.0,
+    "prune_threshold": 3.4,
+    "max_branches": 3,
+    "branch_tokens": "sample",
+}
 
 
 def test_echo_rollout_widths_pruning_and_group_size(tiny_backend) -> None:

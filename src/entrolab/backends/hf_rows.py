@@ -27,6 +27,9 @@ class RowDecoder:
         row_seeds: R seeds, one generator per row.
         hook_rows: R call-global row ids given to ``step_hook``.
         progress: ``progress(rows_done, tokens)`` after each step (or None).
+        first_token: ``first_token(active, raw, chosen) -> chosen`` replaces the tokens chosen at
+            step 0 (forced first tokens, e.g. ECHO's top-w branches); the sampler still draws
+            at step 0, and the forced tokens' statistics (log-prob, top-k) are recorded as usual.
     """
 
     def __init__(
@@ -39,8 +42,11 @@ class RowDecoder:
         warper: Warper | None = None,
         step_hook: StepHook | None = None,
         progress: Callable[[int, int], None] | None = None,
+        first_token: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+        | None = None,
     ) -> None:
         n = len(row_seeds)
+        self.first_token = first_token
         self.backend, self.config, self.warper, self.step_hook = backend, config, warper, step_hook
         self.row_seeds = [int(s) for s in row_seeds]
         self.generators = [torch.Generator().manual_seed(s) for s in self.row_seeds]
@@ -67,6 +73,8 @@ class RowDecoder:
             chosen = sample_rows(processed, [self.generators[r] for r in active.tolist()])
             kept = truncation_statistics(raw / config.temperature, processed)
             self.diag[:, active] += torch.stack([x.double() for x in kept])
+        if step == 0 and self.first_token is not None:
+            chosen = self.first_token(active, raw, chosen)
         source = raw if config.signals_from == "raw" else processed
         stats = token_statistics(source, chosen, config.topk_logprobs)
         self.buf.write(active, step, chosen, stats)

@@ -130,6 +130,7 @@ def generate_tree(
     branches: int | Callable[[Trace, int], int] = 2,
     seeds: Sequence[int] | None = None,
     branch_hook: StepHook | None = None,
+    first_tokens: str = "sample",
 ) -> TraceBatch:
     """G = ``config.num_samples`` roots per prompt, then continuations from each of up to
     ``points`` branch points per root chosen by ``rule`` (see module docstring).
@@ -140,6 +141,10 @@ def generate_tree(
             per-point width (e.g. ECHO's confidence-adaptive width; 0 skips the point).
         branch_hook: a per-step stopping rule for the branch rows (online pruning); its ``rows``
             are branch numbers in plan order, and a pruned branch ends ``"stopped"``.
+        first_tokens: ``"sample"``: a branch samples its token t; ``"top"``: branch j of a
+            point takes the j-th most likely token at t other than the root's own token there
+            (ECHO's official top-w branches: root + w − 1 branches = w distinct first tokens),
+            then samples on; its recorded log-prob is the model's log-prob of that token.
     Returns:
         the roots of every prompt (sample_index 0..G−1) followed by the branches (sample
         indices from G on), prompt by prompt. Roots are exactly ``backend.generate(prompts,
@@ -154,6 +159,8 @@ def generate_tree(
     ):
         raise EntrolabError(f"branches must be an int >= 0 or a width function, got {branches!r}")
     width = branches if callable(branches) else (lambda _root, _t: branches)
+    if first_tokens not in ("sample", "top"):
+        raise EntrolabError(f"first_tokens must be 'sample' or 'top', got {first_tokens!r}")
     if config.greedy:
         raise EntrolabError(
             "tree rollouts sample: set temperature > 0 (greedy branches are all equal)"
@@ -200,7 +207,17 @@ def generate_tree(
         by_prompt[i].append(roots[r])
     if plan:
         branch_traces = _branch(
-            backend, config, ids, texts, rows, roots, roots_dec, state, plan, branch_hook
+            backend,
+            config,
+            ids,
+            texts,
+            rows,
+            roots,
+            roots_dec,
+            state,
+            plan,
+            branch_hook,
+            top_first=first_tokens == "top",
         )
         for (r, _, _), tr in zip(plan, branch_traces, strict=True):
             by_prompt[rows[r][0]].append(tr)
@@ -216,8 +233,24 @@ def generate_tree(
     return TraceBatch(tuple(out))
 
 
+def _top_first(plan, roots):
+    """RowDecoder ``first_token``: branch b = (r, t, j) of ``plan`` takes the j-th most likely
+    token of its step-0 logits (= the root's distribution at t) that is not root r's token t."""
+    skip = [int(roots[r].token_ids[t]) for r, t, _ in plan]
+
+    def choose(active: torch.Tensor, raw: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        out = chosen.clone()
+        need = max(plan[b][2] for b in active.tolist()) + 2
+        order = raw.float().topk(min(need, raw.shape[-1]), dim=-1).indices.tolist()
+        for a, b in enumerate(active.tolist()):
+            out[a] = [x for x in order[a] if x != skip[b]][plan[b][2]]
+        return out
+
+    return choose
+
+
 def _branch(
-    backend, config, ids, texts, rows, roots, roots_dec, state, plan, hook=None
+    backend, config, ids, texts, rows, roots, roots_dec, state, plan, hook=None, top_first=False
 ) -> list[Trace]:
     """Continue every (root, t, j) of ``plan`` from the kept root cache; returns full traces."""
     width = state.prompt_width
@@ -233,7 +266,10 @@ def _branch(
         seeds.append(seed_function(0, [branch_seed(roots_dec.row_seeds[r], t, j)])(0, 0))
     budget = [config.max_new_tokens - t for _, t, _ in plan]
     cfg = GenerationConfig.from_dict({**config.to_dict(), "max_new_tokens": max(budget)})
-    dec = RowDecoder(backend, cfg, seeds, warper=resolve_warper(cfg), step_hook=hook)
+    dec = RowDecoder(
+        backend, cfg, seeds, warper=resolve_warper(cfg), step_hook=hook,
+        first_token=_top_first(plan, roots) if top_first else None,
+    )  # fmt: skip
     new_state, logits = fork(backend.model, state, [r for r, _, _ in plan], keep, refeed, positions)
     limit = torch.tensor(budget)
 

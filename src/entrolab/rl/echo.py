@@ -30,8 +30,11 @@ Where this differs from the official code (deliberately, documented in docs/rl_r
 * a branch's statistics start at its first own token (as the official code's), and it is cut at
   that same token — the official code cuts ``tokens[:prune_pos + 1]`` counting from the start of
   the inherited prefix, a misalignment;
-* the official branches are forced to the w most likely tokens at t; the tree backend samples
-  them (see /work/notes/tree_needs.md);
+* ``branch_tokens`` (default ``"top_w"``, as the official code): the official branches are
+  forced to the w most likely tokens at t, then sample on; ours force the w − 1 branches to the
+  most likely tokens at t other than the root's own token t (the root is one of the w
+  candidates), so root + branches start with w distinct tokens; a forced token's log-prob (trace
+  and PPO old log-prob) is the policy's log-prob of it. ``"sample"`` samples them instead;
 * the official ``logprob_top_k`` steps also hold the sampled token when it is outside the top-k
   (vLLM's format); ours hold the top-k only.
 
@@ -67,7 +70,7 @@ __all__ = [
 ]
 
 #: user683/ECHO ``ppo_trainer.yaml`` ``rollout.deepconf`` (group_window as intended, see above).
-ECHO_BRANCH_DEFAULTS: dict[str, float] = {
+ECHO_BRANCH_DEFAULTS: dict[str, Any] = {
     "min_depth": 4,
     "entropy_window": 4,
     "group_window": 4,
@@ -90,11 +93,13 @@ ECHO_BRANCH_DEFAULTS: dict[str, float] = {
     "prune_lambda_1": 1.0,
     "prune_lambda_2": 1.0,
     "prune_lambda_3": 0.05,
+    "branch_tokens": "top_w",  # first tokens of the branches: "top_w" (official) | "sample"
 }
+BRANCH_TOKENS = ("top_w", "sample")
 _EPS = 1e-9
 
 
-def _params(overrides: dict[str, Any] | None) -> dict[str, float]:
+def _params(overrides: dict[str, Any] | None) -> dict[str, Any]:
     p = {**ECHO_BRANCH_DEFAULTS, **(overrides or {})}
     unknown = sorted(set(p) - set(ECHO_BRANCH_DEFAULTS))
     if unknown:
@@ -105,6 +110,11 @@ def _params(overrides: dict[str, Any] | None) -> dict[str, float]:
                 "confidence_top_k"):  # fmt: skip
         if int(p[key]) < 1:
             raise EntrolabError(f"ECHO branching: {key} must be >= 1, got {p[key]}")
+    if p["branch_tokens"] not in BRANCH_TOKENS:
+        raise EntrolabError(
+            f"ECHO branching: branch_tokens must be one of {BRANCH_TOKENS}, "
+            f"got {p['branch_tokens']!r}"
+        )
     if not 1 <= int(p["min_branches"]) <= int(p["max_branches"]):
         raise EntrolabError("ECHO branching: need 1 <= min_branches <= max_branches")
     return p
@@ -189,7 +199,7 @@ def echo_branch_plan(
 class PruneState:
     """Running state of the pruning scan of one row (fed one token's statistics at a time)."""
 
-    params: dict[str, float]
+    params: dict[str, Any]
     min_group: float = math.inf
     last_tail: float | None = None
     declines: int = 0
@@ -315,7 +325,9 @@ def echo_rollout(
     each root's plan point sharing its KV cache, branch rows pruned online and roots after the
     fact (``prune``), each group cut/filled to ``size`` rows (the official code caps a prompt at
     n rows and fills with fresh samples). ``prefix="full"``: as the official code, a branch's
-    inherited prefix is part of its response. Returns the rollout and ``echo/*`` metrics."""
+    inherited prefix is part of its response; ``params["branch_tokens"]`` picks forced top-w
+    (default, official) or sampled first branch tokens. Returns the rollout and ``echo/*``
+    metrics."""
     p = _params(params)
     k = int(p["logprob_top_k"])
     if config.topk_logprobs < k:
@@ -331,6 +343,7 @@ def echo_rollout(
     tr = tree_rollout(
         backend, prompts, config, seeds, rule=br.rule, points=1, branches=br.width,
         prefix=prefix, size=size, branch_hook=br.hook if prune else None, roots_post=post,
+        first_tokens="top" if p["branch_tokens"] == "top_w" else "sample",
     )  # fmt: skip
     n_roots = max(len(root_hits), 1)
     widths = [w for _, w in br._plans.values()]

@@ -12,8 +12,9 @@ Recipes built from it (see ``recipes/``):
 - **TTRL** (``reward: majority``): majority-vote pseudo-labels from ``vote_samples`` per prompt,
   training on the first G; **ETTRL** = tree rollouts + majority + ``shaping: ettrl``;
   **ECHO** = ``rule: echo`` tree (DeepConf adaptive branch width and pruning,
-  :mod:`entrolab.rl.echo`, settings ``echo_tree``) + majority + ``shaping: echo`` + loss
-  ``echo_clip``.
+  :mod:`entrolab.rl.echo`, settings ``echo_tree``; branches forced to the top-w tokens by
+  default, as the official code, ``branch_tokens: sample`` samples them) + majority +
+  ``shaping: echo`` + loss ``echo_clip``.
   Pseudo-label accuracy (majority vs truth) is logged every step as ``ttrl/label_acc``.
 """
 

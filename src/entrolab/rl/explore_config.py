@@ -36,7 +36,9 @@ class ExploreConfig:
             ``echo``: ECHO's DeepConf plan and pruning, :mod:`entrolab.rl.echo`; then each root
             gets one point with an adaptive width and the group is cut/filled to
             ``G·(1 + points·branches)`` rows).
-        echo_tree: overrides of :data:`entrolab.rl.echo.ECHO_BRANCH_DEFAULTS` (``rule: echo``).
+        echo_tree: overrides of :data:`entrolab.rl.echo.ECHO_BRANCH_DEFAULTS` (``rule: echo``);
+            ``branch_tokens``: ``top_w`` (default, as the official code: branches start with
+            the most likely tokens at the branch point) or ``sample``.
         echo_prune: ECHO's pruning of low-confidence rows (``rule: echo``).
         cure_n2, cure_top_k, cure_critical: CURE n2 (continuations per response), critical
             top-K, ``entropy`` or ``random`` (control) positions.

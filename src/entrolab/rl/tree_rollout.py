@@ -207,6 +207,7 @@ def tree_rollout(
     size: int | None = None,
     branch_hook: StepHook | None = None,
     roots_post: Callable[[list[Trace]], list[Trace]] | None = None,
+    first_tokens: str = "sample",
 ) -> TreeRollout:
     """G roots per prompt (``config.num_samples``) and continuations at up to ``points``
     positions of each root chosen by ``rule`` (a name in ``backends.tree.BRANCH_RULES`` or a
@@ -216,7 +217,9 @@ def tree_rollout(
     Every prompt gets exactly ``size`` rows (default ``G·(1 + points·branches)``): roots first,
     then branches in plan order, cut at ``size`` (as ECHO caps a group at n) and filled with
     fresh samples when fewer (short roots, or a rule that found no point). ``roots_post`` may
-    rewrite the roots after the branches were planned (ECHO prunes them after the fact)."""
+    rewrite the roots after the branches were planned (ECHO prunes them after the fact);
+    ``first_tokens`` as :func:`~entrolab.backends.tree.generate_tree` (``"top"``: ECHO's forced
+    top-w first tokens)."""
     if prefix not in PREFIX_MODES:
         raise EntrolabError(f"prefix must be one of {PREFIX_MODES}, got {prefix!r}")
     if len(prompts) != len(seeds):
@@ -230,7 +233,7 @@ def tree_rollout(
         raise EntrolabError(f"the group size {size} is smaller than the {g} roots")
     tb = generate_tree(
         backend, list(prompts), config, rule=rule, points=points, branches=branches,
-        seeds=seeds, branch_hook=branch_hook,
+        seeds=seeds, branch_hook=branch_hook, first_tokens=first_tokens,
     )  # fmt: skip
     traces = list(tb)
     if roots_post is not None:
