@@ -75,7 +75,10 @@ def test_concurrent_requests_of_different_lengths_get_their_solo_answers(client,
         want = solo(tiny_backend, prompt, seed, max_new_tokens=max_tokens,
                     temperature=temperature, num_samples=n)  # fmt: skip
         assert texts == want
-    assert max(ext["batch"]["running_rows_at_join"] for _, ext in answers) >= 1  # they mixed
+    # whether some of the 8 joined a running decode or all started in its first step depends on
+    # thread timing (a fresh clone saw the latter), so it is not asserted here: joining mid-decode
+    # is checked deterministically in the next test; every request went through the engine:
+    assert all("engine_step" in ext["batch"] for _, ext in answers)
     assert health(client.base_url.__str__().rstrip("/"))["batching"]["mode"] == "continuous"
 
 
