@@ -27,8 +27,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from entrolab.tasks.stated import AnswerBeforeConfidence
-
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "smollm_confidence.yaml"
 
 
@@ -66,11 +64,9 @@ def run_stage2(config, run_dir: Path, model_out: Path, log=print) -> dict[str, A
     (also ``model_out/stage2.json``): steps, mean step seconds, first/last train reward,
     accuracy and mean stated confidence."""
     from entrolab.rl.checkpoint import read_metrics
-    from entrolab.rl.rewards import make_task
     from entrolab.rl.trainer import Trainer
 
-    task = AnswerBeforeConfidence(make_task(config.task.spec, config.task.settings))
-    trainer = Trainer(config, run_dir, task=task, log=log)
+    trainer = Trainer(config, run_dir, log=log)  # grades the answer part (confidence_reward set)
     trainer.train()
     merged = trainer.peft_model.merge_and_unload()
     tmp = model_out.with_name(model_out.name + ".tmp")

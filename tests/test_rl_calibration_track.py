@@ -87,6 +87,10 @@ def test_trainer_logs_calibration_and_resumes(tmp_path) -> None:
     ]
     tr = Trainer(load_config(None, [*over, "steps=3"]), tmp_path / "a")
     tr.train()
+    # verbal calibration: replies end with "Confidence: k/10", so the trainer grades the answer
+    # before it (the proxy task alone finds no answer in "4+8\nConfidence: 7/10": unparseable)
+    item = tr.task.items(1, seed=0)[0]
+    assert tr.task.grade(item, f"{item.answer}\nConfidence: 7/10").correct
     recs = ckpt.read_metrics(tmp_path / "a")
     calib = {r["step"]: r for r in recs if "calib/n" in r}
     assert sorted(calib) == [0, 2, 3]  # step 0, every 2 steps, and the last step
