@@ -11,7 +11,9 @@ episodes per prompt:
 - ``aepo``: agentic AEPO — entropy pre-monitoring budget split, consecutive-branch penalty 0.5,
   stop-gradient clipping of high-entropy tokens (loss ``aepo_agentic``);
 - ``aepo-nopen``: the same without the consecutive-branch penalty (penalty 0);
-- ``grpo``: plain multi-turn GRPO (k root episodes, PPO clip).
+- ``grpo``: plain multi-turn GRPO (k root episodes, PPO clip);
+- ``empg``: the same with EMPG's advantage shaping, one agent step per model turn
+  (``step_delimiter: "<turn>"``, :func:`entrolab.rl.agent.turn_step_ids`).
 
 Per arm and seed (runs in ``<out>/<arm>-s<seed>``, resumable): tool-call rate and accuracy of k = 4
 plain episodes on 64 held-out items at the start and the end, the training-time branch metrics
@@ -38,6 +40,12 @@ ARMS: dict[str, list[str]] = {
     "aepo": ["algorithm.loss=aepo_agentic", "explore.agent_penalty=0.5"],
     "aepo-nopen": ["algorithm.loss=aepo_agentic", "explore.agent_penalty=0.0"],
     "grpo": ["algorithm.loss=ppo_clip", "explore.agent_aepo=false"],
+    "empg": [
+        "algorithm.loss=ppo_clip",
+        "explore.agent_aepo=false",
+        "algorithm.advantage=grpo+empg",
+        "algorithm.advantage_params.step_delimiter=<turn>",
+    ],
 }
 BASE = [
     "model.name=tiny",

@@ -31,6 +31,16 @@ ARMS: dict[str, tuple[str, list[str], str]] = {  # arm -> (recipe, overrides, ru
     "ETTRL": ("proxy_ettrl.yaml", [], "ettrl"),
     "ECHO": ("proxy_echo.yaml", [], "echo"),
     "ECHO no pruning": ("proxy_echo.yaml", ["explore.echo_prune=false"], "echo-noprune"),
+    "ECHO sampled branch tokens": (
+        "proxy_echo.yaml",
+        ["explore.echo_tree.branch_tokens=sample"],
+        "echo-sampled",
+    ),
+    "ECHO 1 root (official group shape)": (  # 1 root branched, filled to 8 with fresh samples
+        "proxy_echo.yaml",
+        ["rollout.group_size=1", "explore.branches=7"],
+        "echo-1root",
+    ),
     "ECHO fixed width (low_confidence rule)": (
         "proxy_echo.yaml",
         ["explore.rule=low_confidence", "explore.prefix=shared"],

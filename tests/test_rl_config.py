@@ -81,6 +81,11 @@ def test_apply_overrides_does_not_mutate_its_input():
         ({"algorithm": {"selection_scope": "global"}}, "'batch' | 'micro_batch'"),
         ({"algorithm": {"kl_estimator": "k4"}}, "kl_estimator must be one of"),
         ({"rollout": {"group_size": 1}}, "group_size must be >= 2"),
+        # a tree of 1 root with no branch point: 1 × (1 + 0·2) = 1 row per group
+        (
+            {"rollout": {"group_size": 1}, "explore": {"mode": "tree", "points": 0}},
+            "a tree rollout may use 1 root",
+        ),
         ({"rollout": {"temperature": 0}}, "temperature must be > 0"),
         ({"rollout": "fast"}, "rollout must be a mapping"),
         ({"model": {"dtype": "int8"}}, "model.dtype must be one of"),
@@ -129,3 +134,12 @@ def test_shipped_recipes_validate(name):
     cfg = load_config(RECIPES / name)
     assert cfg.steps >= 100
     assert cfg.rollout.group_size >= 2
+
+
+def test_a_tree_rollout_may_branch_one_root():
+    # ECHO's official group shape: 1 root per prompt, its branches and fresh fills make the
+    # group: 1 × (1 + 1·7) = 8 rows
+    cfg = config_from_dict(
+        {"rollout": {"group_size": 1}, "explore": {"mode": "tree", "points": 1, "branches": 7}}
+    )
+    assert (cfg.rollout.group_size, cfg.explore.branches) == (1, 7)

@@ -132,7 +132,9 @@ class RolloutConfig:
 
     Attributes:
         prompts_per_step: N prompts per RL step (the optimisation batch is N·G sequences).
-        group_size: G completions per prompt (>= 2: group advantages need a baseline).
+        group_size: G completions per prompt (>= 2: group advantages need a baseline); in a
+            tree rollout (``explore.mode: tree``) the G roots, 1 allowed when each root's group
+            gets branches or fresh fills (``explore.points × explore.branches >= 1``).
         max_new_tokens: completion length cap (also the constant C of seq-mean-token-sum-norm).
         temperature, top_p, top_k: sampling filters; log-probs and entropies used in the loss
             are computed from logits / temperature (full vocabulary), as TRL and verl do.
@@ -153,7 +155,7 @@ class RolloutConfig:
 
     def __post_init__(self) -> None:
         _require(self.prompts_per_step >= 1, "rollout", "prompts_per_step must be >= 1")
-        _require(self.group_size >= 2, "rollout", "group_size must be >= 2 (group baselines)")
+        _require(self.group_size >= 1, "rollout", "group_size must be >= 1")
         _require(self.max_new_tokens >= 1, "rollout", "max_new_tokens must be >= 1")
         _require(
             math.isfinite(self.temperature) and self.temperature > 0,
@@ -385,6 +387,15 @@ class TrainConfig:
         _require(self.checkpoint_every >= 0, "train", "checkpoint_every must be >= 0")
         _require(self.keep_checkpoints >= 1, "train", "keep_checkpoints must be >= 1")
         _require(self.threads is None or self.threads >= 1, "train", "threads must be >= 1")
+        ex, g = self.explore, self.rollout.group_size
+        tree_rows = g * (1 + ex.points * ex.branches) if ex.mode == "tree" else g
+        _require(
+            tree_rows >= 2,
+            "rollout",
+            f"group_size must be >= 2 (group baselines), got {g}"
+            + (" (a tree rollout may use 1 root with explore.points × explore.branches >= 1)"
+               if ex.mode == "tree" else ""),
+        )  # fmt: skip
         rows = self.rollout.prompts_per_step * self.rollout.group_size
         _require(
             rows % self.algorithm.mini_batches == 0,

@@ -30,11 +30,15 @@ Where this differs from the official code (deliberately, documented in docs/rl_r
 * a branch's statistics start at its first own token (as the official code's), and it is cut at
   that same token — the official code cuts ``tokens[:prune_pos + 1]`` counting from the start of
   the inherited prefix, a misalignment;
-* ``branch_tokens`` (default ``"top_w"``, as the official code): the official branches are
-  forced to the w most likely tokens at t, then sample on; ours force the w − 1 branches to the
-  most likely tokens at t other than the root's own token t (the root is one of the w
-  candidates), so root + branches start with w distinct tokens; a forced token's log-prob (trace
-  and PPO old log-prob) is the policy's log-prob of it. ``"sample"`` samples them instead;
+* ``branch_tokens`` (default ``"top_w"``, as the official code): the w − 1 branches are forced
+  to the most likely tokens at t other than the root's own token t, then sample on. This is the
+  official rule (``vllm_rollout_spmd.py``: candidates = the top-w ids, the root's token put first
+  when missing, cut to w, the root's skipped), so root + branches start with w distinct tokens;
+  a forced token's log-prob (trace and PPO old log-prob) is the policy's log-prob of it.
+  ``"sample"`` samples them instead;
+* group shape: the official rollout branches one root per prompt and fills the group up to n
+  with fresh samples (cut at n); ``echo_rollout`` branches each of G = ``num_samples`` roots
+  (G = 1 is the official shape) and cuts/fills to ``size`` the same way;
 * the official ``logprob_top_k`` steps also hold the sampled token when it is outside the top-k
   (vLLM's format); ours hold the top-k only.
 
