@@ -64,6 +64,7 @@ BASE = [
     "monitor.probe_prompts=0",
     "explore.mode=agent",
     "explore.agent_max_turns=3",
+    "explore.agent_instruction=",  # the protocol is taught by SFT: short transcripts
     "checkpoint_every=10",
     "tensorboard=false",
     "progress=false",
@@ -103,21 +104,22 @@ def sft(out: Path, seed: int, p_tool: float, steps: int):
     from safetensors.torch import load_file, save_file
 
     from entrolab.models import tiny_model
-    from entrolab.rl.agent import TOOL_INSTRUCTION
+    from entrolab.rl.checkpoint import load_trainable, trainable_state
     from entrolab.rl.proxy import train_sft
 
     model, tok = tiny_model(hidden_size=96, num_layers=3, num_heads=4, seed=seed)
     path = out / f"sft-s{seed}" / "model.safetensors"
     if path.is_file():
-        model.load_state_dict(load_file(str(path)))
+        load_trainable(model, load_file(str(path)))
         return model.eval(), tok
     task = make_task()
     rng = random.Random(f"tool-demo|{seed}")
     items = task.items(6000, seed=50_000 + seed)
-    pairs = [(it.prompt + TOOL_INSTRUCTION, demo(it, rng, p_tool)) for it in items]
-    losses = train_sft(model, tok, pairs, steps=steps, batch_size=32, lr=3e-3, seed=seed)
+    pairs = [(it.prompt, demo(it, rng, p_tool)) for it in items]
+    losses = train_sft(model, tok, pairs, steps=steps, batch_size=32, lr=3e-3, seed=seed,
+                       checkpoint_dir=path.parent / "partial")  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_file(trainable_state(model), str(path))  # tied embeddings saved once
     (path.parent / "sft.json").write_text(json.dumps({"final_loss": float(np.mean(losses[-50:]))}))
     torch.manual_seed(seed)
     return model.eval(), tok
@@ -132,7 +134,8 @@ def tool_eval(backend, task, n_items: int, k: int, seed: int) -> dict[str, float
     cfg = GenerationConfig(num_samples=k, max_new_tokens=64, temperature=1.0,
                            chat_template=False)  # fmt: skip
     ro, m = agent_rollout(backend, [it.prompt for it in items], cfg,
-                          [seed * 1000 + i for i in range(n_items)], max_turns=3, aepo=False)  # fmt: skip
+                          [seed * 1000 + i for i in range(n_items)], max_turns=3, aepo=False,
+                          instruction="")  # fmt: skip
     rows = [items[i] for i in ro.prompt_index.tolist()]
     correct = [task.grade(it, t).correct for it, t in zip(rows, ro.texts, strict=True)]
     return {"tool_call_frac": m["agent/tool_call_frac"], "tool_error_frac":

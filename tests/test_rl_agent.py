@@ -205,6 +205,15 @@ def test_agent_rollout_splits_the_budget_and_masks_tool_tokens() -> None:
     assert plain["agent/root_frac"] == 1.0 and plain["agent/branch_frac"] == 0.0
 
 
+def test_agent_rollout_instruction_follows_each_prompt() -> None:
+    be = ScriptedAgent()
+    default, _ = agent_rollout(be, ["Q: 3*4+1?"], CFG, [5], aepo=False)
+    assert list(default.prompt_ids[0]) == be.encode("Q: 3*4+1?" + TOOL_INSTRUCTION)
+    own, _ = agent_rollout(be, ["Q: 3*4+1?"], CFG, [5], aepo=False, instruction="")
+    assert list(own.prompt_ids[0]) == be.encode("Q: 3*4+1?")  # protocol taught elsewhere
+    assert own.texts[0] == default.texts[0]  # the scripted replies do not read the prompt
+
+
 def test_context_mask_attends_to_tool_tokens_without_loss(tiny_backend) -> None:
     # response [a, b, T1, T2, c, d] with T1, T2 tool tokens: log-probs of c, d equal those of a
     # plain rollout whose prompt already holds a, b, T1, T2; the tool positions get 0

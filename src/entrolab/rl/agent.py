@@ -216,9 +216,11 @@ def agent_rollout(
     beta: float = 1.0,
     penalty: float = 0.5,
     aepo: bool = True,
+    instruction: str | None = None,
 ) -> tuple[Rollout, dict[str, float]]:
     """k = ``config.num_samples`` episodes per prompt (AEPO budget split when ``aepo``, else k
-    root episodes); returns the rollout (prompt-major, tool tokens masked) and ``agent/*``
+    root episodes), each prompt followed by ``instruction`` (None: :data:`TOOL_INSTRUCTION`;
+    ``""`` when the prompt already explains the tool protocol); returns the rollout (prompt-major, tool tokens masked) and ``agent/*``
     metrics: ``root_frac`` (the split m/k), ``branch_frac`` (branches run), ``fill_frac`` (branch
     budget given back to root episodes for lack of tool steps), entropies, tool calls/errors,
     ``tool_call_frac`` (episodes with a call), ``branch_concentration`` (mean over prompts of the
@@ -226,7 +228,8 @@ def agent_rollout(
     (branches forked right after a high-entropy tool step)."""
     k = config.num_samples
     ids = [
-        backend.prompt_ids(p + TOOL_INSTRUCTION, chat_template=config.chat_template,
+        backend.prompt_ids(p + (TOOL_INSTRUCTION if instruction is None else instruction),
+                           chat_template=config.chat_template,
                            system_prompt=config.system_prompt)
         for p in prompts
     ]  # fmt: skip

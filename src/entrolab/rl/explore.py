@@ -92,7 +92,7 @@ class Explorer:
             ro, self._rollout_metrics = agent_rollout(
                 backend, prompts, gen, seeds, max_turns=c.agent_max_turns,
                 window=c.agent_window, beta=c.agent_beta, penalty=c.agent_penalty,
-                aepo=c.agent_aepo,
+                aepo=c.agent_aepo, instruction=c.agent_instruction,
             )  # fmt: skip
             return ro
         if mode == "tree" and c.rule == "echo":

@@ -55,7 +55,9 @@ class ExploreConfig:
         echo: overrides of :data:`ECHO_DEFAULTS`.
         agent_*: multi-turn calculator rollouts (``mode: agent``, :mod:`entrolab.rl.agent`):
             turns per episode, entropy window, AEPO's β of the budget split, the
-            consecutive-branch penalty, and whether to split the budget at all (``agent_aepo``).
+            consecutive-branch penalty, whether to split the budget at all (``agent_aepo``), and
+            the text after each prompt (``agent_instruction``; None: ``agent.TOOL_INSTRUCTION``,
+            ``""`` when the task's prompts already explain the tool).
         replay, replay_capacity, sil_max, sil_warmup: SPEAR self-imitation
             (:mod:`entrolab.rl.spear`): buffer of successful responses per prompt replayed into
             later groups, advantage scaled by the rising SIL weight.
@@ -86,6 +88,7 @@ class ExploreConfig:
     agent_beta: float = 1.0
     agent_penalty: float = 0.5
     agent_aepo: bool = True
+    agent_instruction: str | None = None
     replay: bool = False
     replay_capacity: int = 256
     sil_max: float = 1.0
