@@ -11,6 +11,8 @@ episodes per prompt:
 - ``aepo``: agentic AEPO — entropy pre-monitoring budget split, consecutive-branch penalty 0.5,
   stop-gradient clipping of high-entropy tokens (loss ``aepo_agentic``);
 - ``aepo-nopen``: the same without the consecutive-branch penalty (penalty 0);
+- ``aepo-plainclip``: AEPO's rollout with the plain PPO clip (``sg_clip: false``), the control
+  of the stop-gradient clip;
 - ``grpo``: plain multi-turn GRPO (k root episodes, PPO clip);
 - ``empg``: the same with EMPG's advantage shaping, one agent step per model turn
   (``step_delimiter: "<turn>"``, :func:`entrolab.rl.agent.turn_step_ids`).
@@ -39,6 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS: dict[str, list[str]] = {
     "aepo": ["algorithm.loss=aepo_agentic", "explore.agent_penalty=0.5"],
     "aepo-nopen": ["algorithm.loss=aepo_agentic", "explore.agent_penalty=0.0"],
+    "aepo-plainclip": [  # AEPO's rollout with the plain PPO clip (no stop-gradient clip)
+        "algorithm.loss=aepo_agentic",
+        "explore.agent_penalty=0.5",
+        "algorithm.loss_params.sg_clip=false",
+    ],
     "grpo": ["algorithm.loss=ppo_clip", "explore.agent_aepo=false"],
     "empg": [
         "algorithm.loss=ppo_clip",
@@ -190,7 +197,7 @@ def run(arm: str, seed: int, steps: int, out: Path, p_tool: float, sft_steps: in
 
 def main() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
-    from rl_explore import t_interval
+    from rl_explore import paired_lines, t_interval
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
@@ -224,6 +231,9 @@ def main() -> None:
             m, h, n = t_interval([r[c] for r in rows])
             cells.append("n/a" if n == 0 else f"{m:.3f}" if n < 2 else f"{m:.3f} ± {h:.3f}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    if "grpo" in table and len(table) > 1:
+        keys = ["tool calls end", "accuracy end", "H_roll last 5"]
+        lines += ["", *paired_lines(table, "grpo", keys)]
     text = "\n".join(lines) + "\n"
     print(text)
     a.out.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,27 @@ def t_interval(xs) -> tuple[float, float, float]:
     return float(x.mean()), float(h), len(x)
 
 
+def paired_lines(table: dict[str, list[dict]], ref: str, keys: list[str]) -> list[str]:
+    """Markdown rows: each arm minus ``ref``, paired by seed (same seeds, same start), mean ±
+    95% t-interval; "(not significant)" where the interval holds 0."""
+    lines = [
+        f"Difference to {ref}, paired by seed (n = {len(table[ref])}), mean ± 95% t-interval:",
+        "",
+        "| arm | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for arm, rows in table.items():
+        if arm == ref:
+            continue
+        cells = []
+        for c in keys:
+            m, h, n = t_interval([r[c] - g[c] for r, g in zip(rows, table[ref], strict=True)])
+            sig = "" if n < 2 or abs(m) > h else " (not significant)"
+            cells.append(f"{m:+.3f} ± {h:.3f}{sig}" if n >= 2 else f"{m:+.3f}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def run(arm: str, seed: int, steps: int, out: Path, stage1: int | None = None) -> Path:
     import torch
 
@@ -178,6 +199,7 @@ def main() -> None:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-rl-explore")
     ap.add_argument("--early", type=int, default=10, help="steps averaged for the CURE group stats")
+    ap.add_argument("--paired", default=None, help="also print each arm minus this arm by seed")
     ap.add_argument(
         "--cure-stage1", type=int, default=None,
         help="CURE's stage switch (explore.stage1_steps) for the CURE arms; default the recipe's",
@@ -214,6 +236,9 @@ def main() -> None:
             m, h, n = t_interval([r[c] for r in rows])
             cells.append("n/a" if n == 0 else f"{m:.3f}" if n < 2 else f"{m:.3f} ± {h:.3f}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    if a.paired:
+        keys = ["pass@1 end", "pass@8 end", "H_tok end", "label acc", "lock-in"]
+        lines += ["", *paired_lines(table, a.paired, keys)]
     text = "\n".join(lines) + "\n"
     print(text)
     (a.out / "summary.md").write_text(text)
