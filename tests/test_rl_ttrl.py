@@ -261,6 +261,12 @@ def test_ttrl_votes_over_n_vote_and_trains_on_the_first_g(tmp_path) -> None:
          "explore.reward=majority", "explore.shaping=echo", "algorithm.loss=echo_clip",
          "explore.echo_tree={min_depth: 1, entropy_high: 0.3, entropy_low: 0.0, "
          "branch_threshold: 4.0, entropy_delta_threshold: -1.0, prune_threshold: 3.4}"),
+        # ECHO's official group shape: 1 root per prompt, its branches, fresh fills to 1·(1+3)
+        ("explore.mode=tree", "explore.rule=echo", "rollout.group_size=1", "explore.points=1",
+         "explore.branches=3", "explore.reward=majority", "explore.shaping=echo",
+         "algorithm.loss=echo_clip", "algorithm.mini_batches=1",
+         "explore.echo_tree={min_depth: 1, entropy_high: 0.3, entropy_low: 0.0, "
+         "branch_threshold: 4.0, entropy_delta_threshold: -1.0, prune_threshold: 3.4}"),
         ("explore.mode=cure", "explore.cure_n2=1", "explore.cure_top_k=3", "algorithm.loss=dapo"),
         ("explore.mode=cure", "explore.cure_n2=1", "explore.cure_min_chars=1",
          "explore.stage1_steps=1", "steps=2"),
@@ -274,6 +280,8 @@ def test_exploring_recipes_run_a_step(tmp_path, extra) -> None:
     assert math.isfinite(rec["loss/loss"])
     if "explore.mode=tree" in extra:
         g = 2 * (1 + 2 * 2) if "explore.points=1" not in extra else 2 * (1 + 1)
+        if "rollout.group_size=1" in extra:
+            g = 1 * (1 + 1 * 3)
         assert rec["explore/rows"] == 2 * g
     if "explore.shaping=echo" in extra:
         assert 0.05 <= rec["loss/clip_epsilon"] <= 0.2
