@@ -53,6 +53,12 @@ ARMS: dict[str, tuple[str, list[str], str]] = {  # arm -> (recipe, overrides, ru
         ["explore.mode=iid", "rollout.group_size=8"],
         "dapo-ctl",
     ),
+    "CURE n2=3 (paper)": ("proxy_cure.yaml", ["explore.cure_n2=3"], "cure-n2-3"),  # 4 + 12 rows
+    "DAPO i.i.d. 16 (CURE n2=3 control)": (
+        "proxy_cure.yaml",
+        ["explore.mode=iid", "rollout.group_size=16"],
+        "dapo-ctl16",
+    ),
     "SPEAR": ("proxy_spear.yaml", [], "spear"),
     "AEPO-agentic sg-clip": ("proxy_grpo.yaml", ["algorithm.loss=aepo_agentic"], "aepo-sg"),
     "AEPO-agentic plain clip": (
@@ -201,6 +207,10 @@ def main() -> None:
     ap.add_argument("--early", type=int, default=10, help="steps averaged for the CURE group stats")
     ap.add_argument("--paired", default=None, help="also print each arm minus this arm by seed")
     ap.add_argument(
+        "--paired-keys", default="pass@1 end,pass@8 end,H_tok end,label acc,lock-in",
+        help="comma-separated columns of the --paired table",
+    )  # fmt: skip
+    ap.add_argument(
         "--cure-stage1", type=int, default=None,
         help="CURE's stage switch (explore.stage1_steps) for the CURE arms; default the recipe's",
     )  # fmt: skip
@@ -237,7 +247,7 @@ def main() -> None:
             cells.append("n/a" if n == 0 else f"{m:.3f}" if n < 2 else f"{m:.3f} ± {h:.3f}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     if a.paired:
-        keys = ["pass@1 end", "pass@8 end", "H_tok end", "label acc", "lock-in"]
+        keys = [k.strip() for k in a.paired_keys.split(",") if k.strip()]
         lines += ["", *paired_lines(table, a.paired, keys)]
     text = "\n".join(lines) + "\n"
     print(text)
