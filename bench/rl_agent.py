@@ -11,6 +11,8 @@ episodes per prompt:
 - ``aepo``: agentic AEPO — entropy pre-monitoring budget split, consecutive-branch penalty 0.5,
   stop-gradient clipping of high-entropy tokens (loss ``aepo_agentic``);
 - ``aepo-nopen``: the same without the consecutive-branch penalty (penalty 0);
+- ``aepo-beta10``: AEPO with β = 10 in the budget split (β = 1 leaves it at k/2 when the
+  entropies are below ~0.25 nats);
 - ``aepo-plainclip``: AEPO's rollout with the plain PPO clip (``sg_clip: false``), the control
   of the stop-gradient clip;
 - ``grpo``: plain multi-turn GRPO (k root episodes, PPO clip);
@@ -41,6 +43,11 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS: dict[str, list[str]] = {
     "aepo": ["algorithm.loss=aepo_agentic", "explore.agent_penalty=0.5"],
     "aepo-nopen": ["algorithm.loss=aepo_agentic", "explore.agent_penalty=0.0"],
+    "aepo-beta10": [  # a budget split that moves at small entropy gaps (β = 10)
+        "algorithm.loss=aepo_agentic",
+        "explore.agent_penalty=0.5",
+        "explore.agent_beta=10",
+    ],
     "aepo-plainclip": [  # AEPO's rollout with the plain PPO clip (no stop-gradient clip)
         "algorithm.loss=aepo_agentic",
         "explore.agent_penalty=0.5",
