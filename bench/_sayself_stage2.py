@@ -13,8 +13,8 @@ What the recipe is changed to (:func:`stage2_config`):
   (a reply without a stated confidence gets the minimum, −1), as in the recipe;
 * grading: on the reply cut before its first "confidence"
   (:class:`entrolab.tasks.AnswerBeforeConfidence`, which the trainer applies by itself whenever a
-  ``confidence_reward`` term is configured), as the bench and the stage-1 targets grade; uncut, ``extract`` would read "Confidence: 9/10" or a number of the
-  "Reason" line as the answer;
+  ``confidence_reward`` term is configured), as the bench and the stage-1 targets grade; uncut,
+  ``extract`` would read "Confidence: 9/10" or a number of the "Reason" line as the answer;
 * cost: one optimizer step per rollout batch (``mini_batches: 1``, so the PPO ratio is 1 and the
   clip inactive: on-policy GRPO), no entropy probe, no TensorBoard, a checkpoint every step.
 """

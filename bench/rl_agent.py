@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+INSTRUCTION = ""  # text after each prompt: none, the protocol is taught by SFT (short transcripts)
 ARMS: dict[str, list[str]] = {
     "aepo": ["algorithm.loss=aepo_agentic", "explore.agent_penalty=0.5"],
     "aepo-nopen": ["algorithm.loss=aepo_agentic", "explore.agent_penalty=0.0"],
@@ -78,7 +79,7 @@ BASE = [
     "monitor.probe_prompts=0",
     "explore.mode=agent",
     "explore.agent_max_turns=3",
-    "explore.agent_instruction=",  # the protocol is taught by SFT: short transcripts
+    f"explore.agent_instruction={INSTRUCTION}",
     "checkpoint_every=10",
     "tensorboard=false",
     "progress=false",
@@ -129,7 +130,7 @@ def sft(out: Path, seed: int, p_tool: float, steps: int):
     task = make_task()
     rng = random.Random(f"tool-demo|{seed}")
     items = task.items(6000, seed=50_000 + seed)
-    pairs = [(it.prompt, demo(it, rng, p_tool)) for it in items]
+    pairs = [(it.prompt + INSTRUCTION, demo(it, rng, p_tool)) for it in items]
     losses = train_sft(model, tok, pairs, steps=steps, batch_size=32, lr=3e-3, seed=seed,
                        checkpoint_dir=path.parent / "partial")  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +150,7 @@ def tool_eval(backend, task, n_items: int, k: int, seed: int) -> dict[str, float
                            chat_template=False)  # fmt: skip
     ro, m = agent_rollout(backend, [it.prompt for it in items], cfg,
                           [seed * 1000 + i for i in range(n_items)], max_turns=3, aepo=False,
-                          instruction="")  # fmt: skip
+                          instruction=INSTRUCTION)  # fmt: skip
     rows = [items[i] for i in ro.prompt_index.tolist()]
     correct = [task.grade(it, t).correct for it, t in zip(rows, ro.texts, strict=True)]
     return {"tool_call_frac": m["agent/tool_call_frac"], "tool_error_frac":

@@ -220,8 +220,8 @@ def agent_rollout(
 ) -> tuple[Rollout, dict[str, float]]:
     """k = ``config.num_samples`` episodes per prompt (AEPO budget split when ``aepo``, else k
     root episodes), each prompt followed by ``instruction`` (None: :data:`TOOL_INSTRUCTION`;
-    ``""`` when the prompt already explains the tool protocol); returns the rollout (prompt-major, tool tokens masked) and ``agent/*``
-    metrics: ``root_frac`` (the split m/k), ``branch_frac`` (branches run), ``fill_frac`` (branch
+    ``""`` when the prompt already explains the tool protocol); returns the rollout
+    (prompt-major, tool tokens masked) and ``agent/*`` metrics: ``root_frac`` (the split m/k), ``branch_frac`` (branches run), ``fill_frac`` (branch
     budget given back to root episodes for lack of tool steps), entropies, tool calls/errors,
     ``tool_call_frac`` (episodes with a call), ``branch_concentration`` (mean over prompts of the
     largest share of its branches forked from one root episode) and ``branch_after_high_frac``

@@ -388,9 +388,8 @@ class TrainConfig:
         _require(self.keep_checkpoints >= 1, "train", "keep_checkpoints must be >= 1")
         _require(self.threads is None or self.threads >= 1, "train", "threads must be >= 1")
         ex, g = self.explore, self.rollout.group_size
-        tree_rows = g * (1 + ex.points * ex.branches) if ex.mode == "tree" else g
         _require(
-            tree_rows >= 2,
+            (ex.tree_rows(g) if ex.mode == "tree" else g) >= 2,
             "rollout",
             f"group_size must be >= 2 (group baselines), got {g}"
             + (" (a tree rollout may use 1 root with explore.points × explore.branches >= 1)"

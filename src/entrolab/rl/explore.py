@@ -96,9 +96,9 @@ class Explorer:
             )  # fmt: skip
             return ro
         if mode == "tree" and c.rule == "echo":
-            g_rows = gen.num_samples * (1 + c.points * c.branches)
             self.last, self._rollout_metrics = echo_rollout(
-                backend, prompts, gen, seeds, size=g_rows, params=c.echo_tree, prefix=c.prefix,
+                backend, prompts, gen, seeds, size=c.tree_rows(gen.num_samples),
+                params=c.echo_tree, prefix=c.prefix,
                 prune=c.echo_prune,
             )  # fmt: skip
         elif mode == "tree":

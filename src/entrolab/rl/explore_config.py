@@ -96,6 +96,11 @@ class ExploreConfig:
     intrinsic: float = 0.0
     intrinsic_decay: int = 0
 
+    def tree_rows(self, roots: int) -> int:
+        """Rows per prompt of a ``mode: tree`` group of ``roots`` roots: ``G·(1 + points·branches)``
+        (ECHO's groups are cut/filled to this size)."""
+        return roots * (1 + self.points * self.branches)
+
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
             if not ok:
